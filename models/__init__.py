@@ -1,0 +1,1 @@
+"""Everything that knows the network: LSTM, next-vector head, word vectors, decoding, artifacts."""

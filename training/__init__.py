@@ -1,0 +1,1 @@
+"""Offline training: novel file -> jieba tokens -> word2vec -> NumPy LSTM -> artifact directory."""
