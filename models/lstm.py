@@ -1,0 +1,255 @@
+"""One LSTM layer in NumPy: fused weights, full backpropagation through time, O(1) stepping for generation.
+
+Layout (in the style of jcjohnson's torch-rnn LSTM.lua), written down once here:
+
+    W : (D + H, 4H)   rows [:D] multiply the input x_t, rows [D:] multiply the previous hidden state h_{t-1}
+    b : (4H,)
+    columns of W and b, each H wide, in gate order  i | f | o | g
+        i = sigmoid(a[0:H])      input gate
+        f = sigmoid(a[H:2H])     forget gate (its bias starts at 1, so the cell remembers by default)
+        o = sigmoid(a[2H:3H])    output gate
+        g = tanh(a[3H:4H])       candidate cell value
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
+
+The three sigmoid gates are adjacent, so one in-place sigmoid call covers columns [0:3H].
+
+Internally everything is time-major, (T, B, .): the per-step slices are then C-contiguous (B, .) blocks,
+which is what the per-step GEMM wants, and the "all steps at once" GEMMs see one (T*B, .) matrix. The public
+interface is batch-major, (B, T, .); the conversions are one copy of x in forward and free transposed views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GATE_ORDER = ("i", "f", "o", "g")
+
+
+@dataclass
+class LSTMCache:
+    """What backward needs from forward.
+
+    Memory: T*B*(D + 4H + 3H) + 2*B*H numbers (x, activated gates, h and c with the initial state in slot 0,
+    and tanh(c)). For B=64, T=32, D=200, H=256 in float32 that is 64*32*(200 + 7*256)*4 bytes, about 16.3 MB.
+    """
+
+    x: np.ndarray  # (T, B, D) time-major copy of the input
+    gates: np.ndarray  # (T, B, 4H) gate activations i, f, o (sigmoid) and g (tanh)
+    h: np.ndarray  # (T+1, B, H): h[0] is the initial state, h[t+1] the output at step t
+    c: np.ndarray  # (T+1, B, H): c[0] is the initial cell state
+    tanh_c: np.ndarray  # (T, B, H): tanh(c[t+1]), kept so backward does not recompute it
+
+    @property
+    def final_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.h[-1], self.c[-1]
+
+
+def _sigmoid_inplace(a: np.ndarray) -> None:
+    """sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, in place: no temporaries and no overflow warnings for large |a|.
+    Python float scalars keep the array's dtype (NumPy 2 weak scalars), so float32 stays float32."""
+    np.multiply(a, 0.5, out=a)
+    np.tanh(a, out=a)
+    np.multiply(a, 0.5, out=a)
+    np.add(a, 0.5, out=a)
+
+
+def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))  # sign fix makes the distribution uniform over orthogonal matrices
+
+
+class LSTM:
+    """A single LSTM layer; stack several by feeding one layer's h as the next one's x.
+
+    Initialisation (why): the input block W[:D] is Glorot-uniform per gate (fan-in D, fan-out H), which
+    keeps the pre-activations at unit scale whatever D is; each of the four H x H recurrent blocks of W[D:] is
+    a random orthogonal matrix, so repeated multiplication by it through time neither blows up nor shrinks the
+    signal at the start of training (Saxe et al. 2014); biases are zero except the forget gate's, which is 1,
+    so gradients flow through the cell over many steps from the first update (Jozefowicz et al. 2015).
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, rng: np.random.Generator, dtype: type = np.float32
+    ) -> None:
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(
+                f"LSTM sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}"
+            )
+        self.input_size = D = int(input_size)
+        self.hidden_size = H = int(hidden_size)
+        self.dtype = np.dtype(dtype)
+        W = np.empty((D + H, 4 * H), dtype=np.float64)
+        limit = np.sqrt(6.0 / (D + H))
+        W[:D] = rng.uniform(-limit, limit, size=(D, 4 * H))
+        for gate in range(4):
+            W[D:, gate * H : (gate + 1) * H] = _orthogonal(rng, H)
+        self.W = W.astype(self.dtype)
+        self.b = np.zeros(4 * H, dtype=self.dtype)
+        self.b[H : 2 * H] = 1.0
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"W": self.W, "b": self.b}
+
+    def initial_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        H = self.hidden_size
+        return np.zeros((batch, H), dtype=self.dtype), np.zeros((batch, H), dtype=self.dtype)
+
+    def _check_state(self, state: tuple[np.ndarray, np.ndarray] | None, batch: int, what: str) -> None:
+        if state is None:
+            return
+        expected = (batch, self.hidden_size)
+        for name, array in zip(("h", "c"), state, strict=True):
+            if np.shape(array) != expected:
+                raise ValueError(f"LSTM {what}: {name} has shape {np.shape(array)}, expected {expected}")
+
+    def forward(
+        self, x: np.ndarray, state: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, LSTMCache]:
+        """x (B, T, D) -> h (B, T, H) and the cache; cache.final_state is (h_T, c_T) for carrying state on.
+
+        The returned h is a read-only view into the cache (backward needs it unchanged); copy it to modify."""
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"LSTM input: expected shape (batch, time, {self.input_size}), got {x.shape}")
+        B, T, D = x.shape
+        H = self.hidden_size
+        self._check_state(state, B, "initial state")
+        dtype = self.dtype
+        W_x, W_h = self.W[:D], self.W[D:]
+
+        xs = np.empty((T, B, D), dtype=dtype)
+        np.copyto(xs, x.transpose(1, 0, 2), casting="same_kind")
+        gates = np.empty((T, B, 4 * H), dtype=dtype)
+        # The input contribution for every step in one GEMM; the loop only adds h_{t-1} @ W_h.
+        np.matmul(xs.reshape(T * B, D), W_x, out=gates.reshape(T * B, 4 * H))
+        gates += self.b
+        hs = np.empty((T + 1, B, H), dtype=dtype)
+        cs = np.empty((T + 1, B, H), dtype=dtype)
+        tanh_c = np.empty((T, B, H), dtype=dtype)
+        if state is None:
+            hs[0] = 0.0
+            cs[0] = 0.0
+        else:
+            hs[0], cs[0] = state
+
+        recurrent = np.empty((B, 4 * H), dtype=dtype)
+        scratch = np.empty((B, H), dtype=dtype)
+        for t in range(T):
+            a = gates[t]
+            np.matmul(hs[t], W_h, out=recurrent)
+            a += recurrent
+            self._activate(a, cs[t], cs[t + 1], tanh_c[t], hs[t + 1], scratch)
+
+        out = hs[1:].transpose(1, 0, 2)
+        out.flags.writeable = False
+        return out, LSTMCache(x=xs, gates=gates, h=hs, c=cs, tanh_c=tanh_c)
+
+    def _activate(
+        self,
+        a: np.ndarray,
+        c_prev: np.ndarray,
+        c: np.ndarray,
+        tanh_c: np.ndarray,
+        h: np.ndarray,
+        scratch: np.ndarray,
+    ) -> None:
+        """Pre-activations a (B, 4H) -> gates in place; writes c, tanh(c) and h."""
+        H = self.hidden_size
+        _sigmoid_inplace(a[:, : 3 * H])
+        g = a[:, 3 * H :]
+        np.tanh(g, out=g)
+        np.multiply(a[:, H : 2 * H], c_prev, out=c)  # f * c_{t-1}
+        np.multiply(a[:, :H], g, out=scratch)  # i * g
+        c += scratch
+        np.tanh(c, out=tanh_c)
+        np.multiply(a[:, 2 * H : 3 * H], tanh_c, out=h)  # o * tanh(c)
+
+    def backward(
+        self,
+        dh: np.ndarray,
+        cache: LSTMCache,
+        dstate: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Full BPTT. dh (B, T, H) is the loss gradient w.r.t. every output; dstate the gradient w.r.t. the
+        final (h_T, c_T) when the state was used downstream (stateful truncated BPTT). Returns ({"W", "b"}
+        gradients, dx (B, T, D), (dh0, dc0))."""
+        T, B, D = cache.x.shape
+        H = self.hidden_size
+        if dh.shape != (B, T, H):
+            raise ValueError(f"LSTM backward: dh has shape {dh.shape}, expected {(B, T, H)}")
+        self._check_state(dstate, B, "backward dstate")
+        dtype = self.dtype
+        W_x, W_h = self.W[:D], self.W[D:]
+        W_h_T = W_h.T  # a transposed view: BLAS reads it with the transpose flag, no copy
+
+        dgates = np.empty((T, B, 4 * H), dtype=dtype)
+        dh_next = np.zeros((B, H), dtype=dtype)  # gradient reaching h_t from step t+1
+        dc = np.zeros((B, H), dtype=dtype)  # gradient reaching c_t from step t+1, then this step's total
+        if dstate is not None:
+            dh_next += dstate[0]
+            dc += dstate[1]
+        dh_t = np.empty((B, H), dtype=dtype)
+        scratch = np.empty((B, H), dtype=dtype)
+        sig_scratch = np.empty((B, 3 * H), dtype=dtype)
+        dh_tm = dh.transpose(1, 0, 2)
+
+        for t in range(T - 1, -1, -1):
+            a = cache.gates[t]
+            i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            da = dgates[t]
+            di, df, do, dg = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
+            tc = cache.tanh_c[t]
+
+            np.add(dh_tm[t], dh_next, out=dh_t)
+            # dc_t += dh_t * o * (1 - tanh(c_t)^2)
+            np.multiply(tc, tc, out=scratch)
+            np.subtract(1.0, scratch, out=scratch)
+            scratch *= o
+            scratch *= dh_t
+            dc += scratch
+            # gradients w.r.t. the activated gates
+            np.multiply(dh_t, tc, out=do)
+            np.multiply(dc, g, out=di)
+            np.multiply(dc, cache.c[t], out=df)
+            np.multiply(dc, i, out=dg)
+            # back through the nonlinearities: sigmoid' = s (1 - s) on [0:3H], tanh' = 1 - g^2 on [3H:4H]
+            sig = a[:, : 3 * H]
+            np.subtract(1.0, sig, out=sig_scratch)
+            sig_scratch *= sig
+            da[:, : 3 * H] *= sig_scratch
+            np.multiply(g, g, out=scratch)
+            np.subtract(1.0, scratch, out=scratch)
+            dg *= scratch
+            # to the previous step
+            dc *= f
+            np.matmul(da, W_h_T, out=dh_next)
+
+        # Everything that does not feed the recursion: one GEMM or reduction over all T*B rows.
+        flat = dgates.reshape(T * B, 4 * H)
+        dW = np.empty_like(self.W)
+        np.matmul(cache.x.reshape(T * B, D).T, flat, out=dW[:D])
+        np.matmul(cache.h[:-1].reshape(T * B, H).T, flat, out=dW[D:])
+        db = flat.sum(axis=0)
+        dx = (flat @ W_x.T).reshape(T, B, D).transpose(1, 0, 2)
+        return {"W": dW, "b": db}, dx, (dh_next, dc)
+
+    def step(
+        self, x: np.ndarray, state: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Advance one token: x (B, D) -> h (B, H), new state (h, c). O(1) per token for generation."""
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"LSTM step input: expected shape (batch, {self.input_size}), got {x.shape}")
+        B, D = x.shape
+        self._check_state(state, B, "step state")
+        h_prev, c_prev = self.initial_state(B) if state is None else state
+        a = np.matmul(x.astype(self.dtype, copy=False), self.W[:D])
+        a += np.matmul(h_prev, self.W[D:])
+        a += self.b
+        H = self.hidden_size
+        c = np.empty((B, H), dtype=self.dtype)
+        tanh_c = np.empty((B, H), dtype=self.dtype)
+        h = np.empty((B, H), dtype=self.dtype)
+        self._activate(a, c_prev, c, tanh_c, h, np.empty((B, H), dtype=self.dtype))
+        return h, (h, c)
