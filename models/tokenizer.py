@@ -1,0 +1,67 @@
+"""The one word segmenter used by training and serving, so prompts are cut exactly like the novel was."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import jieba
+
+# jieba logs "Building prefix dict ..." on every new Tokenizer; that is noise in CLI output and server logs.
+jieba.setLogLevel(logging.WARNING)
+
+# The name the user dictionary gets inside a model directory (models/artifacts.py, DESIGN §6).
+USER_DICT_FILENAME = "userdict.txt"
+
+
+class Tokenizer:
+    """jieba precise mode (cut_all=False), HMM on by default, optional user dictionary.
+
+    Uses its own jieba.Tokenizer instance (not the global one); punctuation is kept as tokens and
+    whitespace-only tokens are dropped.
+    """
+
+    def __init__(self, user_dict: str | Path | None = None, hmm: bool = True) -> None:
+        self.user_dict = Path(user_dict) if user_dict is not None else None
+        self.hmm = bool(hmm)
+        if self.user_dict is not None and not self.user_dict.is_file():
+            raise FileNotFoundError(
+                f"user dictionary {self.user_dict}: no such file (pass an existing UTF-8 jieba dictionary)"
+            )
+        # A private instance: jieba.load_userdict on the global tokenizer would leak words into every other
+        # user of jieba in the process (the app may hold several models, the tests several tokenizers).
+        self._jieba = jieba.Tokenizer()
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def _ensure_initialized(self) -> None:
+        # Loading the prefix dictionary takes ~0.5 s, so it happens on first use, once, even under threads.
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            self._jieba.initialize()
+            if self.user_dict is not None:
+                try:
+                    self._jieba.load_userdict(str(self.user_dict))
+                except (ValueError, AttributeError) as exc:
+                    raise ValueError(
+                        f"user dictionary {self.user_dict}: cannot be read ({exc}); "
+                        "it must be UTF-8 with one 'word [freq] [tag]' per line"
+                    ) from exc
+            self._ready = True
+
+    def cut(self, text: str) -> list[str]:
+        """Segment text into tokens; punctuation tokens kept, whitespace tokens (incl. newlines) dropped."""
+        self._ensure_initialized()
+        return [token for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm) if not token.isspace()]
+
+    def settings(self) -> dict:
+        """What a model directory's manifest records so serving can rebuild this tokenizer."""
+        return {
+            "mode": "precise",
+            "hmm": self.hmm,
+            "user_dict": USER_DICT_FILENAME if self.user_dict is not None else None,
+        }

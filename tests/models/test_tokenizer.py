@@ -1,0 +1,57 @@
+"""models.tokenizer: real jieba, private instance, punctuation kept, whitespace dropped, user dictionary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jieba
+import pytest
+
+from models.tokenizer import Tokenizer
+
+
+def test_cut_keeps_punctuation_and_drops_whitespace() -> None:
+    tokens = Tokenizer().cut("我们今天去公园散步，  天气很好。\n她笑道：“好！”\r\n")
+    assert "，" in tokens and "。" in tokens and "“" in tokens and "”" in tokens
+    assert all(token.strip() for token in tokens)
+    assert "".join(tokens) == "我们今天去公园散步，天气很好。她笑道：“好！”"
+
+
+def test_precise_mode_not_full_mode() -> None:
+    # Full mode would also emit the overlapping sub-words of 中华人民共和国.
+    assert Tokenizer().cut("中华人民共和国") == ["中华人民共和国"]
+
+
+def test_user_dictionary_changes_cutting_only_for_its_own_instance(tmp_path: Path) -> None:
+    text = "甄士隐梦幻识通灵"
+    plain = Tokenizer().cut(text)
+    user_dict = tmp_path / "names.txt"
+    user_dict.write_text("梦幻识通灵 10000 n\n", encoding="utf-8")
+    custom = Tokenizer(user_dict)
+    assert custom.cut(text) == ["甄士隐", "梦幻识通灵"]
+    assert "梦幻识通灵" not in plain
+    # The global jieba tokenizer and a fresh instance are untouched by the user dictionary.
+    assert "梦幻识通灵" not in Tokenizer().cut(text)
+    assert "梦幻识通灵" not in jieba.lcut(text)
+
+
+def test_settings() -> None:
+    assert Tokenizer().settings() == {"mode": "precise", "hmm": True, "user_dict": None}
+    assert Tokenizer(hmm=False).settings()["hmm"] is False
+
+
+def test_settings_with_user_dict(tmp_path: Path) -> None:
+    user_dict = tmp_path / "my-words.txt"
+    user_dict.write_text("贾宝玉\n", encoding="utf-8")
+    assert Tokenizer(user_dict).settings()["user_dict"] == "userdict.txt"
+
+
+def test_missing_user_dictionary_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
+        Tokenizer(tmp_path / "nope.txt")
+
+
+def test_hmm_discovers_unknown_words() -> None:
+    # With HMM, jieba joins unseen two-character names; without it they fall apart into single characters.
+    text = "杭研大厦里他来到了网易杭研"
+    assert Tokenizer(hmm=True).cut(text) != Tokenizer(hmm=False).cut(text)
