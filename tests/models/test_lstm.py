@@ -1,0 +1,182 @@
+"""The NumPy LSTM: float64 finite-difference gradients, stepping equals the batched forward, state carries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.lstm import LSTM
+
+B, T, D, H = 3, 5, 4, 6
+EPS = 1e-6
+
+
+def numerical_gradient(loss, array: np.ndarray) -> np.ndarray:
+    """Central differences, one element at a time, perturbing `array` in place."""
+    grad = np.zeros_like(array)
+    for idx in np.ndindex(array.shape):
+        old = array[idx]
+        array[idx] = old + EPS
+        plus = loss()
+        array[idx] = old - EPS
+        minus = loss()
+        array[idx] = old
+        grad[idx] = (plus - minus) / (2 * EPS)
+    return grad
+
+
+def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
+    return float(np.abs(numeric - analytic).max() / max(np.abs(numeric).max(), np.abs(analytic).max(), 1e-12))
+
+
+def make_lstm(rng: np.random.Generator, input_size: int = D, hidden: int = H) -> LSTM:
+    lstm = LSTM(input_size, hidden, rng, dtype=np.float64)
+    # Non-trivial biases, so that no gate sits in a special regime during the check.
+    lstm.b += rng.standard_normal(lstm.b.shape) * 0.5
+    return lstm
+
+
+def test_gradient_check_every_input_through_forward_and_backward() -> None:
+    """Random linear loss on every h_t and on the final (h_T, c_T): checks W, b, x, h0, c0 and dstate."""
+    rng = np.random.default_rng(0)
+    lstm = make_lstm(rng)
+    x = rng.standard_normal((B, T, D))
+    h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    w_out = rng.standard_normal((B, T, H))
+    w_hT, w_cT = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+    def loss() -> float:
+        h, cache = lstm.forward(x, (h0, c0))
+        hT, cT = cache.final_state
+        return float((h * w_out).sum() + (hT * w_hT).sum() + (cT * w_cT).sum())
+
+    _, cache = lstm.forward(x, (h0, c0))
+    grads, dx, (dh0, dc0) = lstm.backward(w_out, cache, (w_hT, w_cT))
+    for name, array, analytic in [
+        ("W", lstm.W, grads["W"]),
+        ("b", lstm.b, grads["b"]),
+        ("x", x, dx),
+        ("h0", h0, dh0),
+        ("c0", c0, dc0),
+    ]:
+        error = relative_error(numerical_gradient(loss, array), analytic)
+        assert error < 1e-5, f"{name}: relative error {error:.2e}"
+
+
+def test_gradient_check_two_stacked_layers() -> None:
+    """Layer 2 reads layer 1's outputs; dx of layer 2 is fed as dh into layer 1's backward."""
+    rng = np.random.default_rng(1)
+    lower, upper = make_lstm(rng, D, H), make_lstm(rng, H, 5)
+    x = rng.standard_normal((B, T, D))
+    w_out = rng.standard_normal((B, T, 5))
+
+    def loss() -> float:
+        h1, _ = lower.forward(x)
+        h2, _ = upper.forward(h1)
+        return float((h2 * w_out).sum())
+
+    h1, cache1 = lower.forward(x)
+    _, cache2 = upper.forward(h1)
+    grads2, dh1, _ = upper.backward(w_out, cache2)
+    grads1, dx, _ = lower.backward(dh1, cache1)
+    for name, array, analytic in [
+        ("lower.W", lower.W, grads1["W"]),
+        ("lower.b", lower.b, grads1["b"]),
+        ("upper.W", upper.W, grads2["W"]),
+        ("upper.b", upper.b, grads2["b"]),
+        ("x", x, dx),
+    ]:
+        error = relative_error(numerical_gradient(loss, array), analytic)
+        assert error < 1e-5, f"{name}: relative error {error:.2e}"
+
+
+def test_step_by_step_equals_forward() -> None:
+    rng = np.random.default_rng(2)
+    lstm = make_lstm(rng)
+    x = rng.standard_normal((B, T, D))
+    h_all, cache = lstm.forward(x)
+    state = None
+    for t in range(T):
+        h, state = lstm.step(x[:, t], state)
+        np.testing.assert_allclose(h, h_all[:, t], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(state[0], cache.final_state[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(state[1], cache.final_state[1], rtol=1e-12, atol=1e-12)
+
+
+def test_state_carries_across_calls() -> None:
+    """forward over T steps == forward over the first T1 steps, then the rest from that final state."""
+    rng = np.random.default_rng(3)
+    lstm = make_lstm(rng)
+    x = rng.standard_normal((B, T, D))
+    h_all, cache = lstm.forward(x)
+    h_first, cache_first = lstm.forward(x[:, :2])
+    h_rest, cache_rest = lstm.forward(x[:, 2:], cache_first.final_state)
+    np.testing.assert_allclose(np.concatenate([h_first, h_rest], axis=1), h_all, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cache_rest.final_state[1], cache.final_state[1], rtol=1e-12, atol=1e-12)
+
+
+def test_truncated_bptt_through_carried_state_matches_full_backward() -> None:
+    """Backward of the 2nd chunk hands (dh0, dc0) to the 1st chunk as dstate: same gradients as one pass."""
+    rng = np.random.default_rng(4)
+    lstm = make_lstm(rng)
+    x = rng.standard_normal((B, T, D))
+    dh = rng.standard_normal((B, T, H))
+    _, cache = lstm.forward(x)
+    full, dx_full, _ = lstm.backward(dh, cache)
+    _, cache_first = lstm.forward(x[:, :2])
+    _, cache_rest = lstm.forward(x[:, 2:], cache_first.final_state)
+    rest, dx_rest, dstate = lstm.backward(dh[:, 2:], cache_rest)
+    first, dx_first, _ = lstm.backward(dh[:, :2], cache_first, dstate)
+    np.testing.assert_allclose(first["W"] + rest["W"], full["W"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(first["b"] + rest["b"], full["b"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([dx_first, dx_rest], axis=1), dx_full, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_stays_float32() -> None:
+    rng = np.random.default_rng(5)
+    lstm = LSTM(D, H, rng)
+    assert lstm.W.dtype == np.float32 and lstm.b.dtype == np.float32
+    x = rng.standard_normal((B, T, D))  # float64 input is cast, not propagated
+    h, cache = lstm.forward(x)
+    grads, dx, (dh0, dc0) = lstm.backward(np.ones((B, T, H), dtype=np.float32), cache)
+    h_step, (_, c_s) = lstm.step(x[:, 0].astype(np.float32))
+    for array in (h, cache.gates, cache.c, grads["W"], grads["b"], dx, dh0, dc0, h_step, c_s):
+        assert array.dtype == np.float32
+
+
+def test_layout_and_initialisation() -> None:
+    rng = np.random.default_rng(6)
+    lstm = LSTM(D, H, rng)
+    assert lstm.W.shape == (D + H, 4 * H) and lstm.b.shape == (4 * H,)
+    np.testing.assert_array_equal(lstm.b[H : 2 * H], 1.0)  # forget gate
+    np.testing.assert_array_equal(np.delete(lstm.b, np.s_[H : 2 * H]), 0.0)
+    assert lstm.params()["W"] is lstm.W and lstm.params()["b"] is lstm.b
+    block = lstm.W[D:, :H].astype(np.float64)  # recurrent input-gate block is orthogonal
+    np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+
+
+def test_in_place_optimiser_update_is_seen() -> None:
+    rng = np.random.default_rng(7)
+    lstm = LSTM(D, H, rng)
+    x = rng.standard_normal((1, 2, D)).astype(np.float32)
+    before, _ = lstm.forward(x)
+    lstm.params()["W"] -= 0.1
+    after, _ = lstm.forward(x)
+    assert not np.allclose(before, after)
+
+
+def test_output_is_read_only_so_the_cache_cannot_be_corrupted() -> None:
+    lstm = LSTM(D, H, np.random.default_rng(8))
+    h, _ = lstm.forward(np.zeros((B, T, D), dtype=np.float32))
+    with pytest.raises(ValueError):
+        h[0, 0, 0] = 1.0
+
+
+def test_bad_shapes_give_clear_errors() -> None:
+    lstm = LSTM(D, H, np.random.default_rng(9))
+    with pytest.raises(ValueError, match=r"expected shape \(batch, time, 4\)"):
+        lstm.forward(np.zeros((B, T, D + 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="initial state"):
+        lstm.forward(np.zeros((B, T, D), dtype=np.float32), lstm.initial_state(B + 1))
+    with pytest.raises(ValueError, match="step input"):
+        lstm.step(np.zeros((B, T, D), dtype=np.float32))
