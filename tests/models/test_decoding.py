@@ -1,0 +1,283 @@
+"""Decoding against real components: the real Network (untrained, random weights), WordVectors and jieba.
+
+Random weights are enough to check the sampling pipeline exactly (every expectation is recomputed from the
+network's own scores); behaviour on a trained model is covered by the app tests with the tiny model fixture.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from models.decoding import (
+    Decoder,
+    EmptyPromptError,
+    SamplingParams,
+    UnknownWordsError,
+)
+from models.network import Network, NetworkConfig
+from models.tokenizer import Tokenizer
+from models.vectors import WordVectors
+
+SENTENCES = [
+    "宝玉笑道：“好妹妹，你今日可好？”",
+    "黛玉听了，便说道：“我不过是一个人罢了。”",
+    "凤姐儿笑道：“老祖宗也去逛逛。”",
+    "贾母便命人去请宝钗来吃饭。",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer()
+
+
+def _build(tokenizer: Tokenizer, loss: str = "cos_softmax", seed: int = 0) -> Decoder:
+    words = list(dict.fromkeys(token for sentence in SENTENCES for token in tokenizer.cut(sentence)))
+    rng = np.random.default_rng(seed)
+    vectors = WordVectors(words, rng.standard_normal((len(words), 16)).astype(np.float32))
+    network = Network(NetworkConfig(vocab_size=len(words), dim=16, hidden=24, loss=loss), vectors.matrix, rng)
+    return Decoder(network, vectors, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def decoder(tokenizer: Tokenizer) -> Decoder:
+    return _build(tokenizer)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    logits = logits - logits.max()
+    return logits - math.log(np.exp(logits).sum())
+
+
+def _refed_output(decoder: Decoder, ids: list[int]) -> np.ndarray:
+    """The head output after `ids`, computed the slow way: the whole window through the network again."""
+    outputs, _ = decoder.network.forward_sequence(np.asarray(ids)[None, :])
+    return outputs[:, -1]
+
+
+def test_greedy_matches_refeeding_the_window_and_reports_log_softmax(decoder: Decoder) -> None:
+    generation = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=8)).run()
+    assert len(generation.tokens) == 8 and generation.finish_reason == "length"
+    ids = list(generation.prompt.ids)
+    for token in generation.tokens:
+        output = _refed_output(decoder, ids)
+        logits = decoder.network.scores(output)[0]
+        assert token.id == int(np.argmax(logits))
+        assert token.logprob == pytest.approx(_log_softmax(logits)[token.id], abs=1e-5)
+        expected_similarity = decoder.network.similarity(output)[0, token.id]
+        assert token.similarity == pytest.approx(float(expected_similarity), abs=1e-4)
+        assert token.text == decoder.vectors.words[token.id]
+        ids.append(token.id)
+    assert generation.text == "".join(token.text for token in generation.tokens)
+
+
+def test_prompt_runs_once_then_one_step_per_token(tokenizer: Tokenizer) -> None:
+    decoder = _build(tokenizer)
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    network = decoder.network
+    forward, step = network.forward_sequence, network.step
+
+    def counting_forward(ids, state=None):
+        calls.append(("forward", np.shape(ids)))
+        return forward(ids, state)
+
+    def counting_step(ids, state=None):
+        calls.append(("step", np.shape(ids)))
+        return step(ids, state)
+
+    network.forward_sequence, network.step = counting_forward, counting_step
+    decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=5)).run()
+    assert calls == [("forward", (1, 3))] + [("step", (1,))] * 4  # no step after the last token
+
+
+def test_same_seed_same_text_different_seeds_differ(decoder: Decoder) -> None:
+    def sample(seed: int) -> list[int]:
+        params = SamplingParams(max_new_tokens=30, do_sample=True, temperature=1.5, seed=seed)
+        return [token.id for token in decoder.generate("黛玉听了", params).run().tokens]
+
+    assert sample(7) == sample(7)
+    assert len({tuple(sample(seed)) for seed in range(5)}) > 1
+
+
+def test_seed_is_drawn_and_reported_when_absent(decoder: Decoder) -> None:
+    first = decoder.generate("黛玉", SamplingParams(max_new_tokens=20, do_sample=True, temperature=2.0)).run()
+    replay = decoder.generate(
+        "黛玉", SamplingParams(max_new_tokens=20, do_sample=True, temperature=2.0, seed=first.seed)
+    ).run()
+    assert [t.id for t in replay.tokens] == [t.id for t in first.tokens]
+
+
+def test_temperature_sampling_logprob_is_under_the_tempered_distribution(decoder: Decoder) -> None:
+    generation = decoder.generate("宝玉", SamplingParams(max_new_tokens=1, temperature=0.7, seed=3)).run()
+    logits = decoder.network.scores(_refed_output(decoder, generation.prompt.ids))[0]
+    token = generation.tokens[0]
+    assert token.logprob == pytest.approx(_log_softmax(logits / 0.7)[token.id], abs=1e-5)
+
+
+def test_top_k_only_draws_among_the_k_best_and_renormalises(decoder: Decoder) -> None:
+    logits = decoder.network.scores(_refed_output(decoder, [decoder.vectors.index["宝玉"]]))[0]
+    best3 = set(np.argsort(-logits)[:3].tolist())
+    drawn = set()
+    for seed in range(60):
+        token = decoder.generate("宝玉", SamplingParams(max_new_tokens=1, top_k=3, seed=seed)).run().tokens[0]
+        drawn.add(token.id)
+        kept = logits[sorted(best3)]
+        assert token.logprob == pytest.approx(logits[token.id] - np.log(np.exp(kept).sum()), abs=1e-4)
+    assert drawn <= best3 and len(drawn) > 1
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(decoder: Decoder) -> None:
+    greedy = [t.id for t in decoder.generate("贾母", SamplingParams(max_new_tokens=10)).run().tokens]
+    top1 = decoder.generate("贾母", SamplingParams(max_new_tokens=10, top_k=1, seed=5)).run()
+    nucleus = decoder.generate("贾母", SamplingParams(max_new_tokens=10, top_p=1e-6, seed=5)).run()
+    assert [t.id for t in top1.tokens] == greedy
+    assert [t.id for t in nucleus.tokens] == greedy
+    assert all(t.logprob == pytest.approx(0.0, abs=1e-9) for t in nucleus.tokens)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p(decoder: Decoder) -> None:
+    logits = decoder.network.scores(_refed_output(decoder, [decoder.vectors.index["宝玉"]]))[0]
+    probabilities = np.exp(_log_softmax(logits))
+    order = np.argsort(-probabilities)
+    p = float(probabilities[order[:4]].sum()) - 1e-6  # the nucleus is exactly the 4 most probable words
+    nucleus = set(order[:4].tolist())
+    drawn = {
+        decoder.generate("宝玉", SamplingParams(max_new_tokens=1, top_p=p, seed=seed)).run().tokens[0].id
+        for seed in range(80)
+    }
+    assert drawn <= nucleus and len(drawn) > 1
+
+
+def test_repetition_penalty_follows_ctrl_semantics(decoder: Decoder) -> None:
+    penalty = 3.0
+    generation = decoder.generate(
+        "宝玉笑道", SamplingParams(max_new_tokens=6, repetition_penalty=penalty)
+    ).run()
+    ids = list(generation.prompt.ids)
+    for token in generation.tokens:
+        logits = decoder.network.scores(_refed_output(decoder, ids))[0].astype(np.float64)
+        seen = np.unique(ids)
+        logits[seen] = np.where(logits[seen] > 0, logits[seen] / penalty, logits[seen] * penalty)
+        assert token.id == int(np.argmax(logits))
+        ids.append(token.id)
+
+
+def test_stop_sequence_spanning_two_tokens_ends_generation(decoder: Decoder) -> None:
+    free = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12)).run()
+    texts = [t.text for t in free.tokens]
+    # A stop string made of the end of token 3 and the start of token 4 must be found across the boundary.
+    stop = texts[2][-1] + texts[3][0]
+    expected_end = next(i for i in range(12) if stop in "".join(texts[: i + 1]))
+    stopped = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12, stop=("不会出现", stop))).run()
+    assert stopped.finish_reason == "stop_sequence"
+    assert [t.text for t in stopped.tokens] == texts[: expected_end + 1]
+    assert stop in stopped.text
+
+
+def test_tokens_are_yielded_one_by_one_with_finish_reason_set_before_the_last(decoder: Decoder) -> None:
+    generation = decoder.generate("宝玉", SamplingParams(max_new_tokens=4))
+    seen_reasons = [generation.finish_reason for _ in generation]
+    assert seen_reasons == [None, None, None, "length"]
+    with pytest.raises(RuntimeError):
+        iter(generation)
+
+
+def test_unknown_words_are_listed_and_skipped(decoder: Decoder) -> None:
+    generation = decoder.generate("宝玉看见孙悟空", SamplingParams(max_new_tokens=3)).run()
+    assert "孙悟空" in generation.prompt.unknown
+    assert generation.prompt.ids[0] == decoder.vectors.index["宝玉"]
+
+
+def test_only_unknown_words_raise_with_suggestions(decoder: Decoder) -> None:
+    with pytest.raises(UnknownWordsError) as caught:
+        decoder.generate("宝钗", SamplingParams())
+    assert caught.value.unknown == ["宝钗"]
+    assert "宝玉" in caught.value.suggestions["宝钗"]  # shares the character 宝
+    assert "宝钗" in str(caught.value)
+
+
+def test_empty_prompt_raises(decoder: Decoder) -> None:
+    with pytest.raises(EmptyPromptError):
+        decoder.generate("  \n ", SamplingParams())
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (SamplingParams(do_sample=True, temperature=0.0), "temperature must be > 0"),
+        (SamplingParams(temperature=-1.0), "temperature must be > 0"),
+        (SamplingParams(top_p=0.0), "top_p must be in (0, 1]"),
+        (SamplingParams(top_p=1.5), "top_p must be in (0, 1]"),
+        (SamplingParams(top_k=0), "top_k must be at least 1"),
+        (SamplingParams(max_new_tokens=0), "max_new_tokens must be at least 1"),
+        (SamplingParams(temperature=float("nan")), "temperature must be a finite number"),
+        (SamplingParams(repetition_penalty=float("inf")), "repetition_penalty must be a finite number"),
+        (SamplingParams(repetition_penalty=0.0), "repetition_penalty must be > 0"),
+        (SamplingParams(stop=("",)), "stop sequences must be non-empty"),
+    ],
+)
+def test_invalid_parameters_name_the_parameter(
+    decoder: Decoder, params: SamplingParams, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+        decoder.generate("宝玉", params)
+
+
+def test_sampling_switches_on_like_tgi() -> None:
+    assert not SamplingParams().sampling
+    assert not SamplingParams(temperature=1.0, top_p=1.0).sampling
+    assert SamplingParams(temperature=0.5).sampling
+    assert SamplingParams(top_k=5).sampling
+    assert SamplingParams(top_p=0.9).sampling
+    assert SamplingParams(do_sample=True).sampling
+
+
+def test_predict_next_is_the_softmax_of_the_scores(decoder: Decoder) -> None:
+    prompt, candidates = decoder.predict_next("黛玉听了", top_k=5)
+    output = _refed_output(decoder, prompt.ids)
+    probabilities = np.exp(_log_softmax(decoder.network.scores(output)[0]))
+    similarity = decoder.network.similarity(output)[0]
+    expected = np.argsort(-probabilities, kind="stable")[:5]
+    assert [c.id for c in candidates] == expected.tolist()
+    for candidate in candidates:
+        assert candidate.probability == pytest.approx(probabilities[candidate.id], rel=1e-5)
+        assert candidate.similarity == pytest.approx(float(similarity[candidate.id]), abs=1e-6)
+        assert candidate.word == decoder.vectors.words[candidate.id]
+    greedy = decoder.generate("黛玉听了", SamplingParams(max_new_tokens=1)).run().tokens[0]
+    assert candidates[0].id == greedy.id
+
+
+def test_one_hot_head_has_no_similarity(tokenizer: Tokenizer) -> None:
+    decoder = _build(tokenizer, loss="softmax")
+    generation = decoder.generate("宝玉", SamplingParams(max_new_tokens=3, do_sample=True, seed=1)).run()
+    assert all(token.similarity is None for token in generation.tokens)
+    _, candidates = decoder.predict_next("宝玉", top_k=3)
+    assert all(candidate.similarity is None for candidate in candidates)
+
+
+def test_concurrent_generations_do_not_share_state(decoder: Decoder) -> None:
+    params = SamplingParams(max_new_tokens=25, do_sample=True, temperature=1.3, seed=11)
+    expected = [t.id for t in decoder.generate("凤姐儿笑道", params).run().tokens]
+    results: list[list[int]] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        ids = [t.id for t in decoder.generate("凤姐儿笑道", params).run().tokens]
+        with lock:
+            results.append(ids)
+
+    # Interleaved in one thread first (two generators advanced alternately), then on real threads.
+    first, second = iter(decoder.generate("凤姐儿笑道", params)), iter(decoder.generate("凤姐儿笑道", params))
+    interleaved = [(a.id, b.id) for a, b in zip(first, second, strict=True)]
+    assert [a for a, _ in interleaved] == expected == [b for _, b in interleaved]
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [expected] * 6
