@@ -1,0 +1,136 @@
+"""One JSON error shape for every failure: {"error": "<what to do>", "error_type": "<kind>", ...extra}.
+
+FastAPI's own validation errors, malformed JSON, unknown routes and wrong methods are converted too, so a
+client never has to parse two formats (the shape follows text-generation-inference's ErrorResponse).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("app")
+
+# Extra advice for fields whose plain range message would leave a person guessing.
+_FIELD_HINTS = {
+    "temperature": "for greedy decoding leave temperature out and set do_sample to false",
+    "top_p": "1 switches nucleus sampling off",
+    "repetition_penalty": "1 means no penalty, values like 1.1-1.3 discourage repeats",
+    "inputs": 'send the prompt as a string, e.g. "宝玉笑道"',
+}
+
+
+class APIError(Exception):
+    """A client-facing error raised by route code; rendered by `_api_error`."""
+
+    def __init__(self, status_code: int, error_type: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.message = message
+        self.extra = extra
+
+
+def error_body(message: str, error_type: str, **extra: Any) -> dict[str, Any]:
+    return {"error": message, "error_type": error_type, **extra}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # ("body", "parameters", "top_p") -> "parameters.top_p"; ("query", "word") -> "word"; list indices as [i].
+    parts = [part for part in loc if part not in ("body", "query", "path")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "request body"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _field(error: dict[str, Any]) -> str:
+    return "request body" if error.get("type") == "json_invalid" else _location(tuple(error.get("loc", ())))
+
+
+def describe_validation_error(error: dict[str, Any]) -> str:
+    """One readable sentence for one pydantic error, naming the field and the value received."""
+    kind = error.get("type", "")
+    where = _location(tuple(error.get("loc", ())))
+    if kind == "json_invalid":
+        detail = error.get("ctx", {}).get("error", "")
+        position = error.get("loc", ())[-1]
+        where_in_body = f" at character {position}" if isinstance(position, int) else ""
+        return (
+            f"the request body is not valid JSON ({detail}{where_in_body}); "
+            'send a JSON object such as {"inputs": "宝玉笑道", "parameters": {"max_new_tokens": 20}}'
+        )
+    if kind == "missing":
+        if where == "request body":
+            return 'the request body is missing; send a JSON object such as {"inputs": "宝玉笑道"}'
+        return f"{where} is required"
+    if kind == "extra_forbidden":
+        return f"{where} is not a known field; see /docs for the accepted fields"
+    message = error.get("msg", "is invalid")
+    sentence = f"{where}: {message[0].lower() + message[1:] if message else message}"
+    if "input" in error and kind not in ("model_type", "dict_type"):
+        sentence += f" (got {_shown(error['input'])})"
+    field = str(error.get("loc", ("",))[-1])
+    if field in _FIELD_HINTS:
+        sentence += f"; {_FIELD_HINTS[field]}"
+    return sentence
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.error_type, **exc.extra), status_code=exc.status_code)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    messages = [describe_validation_error(error) for error in errors]
+    return JSONResponse(
+        error_body(
+            "; ".join(dict.fromkeys(messages)), "validation", fields=[_field(error) for error in errors]
+        ),
+        status_code=422,
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}; the API is listed at /docs"
+        error_type = "not_found"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; the API is listed at /docs"
+        error_type = "method_not_allowed"
+    else:
+        message = str(exc.detail)
+        error_type = "http"
+    return JSONResponse(error_body(message, error_type), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # A bug on our side, never the client's input: log the traceback, answer with the same JSON shape.
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        error_body("internal server error; the server log has the details", "internal"), status_code=500
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,37 @@
+"""POST /predict: the most probable next words after a context."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.routes.dependencies import Service
+from app.schemas import Candidate, ErrorResponse, PredictRequest, PredictResponse
+from app.service import prompt_error
+from models.decoding import EmptyPromptError, UnknownWordsError
+
+router = APIRouter(tags=["prediction"])
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses={422: {"model": ErrorResponse}},
+    summary="Next-word candidates with probability and cosine similarity",
+)
+def predict(body: PredictRequest, service: Service) -> PredictResponse:
+    service.check_prompt(body.inputs)
+    service.check_top_k(body.top_k, "top_k")
+    try:
+        prompt, candidates = service.decoder.predict_next(
+            body.inputs, top_k=body.top_k, temperature=body.temperature
+        )
+    except (EmptyPromptError, UnknownWordsError) as error:
+        raise prompt_error(error) from None
+    return PredictResponse(
+        tokens=prompt.tokens,
+        unknown_words=prompt.unknown,
+        candidates=[
+            Candidate(id=c.id, word=c.word, probability=c.probability, similarity=c.similarity)
+            for c in candidates
+        ],
+    )

@@ -1,0 +1,41 @@
+"""Server configuration from environment variables (or a .env file), e.g. MODEL_DIR=artifacts/hongloumeng."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is read from the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    model_dir: Path = Field(
+        Path("artifacts/hongloumeng"), description="model directory written by `make train`"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_prompt_chars: int = Field(1000, ge=1, description="longest prompt accepted, in characters")
+    max_new_tokens: int = Field(512, ge=1, description="upper limit for parameters.max_new_tokens")
+    top_k_limit: int = Field(1000, ge=1, description="upper limit for top_k in /generate and /predict")
+    max_stop_sequences: int = Field(8, ge=0, description="how many stop sequences one request may send")
+    max_topn: int = Field(100, ge=1, description="upper limit for topn in /similar")
+    # Comma-separated in the environment (CORS_ORIGINS=http://a.example,http://b.example); empty = no CORS.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
