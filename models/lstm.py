@@ -32,11 +32,12 @@ GATE_ORDER = ("i", "f", "o", "g")
 class LSTMCache:
     """What backward needs from forward.
 
-    Memory: T*B*(D + 4H + 3H) + 2*B*H numbers (x, activated gates, h and c with the initial state in slot 0,
-    and tanh(c)). For B=64, T=32, D=200, H=256 in float32 that is 64*32*(200 + 7*256)*4 bytes, about 16.3 MB.
+    Memory: T*B*(D+1 + 4H + 3H) + 2*B*H numbers (x with a bias column, activated gates, h and c with the
+    initial state in slot 0, and tanh(c)). For B=64, T=32, D=200, H=256 in float32 that is
+    64*32*(201 + 7*256)*4 bytes, about 16.3 MB.
     """
 
-    x: np.ndarray  # (T, B, D) time-major copy of the input
+    x: np.ndarray  # (T, B, D+1) time-major copy of the input with a constant-1 column for the bias
     gates: np.ndarray  # (T, B, 4H) gate activations i, f, o (sigmoid) and g (tanh)
     h: np.ndarray  # (T+1, B, H): h[0] is the initial state, h[t+1] the output at step t
     c: np.ndarray  # (T+1, B, H): c[0] is the initial cell state
@@ -48,12 +49,14 @@ class LSTMCache:
 
 
 def _sigmoid_inplace(a: np.ndarray) -> None:
-    """sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, in place: no temporaries and no overflow warnings for large |a|.
+    """sigmoid(a) = 1 / (1 + exp(-a)) in place, without temporaries. Measured here, np.exp costs about 0.6x of
+    np.tanh per element, which makes this faster than 0.5 * tanh(0.5 a) + 0.5. exp(-a) overflows to inf for
+    a < -88 (float32) and 1 / inf = 0 is the right answer, so callers silence that warning with np.errstate.
     Python float scalars keep the array's dtype (NumPy 2 weak scalars), so float32 stays float32."""
-    np.multiply(a, 0.5, out=a)
-    np.tanh(a, out=a)
-    np.multiply(a, 0.5, out=a)
-    np.add(a, 0.5, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    np.add(a, 1.0, out=a)
+    np.divide(1.0, a, out=a)
 
 
 def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -117,14 +120,18 @@ class LSTM:
         H = self.hidden_size
         self._check_state(state, B, "initial state")
         dtype = self.dtype
-        W_x, W_h = self.W[:D], self.W[D:]
+        W_h = self.W[D:]
 
-        xs = np.empty((T, B, D), dtype=dtype)
-        np.copyto(xs, x.transpose(1, 0, 2), casting="same_kind")
+        # x gets a constant 1 appended and W_x the bias as an extra row: the input GEMM then adds the bias for
+        # free (instead of a separate pass over all T*B*4H gates), and in backward the same GEMM that gives
+        # dW_x gives db in its last row.
+        xs = np.empty((T, B, D + 1), dtype=dtype)
+        np.copyto(xs[:, :, :D], x.transpose(1, 0, 2), casting="same_kind")
+        xs[:, :, D] = 1.0
+        W_xb = np.concatenate([self.W[:D], self.b[None, :]])
         gates = np.empty((T, B, 4 * H), dtype=dtype)
         # The input contribution for every step in one GEMM; the loop only adds h_{t-1} @ W_h.
-        np.matmul(xs.reshape(T * B, D), W_x, out=gates.reshape(T * B, 4 * H))
-        gates += self.b
+        np.matmul(xs.reshape(T * B, D + 1), W_xb, out=gates.reshape(T * B, 4 * H))
         hs = np.empty((T + 1, B, H), dtype=dtype)
         cs = np.empty((T + 1, B, H), dtype=dtype)
         tanh_c = np.empty((T, B, H), dtype=dtype)
@@ -136,11 +143,12 @@ class LSTM:
 
         recurrent = np.empty((B, 4 * H), dtype=dtype)
         scratch = np.empty((B, H), dtype=dtype)
-        for t in range(T):
-            a = gates[t]
-            np.matmul(hs[t], W_h, out=recurrent)
-            a += recurrent
-            self._activate(a, cs[t], cs[t + 1], tanh_c[t], hs[t + 1], scratch)
+        with np.errstate(over="ignore"):  # exp(-a) -> inf in the sigmoid is intended, see _sigmoid_inplace
+            for t in range(T):
+                a = gates[t]
+                np.matmul(hs[t], W_h, out=recurrent)
+                a += recurrent
+                self._activate(a, cs[t], cs[t + 1], tanh_c[t], hs[t + 1], scratch)
 
         out = hs[1:].transpose(1, 0, 2)
         out.flags.writeable = False
@@ -176,6 +184,7 @@ class LSTM:
         final (h_T, c_T) when the state was used downstream (stateful truncated BPTT). Returns ({"W", "b"}
         gradients, dx (B, T, D), (dh0, dc0))."""
         T, B, D = cache.x.shape
+        D -= 1  # cache.x carries the constant-1 bias column
         H = self.hidden_size
         if dh.shape != (B, T, H):
             raise ValueError(f"LSTM backward: dh has shape {dh.shape}, expected {(B, T, H)}")
@@ -229,9 +238,10 @@ class LSTM:
         # Everything that does not feed the recursion: one GEMM or reduction over all T*B rows.
         flat = dgates.reshape(T * B, 4 * H)
         dW = np.empty_like(self.W)
-        np.matmul(cache.x.reshape(T * B, D).T, flat, out=dW[:D])
+        dW_xb = cache.x.reshape(T * B, D + 1).T @ flat  # rows [:D] are dW_x, row D is db
+        dW[:D] = dW_xb[:D]
         np.matmul(cache.h[:-1].reshape(T * B, H).T, flat, out=dW[D:])
-        db = flat.sum(axis=0)
+        db = dW_xb[D].copy()
         dx = (flat @ W_x.T).reshape(T, B, D).transpose(1, 0, 2)
         return {"W": dW, "b": db}, dx, (dh_next, dc)
 
@@ -251,5 +261,6 @@ class LSTM:
         c = np.empty((B, H), dtype=self.dtype)
         tanh_c = np.empty((B, H), dtype=self.dtype)
         h = np.empty((B, H), dtype=self.dtype)
-        self._activate(a, c_prev, c, tanh_c, h, np.empty((B, H), dtype=self.dtype))
+        with np.errstate(over="ignore"):
+            self._activate(a, c_prev, c, tanh_c, h, np.empty((B, H), dtype=self.dtype))
         return h, (h, c)

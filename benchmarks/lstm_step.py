@@ -1,0 +1,108 @@
+"""NumPy LSTM forward+backward vs PyTorch CPU nn.LSTM on the same shapes, threads and data.
+
+    .venv/bin/python benchmarks/lstm_step.py [--threads 1] [--runs 30]
+
+torch is a benchmark-only extra (`pip install torch==2.13.0`), never imported by app/, models/ or training/.
+Threads: the BLAS thread count of NumPy (OpenBLAS) is fixed by the environment variables
+OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS, set below *before* NumPy is imported (they are read
+once at load time); torch gets the same number through torch.set_num_threads. The two are timed interleaved,
+alternating which goes first, so load from other processes on a shared machine hits both alike; we report
+medians.
+The last line is exactly `numpy/torch forward+backward time ratio: X.XX` (ratio of the medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--input", type=int, default=200)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for both (default 1)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs of each (median reported; >= 20)")
+    parser.add_argument("--warmup", type=int, default=5)
+    return parser.parse_args()
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(ARGS.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402  (after the thread variables on purpose)
+
+from models.lstm import LSTM  # noqa: E402
+
+
+def main() -> None:
+    args = ARGS or parse_args()
+    try:
+        import torch
+    except ImportError:
+        sys.exit(
+            "error: torch is not installed; run `.venv/bin/pip install torch==2.13.0` (benchmark-only extra)"
+        )
+    torch.set_num_threads(args.threads)
+    B, T, D, H = args.batch, args.steps, args.input, args.hidden
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    dh = rng.standard_normal((B, T, H)).astype(np.float32)
+    lstm = LSTM(D, H, rng)
+
+    torch.manual_seed(0)
+    torch_lstm = torch.nn.LSTM(D, H, batch_first=True)
+    tx = torch.from_numpy(x).requires_grad_(True)  # dx is computed by both, as our backward always returns it
+    tdh = torch.from_numpy(dh)
+
+    def run_numpy() -> None:
+        _, cache = lstm.forward(x)
+        lstm.backward(dh, cache)
+
+    def run_torch() -> None:
+        torch_lstm.zero_grad(set_to_none=True)
+        tx.grad = None
+        out, _ = torch_lstm(tx)
+        out.backward(tdh)
+
+    for _ in range(args.warmup):
+        run_numpy()
+        run_torch()
+    times: dict[str, list[float]] = {"numpy": [], "torch": []}
+    runners = {"numpy": run_numpy, "torch": run_torch}
+    for i in range(max(args.runs, 20)):
+        order = ("numpy", "torch") if i % 2 == 0 else ("torch", "numpy")
+        for name in order:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+
+    flops = 2 * B * T * 4 * H * (3 * D + 3 * H)  # forward x@Wx, h@Wh; backward dWx, dx, dWh, dh_prev
+    print(f"LSTM B={B} T={T} D={D} H={H} float32, {len(times['numpy'])} interleaved runs each")
+    print(f"threads={args.threads} (numpy: OPENBLAS/OMP/MKL_NUM_THREADS env; torch: set_num_threads)")
+    print(f"numpy {np.__version__}, torch {torch.__version__}; GEMM work per run {flops / 1e9:.2f} GFLOP")
+    medians = {}
+    for name, samples in times.items():
+        ms = np.array(samples) * 1e3
+        medians[name] = float(np.median(ms))
+        p90 = np.percentile(ms, 90)
+        rate = flops / (medians[name] / 1e3) / 1e9
+        print(
+            f"  {name:6s} median {medians[name]:7.2f} ms   min {ms.min():7.2f}   p90 {p90:7.2f}"
+            f"   ({rate:.0f} GFLOP/s)"
+        )
+    print(f"numpy/torch forward+backward time ratio: {medians['numpy'] / medians['torch']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
