@@ -576,4 +576,13 @@ def test_dockerfile_install_serves_health(uvicorn_from_dockerfile_venv: tuple[st
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
     assert status == 200, "GET /health did not answer 200 within 120 s"
-    assert json.loads(body)  # a JSON body
+    assert json.loads(body)["status"] == "ok"
+
+    # The playground page and its assets are package data: they must have been installed with the project.
+    with urllib.request.urlopen(f"{base_url}/", timeout=10) as response:
+        page = response.read().decode("utf-8")
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
+    assert assets, "the playground page references no /static assets"
+    for asset in assets:
+        with urllib.request.urlopen(f"{base_url}{asset}", timeout=10) as response:
+            assert response.status == 200 and response.read(), asset
