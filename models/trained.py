@@ -1,0 +1,56 @@
+"""A trained model directory, loaded: manifest, vectors, network and the tokenizer that cut the novel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.artifacts import ArtifactError, read_manifest
+from models.network import Network
+from models.tokenizer import Tokenizer
+from models.vectors import WordVectors
+
+VECTORS_FILE = "vectors.bin"
+NETWORK_FILE = "lstm.npz"
+USER_DICT_FILE = "userdict.txt"
+
+
+@dataclass
+class TrainedModel:
+    directory: Path
+    manifest: dict
+    vectors: WordVectors
+    network: Network
+    tokenizer: Tokenizer
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> TrainedModel:
+        """Verify (format version, sha256 of every file, array shapes) and load; any failure is an
+        ArtifactError whose message names the file, the problem and the fix."""
+        directory = Path(model_dir)
+        manifest = read_manifest(directory)
+        retrain = "retrain it with `python -m training --out DIR ...`"
+        for name in (VECTORS_FILE, NETWORK_FILE):
+            if name not in manifest.get("files", {}):
+                raise ArtifactError(f"{directory / name}: not listed in manifest.json; {retrain}")
+        try:
+            vectors = WordVectors.load_word2vec_format(directory / VECTORS_FILE, binary=True)
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"{directory / VECTORS_FILE}: {error}") from None
+        try:
+            network = Network.load(directory / NETWORK_FILE, vectors.matrix)
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"{error}; {retrain}") from None
+        segmentation = manifest.get("segmentation") or {}
+        user_dict = directory / USER_DICT_FILE if segmentation.get("user_dict") else None
+        if user_dict is not None and not user_dict.is_file():
+            raise ArtifactError(
+                f"{user_dict}: the manifest names a user dictionary but it is missing; {retrain}"
+            )
+        try:
+            tokenizer = Tokenizer(user_dict, hmm=bool(segmentation.get("hmm", True)))
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"{directory}: cannot build the tokenizer ({error})") from None
+        return cls(
+            directory=directory, manifest=manifest, vectors=vectors, network=network, tokenizer=tokenizer
+        )

@@ -1,0 +1,200 @@
+"""Held-out evaluation (DESIGN §8): the model next to unigram and bigram baselines on the same split.
+
+Split: held-out = ``token_ids[split_index:]`` (the last 10% of chapters, out-of-vocabulary tokens removed).
+Every method predicts each held-out token from the tokens before it, targets ``held_out[1:]``, so all rows of
+the table are measured on exactly the same positions.
+
+* unigram: always the 10 most frequent training words.
+* bigram: the most frequent successors of the previous token in training, backed off to the unigram list to
+fill
+  the top 10 (ties broken by overall frequency).
+* model: a stateful pass over the held-out stream, cut into a few contiguous sub-streams read in parallel with
+their
+  LSTM state carried from window to window; each sub-stream starts one token early, so it covers exactly its
+  own targets. Perplexity is exp(mean cross-entropy of softmax(scores)), reported only for the losses trained
+  as a distribution (cos_softmax, softmax); for mse/cosine the scores are a fixed-scale cosine and it is None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.network import DISTRIBUTION_LOSSES, Network, State
+from models.vectors import WordVectors
+
+EVAL_STREAMS = 8
+EVAL_WINDOW = 128
+TOP_K = 10
+SAMPLE_PROMPT_TOKENS = 6
+SAMPLE_NEW_TOKENS = 30
+SAMPLE_TEMPERATURE = 0.8
+SAMPLE_TOP_K = 20
+SAMPLE_SEED = 0
+
+
+def unigram_top(train: np.ndarray, vocab_size: int, k: int = TOP_K) -> np.ndarray:
+    """The k most frequent training ids, most frequent first (ties: lower id first)."""
+    counts = np.bincount(train, minlength=vocab_size)
+    return np.lexsort((np.arange(vocab_size), -counts))[:k]
+
+
+def bigram_table(train: np.ndarray, vocab_size: int, k: int = TOP_K) -> np.ndarray:
+    """(V, k): row p lists the k most frequent training successors of p, then the unigram list fills the
+    rest."""
+    counts = np.bincount(train, minlength=vocab_size)
+    unigram = unigram_top(train, vocab_size, k)
+    pairs, pair_counts = np.unique(train[:-1].astype(np.int64) * vocab_size + train[1:], return_counts=True)
+    prev, succ = pairs // vocab_size, pairs % vocab_size
+    # Per previous word: higher pair count first, then the more frequent word, then the lower id.
+    order = np.lexsort((succ, -counts[succ], -pair_counts, prev))
+    prev, succ = prev[order], succ[order]
+    table = np.tile(unigram, (vocab_size, 1))
+    starts = np.searchsorted(prev, np.arange(vocab_size), side="left")
+    ends = np.searchsorted(prev, np.arange(vocab_size), side="right")
+    for p in np.nonzero(ends > starts)[0]:
+        successors = list(succ[starts[p] : min(ends[p], starts[p] + k)])
+        for word in unigram:
+            if len(successors) == k:
+                break
+            if word not in successors:
+                successors.append(word)
+        table[p] = successors
+    return table
+
+
+def _accuracy(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """predictions (N, k) ranked best first."""
+    return {
+        "acc@1": float(np.mean(predictions[:, 0] == targets)),
+        "acc@10": float(np.mean(np.any(predictions[:, :TOP_K] == targets[:, None], axis=1))),
+    }
+
+
+def model_metrics(network: Network, held_out: np.ndarray) -> dict[str, float | None]:
+    """acc@1, acc@10 and perplexity of the network over targets held_out[1:], read statefully."""
+    n_targets = len(held_out) - 1
+    streams = max(1, min(EVAL_STREAMS, n_targets))
+    bounds = np.linspace(0, n_targets, streams + 1).astype(int)
+    # Sub-stream s predicts targets held_out[bounds[s]+1 : bounds[s+1]+1] from inputs starting one token
+    # earlier.
+    length = int(np.max(np.diff(bounds)))
+    hits1 = hits10 = 0
+    nll = 0.0
+    state: State | None = None
+    for start in range(0, length, EVAL_WINDOW):
+        stop = min(start + EVAL_WINDOW, length)
+        inputs = np.zeros((streams, stop - start), dtype=np.int64)
+        targets = np.full((streams, stop - start), -1, dtype=np.int64)
+        for s in range(streams):
+            a, b = bounds[s] + start, min(bounds[s] + stop, bounds[s + 1])
+            if b > a:
+                inputs[s, : b - a] = held_out[a:b]
+                targets[s, : b - a] = held_out[a + 1 : b + 1]
+        outputs, state = network.forward_sequence(inputs, state)
+        valid = targets.reshape(-1) >= 0
+        logits = network.scores(outputs.reshape(-1, outputs.shape[-1])[valid]).astype(np.float64)
+        wanted = targets.reshape(-1)[valid]
+        rows = np.arange(len(wanted))
+        target_logit = logits[rows, wanted]
+        # Rank = number of words scored strictly higher than the target: acc@k without sorting the vocabulary.
+        rank = np.sum(logits > target_logit[:, None], axis=1)
+        hits1 += int(np.sum(rank == 0))
+        hits10 += int(np.sum(rank < TOP_K))
+        top = logits.max(axis=1)
+        nll += float(np.sum(np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top - target_logit))
+    perplexity = float(np.exp(nll / n_targets)) if network.config.loss in DISTRIBUTION_LOSSES else None
+    return {"acc@1": hits1 / n_targets, "acc@10": hits10 / n_targets, "perplexity": perplexity}
+
+
+def generate_sample(network: Network, prompt: np.ndarray, n_new: int, rng: np.random.Generator) -> list[int]:
+    """A minimal seeded sampler (temperature + top-k over scores) for the report; serving uses
+    models/decoding."""
+    output, state = network.step(prompt[:1])
+    for token in prompt[1:]:
+        output, state = network.step(np.array([token]), state)
+    generated: list[int] = []
+    for _ in range(n_new):
+        logits = network.scores(output)[0].astype(np.float64) / SAMPLE_TEMPERATURE
+        top = np.argpartition(-logits, SAMPLE_TOP_K)[:SAMPLE_TOP_K]
+        weights = np.exp(logits[top] - logits[top].max())
+        token = int(top[rng.choice(len(top), p=weights / weights.sum())])
+        generated.append(token)
+        output, state = network.step(np.array([token]), state)
+    return generated
+
+
+def distinct_n(tokens: list[list[int]], n: int) -> float | None:
+    grams = [tuple(seq[i : i + n]) for seq in tokens for i in range(len(seq) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def samples(network: Network, held_out: np.ndarray, vectors: WordVectors) -> list[dict]:
+    """Three seeded continuations of fixed prompts: the opening tokens at 0%, 33% and 67% of the held-out
+    text, which works for any corpus (no hand-picked words that might be out of vocabulary)."""
+    rng = np.random.default_rng(SAMPLE_SEED)
+    result = []
+    for fraction in (0.0, 1 / 3, 2 / 3):
+        start = int(fraction * max(0, len(held_out) - SAMPLE_PROMPT_TOKENS))
+        prompt = held_out[start : start + SAMPLE_PROMPT_TOKENS]
+        if len(prompt) == 0:
+            continue
+        generated = generate_sample(network, prompt, SAMPLE_NEW_TOKENS, rng)
+        result.append(
+            {
+                "prompt": "".join(vectors.words[i] for i in prompt),
+                "generated": "".join(vectors.words[i] for i in generated),
+                "ids": generated,
+            }
+        )
+    return result
+
+
+def evaluate(network: Network, token_ids: np.ndarray, split_index: int, vectors: WordVectors) -> dict:
+    """The §8 table as a dict for manifest.json: split sizes, model/unigram/bigram metrics, samples."""
+    token_ids = np.asarray(token_ids, dtype=np.int64)
+    train, held_out = token_ids[:split_index], token_ids[split_index:]
+    if len(held_out) < 2 or len(train) < 2:
+        raise ValueError(
+            f"evaluation needs at least 2 training and 2 held-out tokens, "
+            f"got {len(train)} and {len(held_out)}"
+        )
+    vocab_size = network.config.vocab_size
+    targets = held_out[1:]
+    unigram = unigram_top(train, vocab_size)
+    bigram = bigram_table(train, vocab_size)
+    generated = samples(network, held_out, vectors)
+    sample_ids = [s.pop("ids") for s in generated]
+    return {
+        "split": {
+            "train_tokens": len(train),
+            "held_out_tokens": len(held_out),
+            "targets": len(targets),
+            "held_out": "last 10% of chapters, out-of-vocabulary tokens removed",
+        },
+        "model": {"loss": network.config.loss, **model_metrics(network, held_out)},
+        "unigram": {**_accuracy(np.tile(unigram, (len(targets), 1)), targets), "perplexity": None},
+        "bigram": {**_accuracy(bigram[held_out[:-1]], targets), "perplexity": None},
+        "samples": generated,
+        "distinct_1": distinct_n(sample_ids, 1),
+        "distinct_2": distinct_n(sample_ids, 2),
+    }
+
+
+def format_table(result: dict) -> str:
+    """The evaluation as a plain-text table (printed at the end of training and by `evaluate DIR`)."""
+    lines = [
+        f"held-out: {result['split']['targets']} next-token predictions "
+        f"(train {result['split']['train_tokens']} tokens)",
+        f"{'method':<24}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}",
+    ]
+    for key, label in (
+        ("unigram", "unigram"),
+        ("bigram", "bigram"),
+        ("model", f"LSTM ({result['model']['loss']})"),
+    ):
+        row = result[key]
+        ppl = "–" if row.get("perplexity") is None else f"{row['perplexity']:.1f}"
+        lines.append(f"{label:<24}{row['acc@1']:>8.1%}{row['acc@10']:>9.1%}{ppl:>12}")
+    for sample in result.get("samples", []):
+        lines.append(f"  {sample['prompt']} | {sample['generated']}")
+    return "\n".join(lines)
