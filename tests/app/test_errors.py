@@ -1,0 +1,138 @@
+"""Every client error is a 4xx JSON {"error", "error_type"} with a message naming the problem; never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+def _assert_error(response, status: int, error_type: str, *fragments: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error_type"] == error_type
+    assert isinstance(body["error"], str) and "\n" not in body["error"]
+    for fragment in fragments:
+        assert fragment in body["error"], (fragment, body["error"])
+    return body
+
+
+GENERATE_ERRORS = [
+    ({"inputs": ""}, "inputs is empty"),
+    ({"inputs": "   \n\t "}, "inputs is empty"),
+    ({"inputs": "宝玉" * 101}, "the limit is 200"),
+    ({"inputs": "宝玉", "parameters": {"do_sample": True, "temperature": 0}}, "parameters.temperature"),
+    ({"inputs": "宝玉", "parameters": {"temperature": -0.5}}, "greater than 0"),
+    ({"inputs": "宝玉", "parameters": {"top_p": 0}}, "parameters.top_p"),
+    ({"inputs": "宝玉", "parameters": {"top_p": 1.01}}, "less than or equal to 1"),
+    ({"inputs": "宝玉", "parameters": {"top_k": 0}}, "parameters.top_k"),
+    ({"inputs": "宝玉", "parameters": {"top_k": 51}}, "the limit is 50"),
+    ({"inputs": "宝玉", "parameters": {"max_new_tokens": 0}}, "parameters.max_new_tokens"),
+    ({"inputs": "宝玉", "parameters": {"max_new_tokens": 65}}, "the limit is 64"),
+    ({"inputs": "宝玉", "parameters": {"repetition_penalty": 0}}, "parameters.repetition_penalty"),
+    ({"inputs": "宝玉", "parameters": {"seed": -1}}, "parameters.seed"),
+    ({"inputs": "宝玉", "parameters": {"stop": [""]}}, "non-empty"),
+    ({"inputs": "宝玉", "parameters": {"stop": ["。"] * 9}}, "the limit is 8"),
+    ({"inputs": 42}, "inputs"),
+    ({"inputs": "宝玉", "parameters": {"max_new_tokens": "10"}}, "parameters.max_new_tokens"),
+    ({"inputs": "宝玉", "parameters": {"max_new_tokens": 2.5}}, "parameters.max_new_tokens"),
+    ({"inputs": "宝玉", "parameters": {"do_sample": "yes"}}, "parameters.do_sample"),
+    ({"inputs": "宝玉", "parameters": {"temperature": "hot"}}, "parameters.temperature"),
+    ({"inputs": "宝玉", "parameters": {"stop": "。"}}, "parameters.stop"),
+    ({"inputs": "宝玉", "parameters": []}, "parameters"),
+    ({"inputs": "宝玉", "parameters": {"temprature": 0.5}}, "parameters.temprature is not a known field"),
+    ({"prompt": "宝玉"}, "inputs is required"),
+    ({"inputs": "宝玉", "parameters": {"watermark": True}}, "watermark"),
+    ({"inputs": "宝玉", "parameters": {"top_n_tokens": 5}}, "parameters.top_n_tokens"),
+]
+
+
+@pytest.mark.parametrize("path", ["/generate", "/generate_stream"])
+@pytest.mark.parametrize(("payload", "fragment"), GENERATE_ERRORS)
+def test_invalid_generate_requests(client: TestClient, path: str, payload: dict, fragment: str) -> None:
+    _assert_error(client.post(path, json=payload), 422, "validation", fragment)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_are_refused(client: TestClient, literal: str) -> None:
+    body = f'{{"inputs": "宝玉", "parameters": {{"do_sample": true, "temperature": {literal}}}}}'
+    response = client.post("/generate", content=body.encode(), headers={"content-type": "application/json"})
+    _assert_error(response, 422, "validation", "parameters.temperature", "finite")
+
+
+def test_malformed_json(client: TestClient) -> None:
+    response = client.post(
+        "/generate", content='{"inputs": "宝玉", '.encode(), headers={"content-type": "application/json"}
+    )
+    body = _assert_error(response, 422, "validation", "not valid JSON")
+    assert body["fields"] == ["request body"]
+
+
+def test_missing_body(client: TestClient) -> None:
+    _assert_error(client.post("/generate"), 422, "validation", "request body is missing")
+
+
+def test_all_unknown_words_get_422_with_suggestions(client: TestClient, vocabulary: list[str]) -> None:
+    unknown = "孙悟空"  # shares no word with the novel's vocabulary
+    assert unknown not in vocabulary
+    for path, payload in (("/generate", {"inputs": unknown}), ("/predict", {"inputs": unknown})):
+        body = _assert_error(client.post(path, json=payload), 422, "unknown_words", unknown)
+        assert body["unknown_words"] == [unknown]
+        assert unknown in body["suggestions"]
+    # A made-up word containing 宝 gets known words with 宝 suggested.
+    body = _assert_error(client.post("/generate", json={"inputs": "宝猫"}), 422, "unknown_words")
+    suggestions = [word for words in body["suggestions"].values() for word in words]
+    assert suggestions and all(word in vocabulary for word in suggestions)
+    assert any("宝" in word or "猫" in word for word in suggestions)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"inputs": "宝玉", "top_k": 0}, "top_k"),
+        ({"inputs": "宝玉", "top_k": 51}, "the limit is 50"),
+        ({"inputs": "宝玉", "temperature": 0}, "temperature"),
+        ({"inputs": " "}, "inputs is empty"),
+        ({"inputs": ["宝玉"]}, "inputs"),
+    ],
+)
+def test_invalid_predict_requests(client: TestClient, payload: dict, fragment: str) -> None:
+    _assert_error(client.post("/predict", json=payload), 422, "validation", fragment)
+
+
+def test_similar_unknown_word_is_404_with_suggestions(client: TestClient, vocabulary: list[str]) -> None:
+    body = _assert_error(client.get("/similar", params={"word": "宝猫"}), 404, "unknown_word", "宝猫")
+    assert body["unknown_words"] == ["宝猫"]
+    assert all(word in vocabulary for word in body["suggestions"]["宝猫"])
+    body = _assert_error(
+        client.post("/similar", json={"positive": ["宝玉", "宝猫"], "negative": ["孙悟空"]}),
+        404,
+        "unknown_word",
+    )
+    assert body["unknown_words"] == ["宝猫", "孙悟空"]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "fragment"),
+    [
+        ({"method": "GET", "url": "/similar"}, 422, "word is required"),
+        ({"method": "GET", "url": "/similar", "params": {"word": "宝玉", "topn": "ten"}}, 422, "topn"),
+        ({"method": "GET", "url": "/similar", "params": {"word": "宝玉", "topn": 0}}, 422, "topn"),
+        (
+            {"method": "GET", "url": "/similar", "params": {"word": "宝玉", "topn": 21}},
+            422,
+            "the limit is 20",
+        ),
+        ({"method": "GET", "url": "/similar", "params": {"word": " "}}, 422, "non-empty"),
+        ({"method": "POST", "url": "/similar", "json": {}}, 422, "at least one word"),
+        ({"method": "POST", "url": "/similar", "json": {"positive": "宝玉"}}, 422, "positive"),
+    ],
+)
+def test_invalid_similar_requests(client: TestClient, request_args: dict, status: int, fragment: str) -> None:
+    _assert_error(client.request(**request_args), status, "validation", fragment)
+
+
+def test_unknown_route_and_wrong_method(client: TestClient) -> None:
+    _assert_error(client.get("/nothing-here"), 404, "not_found", "/nothing-here", "/docs")
+    _assert_error(client.get("/generate"), 405, "method_not_allowed", "GET", "/generate")
+    _assert_error(client.delete("/similar"), 405, "method_not_allowed")

@@ -1,0 +1,99 @@
+"""The playground in headless Chromium (Debian's /usr/bin/chromium driven by Playwright), keyboard only."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+        reason="Chromium is not installed at /usr/bin/chromium: `make browser` (apt-get install chromium) "
+        "installs it; .ci/run does so on CI",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390], ids=["desktop", "phone"])
+def test_generate_with_the_keyboard_streams_text_and_shows_candidates(
+    browser, server_url: str, tmp_path: Path, width: int
+) -> None:
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.goto(server_url + "/")
+    page.wait_for_selector("#model-card dl")  # the model card came from /info
+
+    # Keyboard only: the skip link leads to the prompt, Ctrl+Enter generates.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    page.locator("#prompt").focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("黛玉听了")
+    page.keyboard.press("Control+Enter")
+
+    page.wait_for_selector("#output .token", timeout=30_000)
+    page.wait_for_selector("#candidates .candidate", timeout=30_000)
+    page.wait_for_function("document.querySelector('#status').textContent.includes('length')", timeout=30_000)
+    tokens = page.locator("#output .token").count()
+    assert tokens == int(page.locator("#max_new_tokens").input_value())
+    assert page.locator("#output .prompt-text").inner_text() == "黛玉听了"
+    bars = page.locator("#candidates .candidate .bar")
+    assert bars.count() == 10
+    widths = [
+        float(bars.nth(i).evaluate("e => e.getBoundingClientRect().width")) for i in range(bars.count())
+    ]
+    assert widths[0] > 0 and widths == sorted(widths, reverse=True)
+
+    # A candidate is a button: Enter appends its word to the prompt.
+    first_word = page.locator("#candidates .candidate .word").first.inner_text()
+    page.locator("#candidates .candidate").first.focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#prompt").input_value() == "黛玉听了" + first_word
+
+    # Nothing wider than the viewport (readable on a phone without sideways scrolling).
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    screenshot = tmp_path / f"playground-{width}.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
+    assert problems == []
+    page.close()
+
+
+def test_errors_are_shown_on_the_page(browser, server_url: str) -> None:
+    page = browser.new_page()
+    page.goto(server_url + "/")
+    page.locator("#prompt").fill("   ")
+    page.locator("#prompt").focus()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "inputs is empty" in page.locator("#error").inner_text()
+    page.close()

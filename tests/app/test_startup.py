@@ -1,0 +1,82 @@
+"""A missing or broken model directory stops `uvicorn app.main:app` with one clear line, no traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from live_server import REPO_ROOT, free_port
+
+from app.main import create_app
+from app.service import ModelLoadError
+from app.settings import Settings
+
+
+def _start(model_dir: Path) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+    ]
+    return subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, "MODEL_DIR": str(model_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if "cannot start" in line]
+
+
+def test_missing_model_dir_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-model-here"
+    result = _start(missing)
+    assert result.returncode != 0
+    (line,) = _error_lines(result)
+    assert str(missing) in line and "does not exist" in line
+    assert "make train" in line and "python -m training" in line
+
+
+def test_corrupt_model_dir_stops_the_server_with_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    with open(broken / "lstm.npz", "r+b") as handle:  # flip bytes in the middle: the hash no longer matches
+        handle.seek(200)
+        handle.write(b"\x00\xff" * 16)
+    result = _start(broken)
+    assert result.returncode != 0
+    (line,) = _error_lines(result)
+    assert "lstm.npz" in line and "make train" in line
+
+
+def test_directory_without_manifest(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _start(empty)
+    assert result.returncode != 0
+    (line,) = _error_lines(result)
+    assert "manifest.json" in line
+
+
+def test_in_process_start_raises_the_same_error(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ModelLoadError, match="does not exist"),
+        TestClient(create_app(Settings(model_dir=tmp_path / "x"))),
+    ):
+        pass
