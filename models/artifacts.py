@@ -69,6 +69,14 @@ def write_model_dir(target: Path, build: Callable[[Path], dict]) -> Path:
     re-raised and target is left as it was (absent, or the previous model).
     """
     target = Path(target)
+    # Replacing renames the old directory aside and deletes it: never do that to something not ours.
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target}: exists and is not a directory; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+        raise ArtifactError(
+            f"{target}: a non-empty directory without {MANIFEST_NAME}, so not a model directory; "
+            "refusing to replace it, choose another output path"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()

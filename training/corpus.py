@@ -70,6 +70,7 @@ class Corpus:
     titles: list[str] = field(default_factory=list)  # heading line of each chapter ("" when there is none)
     strip_brackets: bool = False
     max_chars: int | None = None
+    input: str = ""  # how to find it again: the built-in name or the absolute path (for `evaluate DIR`)
 
     @property
     def text(self) -> str:
@@ -82,6 +83,7 @@ class Corpus:
     def manifest(self) -> dict:
         return {
             "name": self.name,
+            "input": self.input,
             "source": self.source,
             "sha256": self.sha256,
             "encoding": self.encoding,
@@ -302,10 +304,12 @@ def load_corpus(
         distribution_name, relative = BUILTIN_CORPORA[name]
         # Portable across machines, unlike the site-packages path.
         source = f"{distribution_name}=={metadata.version(distribution_name)}:{relative}"
+        corpus_input = name
     else:
         path = Path(corpus).expanduser()
         files = _files_of(path)
         name, source = path.name, str(path)
+        corpus_input = str(path.resolve())
     if strip_brackets is None:
         strip_brackets = name in STRIP_BRACKETS_BY_DEFAULT
     if max_chars is not None and max_chars <= 0:
@@ -344,4 +348,5 @@ def load_corpus(
         titles=titles,
         strip_brackets=strip_brackets,
         max_chars=max_chars,
+        input=corpus_input,
     )

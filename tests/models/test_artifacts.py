@@ -135,3 +135,22 @@ def test_error_messages_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError) as info:
         read_manifest(tmp_path / "absent")
     assert "\n" not in str(info.value)
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    target = tmp_path / "documents"
+    target.mkdir()
+    (target / "thesis.txt").write_text("precious", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="not a model directory"):
+        write_model_dir(target, _build())
+    assert (target / "thesis.txt").read_text(encoding="utf-8") == "precious"
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="not a directory"):
+        write_model_dir(tmp_path / "file", _build())
+
+
+def test_empty_existing_directory_is_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    write_model_dir(target, _build())
+    read_manifest(target)
