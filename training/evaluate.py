@@ -115,7 +115,8 @@ def generate_sample(network: Network, prompt: np.ndarray, n_new: int, rng: np.ra
     generated: list[int] = []
     for _ in range(n_new):
         logits = network.scores(output)[0].astype(np.float64) / SAMPLE_TEMPERATURE
-        top = np.argpartition(-logits, SAMPLE_TOP_K)[:SAMPLE_TOP_K]
+        k = min(SAMPLE_TOP_K, len(logits) - 1)
+        top = np.argpartition(-logits, k)[:k]
         weights = np.exp(logits[top] - logits[top].max())
         token = int(top[rng.choice(len(top), p=weights / weights.sum())])
         generated.append(token)

