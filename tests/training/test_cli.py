@@ -1,0 +1,215 @@
+"""`python -m training`, run as users run it: a subprocess on small texts written for these tests."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gensim.models import KeyedVectors
+
+from models.artifacts import read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+LINES = [
+    "清晨的雾气还没有散去，老渔夫已经把小船推进了河里。",
+    "他一边摇橹，一边哼着年轻时学会的山歌，歌声在水面上飘得很远。",
+    "岸边的柳树垂下长长的枝条，几只白鹭站在浅滩上，静静地望着水里的小鱼。",
+    "村子里的孩子们背着书包，沿着石板路跑向学校，笑声惊起了屋檐下的麻雀。",
+    "渔夫的女儿站在门口喊他回来吃早饭：“今天的鱼特别多，要等太阳升高了再回家！”",
+    "母亲摇摇头，转身回到厨房，把热腾腾的粥盛进碗里，又切了一碟咸菜放在桌上。",
+]
+SMALL = ["--min-count", "2", "--dim", "16", "--w2v-epochs", "2", "--workers", "1"]
+TINY_FIT = [
+    "--epochs",
+    "1",
+    "--hidden",
+    "8",
+    "--seq-len",
+    "8",
+    "--batch-size",
+    "4",
+    "--time-budget-minutes",
+    "0",
+]
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "training", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def novel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-chapter GB18030 file with CRLF line ends, shuffled from the lines above."""
+    rng = random.Random(0)
+    chapters = []
+    for number in range(1, 13):
+        body = [rng.choice(LINES) for _ in range(12)]
+        chapters.append(f"第{number}回　河边的故事\r\n\r\n" + "\r\n".join(body))
+    path = tmp_path_factory.mktemp("novel") / "河边.txt"
+    path.write_bytes("\r\n".join(chapters).encode("gb18030"))
+    return path
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in error_lines[0]
+
+
+def test_help_lists_pipeline_and_fit_options() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for option in (
+        "--corpus",
+        "--out",
+        "--max-chars",
+        "--vectors-only",
+        "--keep-brackets",
+        "--epochs",
+        "--resume",
+    ):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "binary", "undecodable", "empty-dir"])
+def test_bad_corpus_exits_2_with_one_line_naming_the_file(tmp_path: Path, case: str) -> None:
+    path = tmp_path / f"{case}.txt"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif case == "undecodable":
+        path.write_bytes(b"\x80abc\xff\xfe\xfd" * 20)
+    elif case == "empty-dir":
+        path = tmp_path / "chapters"
+        path.mkdir()
+    result = run("--corpus", path, "--out", tmp_path / "out", *SMALL)
+    needles = [str(path)] + (["gb18030", "big5", "utf-8"] if case == "undecodable" else [])
+    _assert_one_line_error(result, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_option_values_are_one_line_errors(tmp_path: Path, novel: Path) -> None:
+    _assert_one_line_error(run("--corpus", novel, "--out", tmp_path / "o", "--dim", "0"), "--dim")
+    _assert_one_line_error(
+        run("--corpus", novel, "--out", tmp_path / "o", "--user-dict", tmp_path / "no.txt"), "no.txt"
+    )
+    _assert_one_line_error(
+        run("--corpus", novel, "--out", tmp_path / "o", "--vectors", tmp_path / "v.bin"), "v.bin"
+    )
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_model(tmp_path: Path, novel: Path) -> None:
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.jpg").write_bytes(b"\xff\xd8")
+    _assert_one_line_error(
+        run("--corpus", novel, "--out", out, *SMALL, "--vectors-only"), "not a model directory"
+    )
+    assert (out / "cat.jpg").read_bytes() == b"\xff\xd8"
+
+
+def test_vectors_only_writes_verified_vectors_and_manifest_then_hits_the_cache(
+    tmp_path: Path, novel: Path
+) -> None:
+    cache = tmp_path / "cache"
+    out = tmp_path / "model"
+    first = run("--corpus", novel, "--out", out, *SMALL, "--vectors-only", "--cache-dir", cache)
+    assert first.returncode == 0, first.stderr
+    manifest = read_manifest(out)
+    assert sorted(manifest["files"]) == ["vectors.bin"]
+    corpus = manifest["corpus"]
+    assert corpus["encoding"] == "gb18030" and corpus["chapters"] == 12 and corpus["name"] == "河边.txt"
+    assert corpus["strip_brackets"] is False and corpus["tokens"] > corpus["chars"] / 3
+    assert manifest["segmentation"]["mode"] == "precise" and manifest["segmentation"]["cache_hit"] is False
+    assert manifest["word2vec"]["dim"] == 16 and manifest["word2vec"]["negative"] == 25
+    vocabulary = manifest["vocabulary"]
+    assert vocabulary["dim"] == 16 and 0 <= vocabulary["oov_rate"] < 0.5
+    assert (
+        vocabulary["held_out_chapters"] == 1 and 0 < vocabulary["split_index"] < vocabulary["tokens_in_vocab"]
+    )
+    assert set(manifest["timings"]) >= {"corpus", "segmentation", "word2vec"}
+    kv = KeyedVectors.load_word2vec_format(str(out / "vectors.bin"), binary=True)
+    assert len(kv) == vocabulary["size"] and kv.vector_size == 16
+    assert "encoding gb18030" in first.stdout and "12 chapters" in first.stdout
+
+    second = run("--corpus", novel, "--out", out, *SMALL, "--vectors-only", "--cache-dir", cache)
+    assert second.returncode == 0, second.stderr
+    assert "(cached)" in second.stdout
+    assert read_manifest(out)["segmentation"]["cache_hit"] is True
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp or checkpoint dirs
+
+
+def test_existing_vectors_and_user_dict(tmp_path: Path, novel: Path) -> None:
+    first = tmp_path / "first"
+    assert run("--corpus", novel, "--out", first, *SMALL, "--vectors-only").returncode == 0
+    user_dict = tmp_path / "names.txt"
+    user_dict.write_text("老渔夫 1000 nr\n", encoding="utf-8")
+    second = tmp_path / "second"
+    result = run(
+        "--corpus", novel, "--out", second, "--vectors", first / "vectors.bin", "--user-dict", user_dict,
+        "--vectors-only", "--cache-dir", tmp_path / "cache",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(second)
+    assert manifest["word2vec"]["source"] == "file" and manifest["word2vec"]["binary"] is True
+    assert manifest["segmentation"]["user_dict"] == "userdict.txt"
+    assert (second / "userdict.txt").read_text(encoding="utf-8") == "老渔夫 1000 nr\n"
+    assert (second / "vectors.bin").read_bytes() == (first / "vectors.bin").read_bytes()
+
+
+def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: Path) -> None:
+    out = tmp_path / "model"
+    result = run("--corpus", novel, "--out", out, *SMALL, *TINY_FIT, "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(out)
+    assert sorted(manifest["files"]) == ["lstm.npz", "report.png", "vectors.bin"]
+    for section in ("network", "training", "evaluation", "timings"):
+        assert manifest[section], section
+    assert (
+        manifest["network"]["hidden"] == 8
+        and manifest["network"]["vocab_size"] == manifest["vocabulary"]["size"]
+    )
+    assert manifest["training"]["held_out_tokens"] == manifest["vocabulary"]["held_out_tokens"]
+    assert not (tmp_path / ".model.checkpoint").exists()  # finished runs leave no checkpoint behind
+    with np.load(out / "lstm.npz", allow_pickle=False) as archive:
+        assert archive.files
+
+    again = run("evaluate", out, "--cache-dir", tmp_path / "cache", "--json")
+    assert again.returncode == 0, again.stderr
+    reevaluated = json.loads(again.stdout)
+    for key in ("model", "unigram", "bigram", "split"):
+        assert reevaluated[key] == manifest["evaluation"][key]
+
+
+def test_resume_without_a_checkpoint_is_a_usage_error(tmp_path: Path, novel: Path) -> None:
+    result = run("--corpus", novel, "--out", tmp_path / "m", *SMALL, *TINY_FIT, "--resume")
+    _assert_one_line_error(result, "checkpoint")
+
+
+def test_evaluate_errors(tmp_path: Path) -> None:
+    _assert_one_line_error(run("evaluate", tmp_path / "absent"), "absent")
+
+
+def test_session_fixture_model_has_every_manifest_section(tiny_model_dir: Path) -> None:
+    manifest = read_manifest(tiny_model_dir)
+    expected = {
+        "format_version", "created_at", "library_versions", "files", "corpus", "segmentation", "word2vec",
+        "vocabulary", "network", "training", "evaluation", "timings",
+    }  # fmt: skip
+    assert expected <= set(manifest)
+    corpus = manifest["corpus"]
+    assert (
+        corpus["name"] == "hongloumeng" and corpus["strip_brackets"] is True and corpus["max_chars"] == 60000
+    )
+    assert {"sha256", "encoding", "chars", "chapters", "tokens"} <= set(corpus)
+    assert {"size", "dim", "tokens_in_vocab", "oov_rate"} <= set(manifest["vocabulary"])
