@@ -46,7 +46,7 @@ format: install
 
 # Debian's Chromium for the playground browser test (needs root, as on CI).
 browser:
-	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei)
 
 bench: install
 	$(PY) -m pip install --no-cache-dir -q '.[bench]' || $(PY) -m pip install --no-cache-dir -q torch==2.13.0
