@@ -1,0 +1,78 @@
+"""TrainedModel.load on the real tiny model from the session fixture, and on damaged copies of it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.artifacts import ArtifactError, sha256_file
+from models.network import FORMAT_KEY
+from models.trained import TrainedModel
+
+
+def test_load_the_tiny_model(tiny_model_dir: Path) -> None:
+    model = TrainedModel.load(tiny_model_dir)
+    assert model.directory == tiny_model_dir
+    assert model.manifest["network"] == asdict(model.network.config)
+    assert model.network.embedding.shape == model.vectors.matrix.shape
+    assert model.tokenizer.cut("宝玉笑道") != []
+    ids = np.array([[model.vectors.index["，"], model.vectors.index["。"]]])
+    output, _ = model.network.forward_sequence(ids)
+    assert model.network.scores(output[:, -1]).shape == (1, len(model.vectors))
+
+
+def _copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    return copy
+
+
+def _rehash(model_dir: Path, name: str) -> None:
+    """Update the manifest's sha256 for a file we changed on purpose, so the shape check itself is reached."""
+    manifest_path = model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["files"][name] = sha256_file(model_dir / name)
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_wrong_array_shape_is_an_artifact_error_naming_the_array(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    with np.load(model_dir / "lstm.npz", allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["lstm0.b"] = arrays["lstm0.b"][:-1]
+    with open(model_dir / "lstm.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    _rehash(model_dir, "lstm.npz")
+    with pytest.raises(ArtifactError, match=r"lstm\.npz: array 'lstm0\.b' has shape"):
+        TrainedModel.load(model_dir)
+
+
+def test_network_for_other_vectors_is_an_artifact_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    with np.load(model_dir / "lstm.npz", allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    config = json.loads(str(arrays[FORMAT_KEY]))
+    config["vocab_size"] += 1
+    arrays[FORMAT_KEY] = np.array(json.dumps(config))
+    with open(model_dir / "lstm.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    _rehash(model_dir, "lstm.npz")
+    with pytest.raises(ArtifactError, match="the vectors and the network come from different models"):
+        TrainedModel.load(model_dir)
+
+
+def test_tampered_file_and_missing_directory(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    with open(model_dir / "lstm.npz", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match=r"does not match manifest\.json"):
+        TrainedModel.load(model_dir)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        TrainedModel.load(tmp_path / "nowhere")
