@@ -213,3 +213,32 @@ def test_session_fixture_model_has_every_manifest_section(tiny_model_dir: Path) 
     )
     assert {"sha256", "encoding", "chars", "chapters", "tokens"} <= set(corpus)
     assert {"size", "dim", "tokens_in_vocab", "oov_rate"} <= set(manifest["vocabulary"])
+
+
+def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, novel: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "model"
+    checkpoint_dir = tmp_path / ".model.checkpoint"
+    slow_fit = ["--epochs", "4", "--hidden", "48", "--seq-len", "8", "--batch-size", "2", "--patience", "4"]
+    args = ["--corpus", novel, "--out", out, *SMALL, *slow_fit, "--time-budget-minutes", "0"]
+    command = [sys.executable, "-m", "training", *map(str, args), "--cache-dir", str(tmp_path / "cache")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (checkpoint_dir / "checkpoint.npz").is_file() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stderr
+    assert not out.exists()
+    saved_vectors = (checkpoint_dir / "vectors.bin").read_bytes()
+
+    resumed = run(*args, "--cache-dir", tmp_path / "cache", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "reusing the word2vec vectors" in resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    assert (out / "vectors.bin").read_bytes() == saved_vectors
+    assert read_manifest(out)["word2vec"]["reused"].endswith("vectors.bin")
