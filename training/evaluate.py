@@ -92,7 +92,7 @@ def model_metrics(network: Network, held_out: np.ndarray) -> dict[str, float | N
                 targets[s, : b - a] = held_out[a + 1 : b + 1]
         outputs, state = network.forward_sequence(inputs, state)
         valid = targets.reshape(-1) >= 0
-        logits = network.scores(outputs.reshape(-1, outputs.shape[-1])[valid]).astype(np.float64)
+        logits = network.scores(outputs.reshape(-1, outputs.shape[-1])[valid])
         wanted = targets.reshape(-1)[valid]
         rows = np.arange(len(wanted))
         target_logit = logits[rows, wanted]
@@ -100,8 +100,11 @@ def model_metrics(network: Network, held_out: np.ndarray) -> dict[str, float | N
         rank = np.sum(logits > target_logit[:, None], axis=1)
         hits1 += int(np.sum(rank == 0))
         hits10 += int(np.sum(rank < TOP_K))
-        top = logits.max(axis=1)
-        nll += float(np.sum(np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top - target_logit))
+        top = logits.max(axis=1, keepdims=True)
+        logits -= top
+        np.exp(logits, out=logits)
+        log_norm = np.log(logits.sum(axis=1, dtype=np.float64)) + top[:, 0]
+        nll += float(np.sum(log_norm - target_logit))
     perplexity = float(np.exp(nll / n_targets)) if network.config.loss in DISTRIBUTION_LOSSES else None
     return {"acc@1": hits1 / n_targets, "acc@10": hits10 / n_targets, "perplexity": perplexity}
 

@@ -66,3 +66,26 @@ def test_mse_models_get_no_perplexity() -> None:
     result = evaluate(network, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN), vectors)
     assert result["model"]["perplexity"] is None
     assert 0.0 <= result["model"]["acc@1"] <= result["model"]["acc@10"] <= 1.0
+
+
+def test_write_report_draws_curve_and_table(tmp_path) -> None:
+    from training.report import write_report
+
+    network = _fixed_distribution_network(np.zeros(V))
+    vectors = WordVectors([f"w{i}" for i in range(V)], network.embedding)
+    manifest = {
+        "corpus": {"name": "hand-made", "tokens": 17},
+        "network": {"loss": "softmax", "layers": 1, "hidden": 3},
+        "training": {
+            "train_loss": [3.0, 2.5, 2.2],
+            "val_loss": [3.1, 2.8, 2.9],
+            "best_epoch": 2,
+            "epochs": 3,
+        },
+        "evaluation": evaluate(network, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN), vectors),
+    }
+    path = tmp_path / "report.png"
+    write_report(path, manifest)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    write_report(tmp_path / "empty.png", {})  # a manifest without training still gives a picture
+    assert (tmp_path / "empty.png").stat().st_size > 0
