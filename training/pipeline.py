@@ -241,7 +241,18 @@ def _vectors_stage(
         result = load_vectors(saved, segmentation.chapters)
         settings_file = checkpoint_dir / CHECKPOINT_W2V_SETTINGS
         if settings_file.is_file():
-            result.settings = {**json.loads(settings_file.read_text(encoding="utf-8")), "reused": str(saved)}
+            settings = json.loads(settings_file.read_text(encoding="utf-8"))
+            requested = asdict(_word2vec_config(args))
+            changed = [
+                k for k in requested if k != "workers" and k in settings and settings[k] != requested[k]
+            ]
+            if changed:
+                raise UsageError(
+                    f"--resume: the vectors in {saved} were trained with "
+                    + ", ".join(f"{k}={settings[k]!r}" for k in changed)
+                    + "; rerun with those word2vec options, or without --resume to start over"
+                )
+            result.settings = {**settings, "reused": str(saved)}
         print(f"--resume: reusing the word2vec vectors in {saved}", file=sys.stderr)
         return result
     try:
@@ -383,13 +394,15 @@ def run_training(args: argparse.Namespace) -> dict:
 def print_summary(out: Path, manifest: dict) -> None:
     corpus, vocabulary, timings = manifest["corpus"], manifest["vocabulary"], manifest["timings"]
     cached = " (cached)" if manifest["segmentation"].get("cache_hit") else ""
+    held = vocabulary["held_out_chapters"]
+    held_out = f"last {held} chapter{'s' if held > 1 else ''}" if held else "last 10% of the only chapter"
     lines = [
         f"corpus      {corpus['name']}: encoding {corpus['encoding']}, {corpus['chars']:,} chars, "
         f"{corpus['chapters']} chapters, commentary {'stripped' if corpus['strip_brackets'] else 'kept'}",
         f"tokens      {corpus['tokens']:,} jieba tokens{cached}, "
         f"{vocabulary['tokens_in_vocab']:,} in vocabulary (OOV rate {vocabulary['oov_rate']:.1%})",
-        f"vocabulary  {vocabulary['size']:,} words x {vocabulary['dim']} dims; held out: last "
-        f"{vocabulary['held_out_chapters']} chapters, {vocabulary['held_out_tokens']:,} tokens",
+        f"vocabulary  {vocabulary['size']:,} words x {vocabulary['dim']} dims; held out: {held_out}, "
+        f"{vocabulary['held_out_tokens']:,} tokens",
         "seconds     " + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in timings.items()),
         f"model       {out}",
     ]

@@ -236,9 +236,26 @@ def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, 
     assert not out.exists()
     saved_vectors = (checkpoint_dir / "vectors.bin").read_bytes()
 
+    changed = run(*args, "--cache-dir", tmp_path / "cache", "--resume", "--dim", "8")
+    _assert_one_line_error(changed, "dim=16")
+
     resumed = run(*args, "--cache-dir", tmp_path / "cache", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "reusing the word2vec vectors" in resumed.stderr
     assert "resuming after epoch" in resumed.stderr
     assert (out / "vectors.bin").read_bytes() == saved_vectors
     assert read_manifest(out)["word2vec"]["reused"].endswith("vectors.bin")
+
+
+def test_held_out_split_is_the_last_tenth_of_chapters_or_of_tokens() -> None:
+    from models.vectors import WordVectors
+    from training.pipeline import ids_and_split
+
+    vectors = WordVectors(["甲", "乙"], np.eye(2, dtype=np.float32))
+    chapters = [["甲", "乙", "丙"] for _ in range(19)] + [["乙"] * 7]
+    ids, split, held = ids_and_split(chapters, vectors)
+    assert ids.dtype == np.int32 and len(ids) == 19 * 2 + 7  # 丙 is out of vocabulary and removed
+    assert held == 2 and split == 18 * 2  # round(0.1 * 20) chapters held out
+    assert ids_and_split(chapters[:3], vectors)[1:] == (4, 1)  # at least one chapter
+    ids, split, held = ids_and_split([["甲", "乙"] * 50], vectors)
+    assert (split, held) == (90, 0)  # one chapter: the last 10% of its tokens
