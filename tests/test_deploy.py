@@ -586,3 +586,58 @@ def test_dockerfile_install_serves_health(uvicorn_from_dockerfile_venv: tuple[st
     for asset in assets:
         with urllib.request.urlopen(f"{base_url}{asset}", timeout=10) as response:
             assert response.status == 200 and response.read(), asset
+
+
+# ------------------------------------------------------------------------------------------------------------
+# README: the user's manual must keep up with the CLI, the settings and the routes
+
+README = REPO / "README.md"
+
+
+def readme_table_cell(readme: str, option: str) -> str | None:
+    """The second cell of the README table row that documents `option` (rows start with | `--option ...)."""
+    match = re.search(rf"^\| `{re.escape(option)}[` /][^|]*\| ([^|]*) \|", readme, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+@pytest.mark.parametrize("parser_name", ["build_parser", "build_evaluate_parser"])
+def test_readme_documents_every_cli_option_with_its_default(parser_name: str) -> None:
+    from training import pipeline
+
+    readme = README.read_text(encoding="utf-8")
+    parser = getattr(pipeline, parser_name)()
+    options = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help())) - {"--help"})
+    assert options
+    missing = [option for option in options if f"`{option}" not in readme]
+    assert not missing, f"README.md does not document {missing}"
+    if parser_name != "build_parser":
+        return
+    for action in parser._actions:  # argparse has no public iterator over its options
+        default = action.default
+        if isinstance(default, bool) or not isinstance(default, int | float) or not action.option_strings:
+            continue
+        cell = readme_table_cell(readme, action.option_strings[0])
+        assert cell is not None, f"README.md has no table row for {action.option_strings[0]}"
+        documented = float(cell.split()[0])
+        assert documented == pytest.approx(default), (
+            f"{action.option_strings[0]}: README {cell}, code {default}"
+        )
+
+
+def test_readme_documents_every_setting_and_route() -> None:
+    from app.main import create_app
+
+    readme = README.read_text(encoding="utf-8")
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            cell = readme_table_cell(readme, name).replace("`", "") if f"| `{name}` |" in readme else None
+            assert cell is not None, f"README.md's settings table lacks {name}"
+            assert cell == (value or "(empty)"), f"{name}: README {cell}, .env.example {value!r}"
+    routes = [
+        f"`{method.upper()} {path}`"
+        for path, item in create_app().openapi()["paths"].items()
+        for method in item
+    ]
+    missing = [route for route in [*routes, "`GET /`"] if route not in readme]
+    assert not missing, f"README.md does not document {missing}"
