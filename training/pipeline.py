@@ -282,7 +282,10 @@ def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
     started = time.perf_counter()
     try:
         tokenizer = Tokenizer(args.user_dict, hmm=args.hmm)
-        tokenizer.cut("")  # a bad user dictionary fails here, as a usage error, not inside a worker
+        if args.user_dict is not None:
+            # A bad user dictionary fails here, as a usage error, not inside a worker. Without one the
+            # dictionary is loaded only when there is something to cut (not on a cache hit: it takes ~1 s).
+            tokenizer.cut("")
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     segmentation = segment_corpus(corpus.chapters, tokenizer, args.cache_dir, args.workers, progress)
