@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -169,7 +170,7 @@ class Prepared:
     token_ids: np.ndarray
     split_index: int
     held_out_chapters: int
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def vocabulary(self) -> dict:
         tokens = self.segmentation.tokens
@@ -200,8 +201,18 @@ def ids_and_split(chapters: list[list[str]], vectors: WordVectors) -> tuple[np.n
     return token_ids, split_index, held
 
 
-def _timed(timings: dict[str, float], name: str, started: float) -> None:
-    timings[name] = round(time.perf_counter() - started, 2)
+def _now() -> tuple[float, float]:
+    """Wall-clock seconds and CPU seconds of this process and its finished children (segmentation workers)."""
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return time.perf_counter(), sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+
+def _timed(timings: dict[str, dict[str, float]], name: str, started: tuple[float, float]) -> None:
+    # CPU seconds are recorded next to wall seconds because this machine is often shared: they show what a
+    # stage costs independently of what else was running.
+    wall, cpu = _now()
+    timings["seconds"][name] = round(wall - started[0], 2)
+    timings["cpu_seconds"][name] = round(cpu - started[1], 2)
 
 
 def checkpoint_dir_for(out: Path) -> Path:
@@ -271,15 +282,15 @@ def _vectors_stage(
 
 def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
     """Corpus, segmentation, vectors and the id stream: everything --vectors-only needs."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+    timings: dict[str, dict[str, float]] = {"seconds": {}, "cpu_seconds": {}}
+    started = _now()
     try:
         corpus = load_corpus(args.corpus, strip_brackets=args.strip_brackets, max_chars=args.max_chars)
     except CorpusError as exc:
         raise UsageError(str(exc)) from exc
     _timed(timings, "corpus", started)
 
-    started = time.perf_counter()
+    started = _now()
     try:
         tokenizer = Tokenizer(args.user_dict, hmm=args.hmm)
         if args.user_dict is not None:
@@ -293,7 +304,7 @@ def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
     if segmentation.tokens == 0:
         raise UsageError(f"{corpus.source}: segmentation produced no tokens")
 
-    started = time.perf_counter()
+    started = _now()
     w2v = _vectors_stage(args, segmentation, checkpoint_dir_for(args.out))
     _timed(timings, "word2vec", started)
 
@@ -345,7 +356,7 @@ def run_training(args: argparse.Namespace) -> dict:
                 f"{prepared.corpus.source}: too little text for a training/held-out split "
                 f"({len(prepared.token_ids)} in-vocabulary tokens); use a longer corpus or lower --min-count"
             )
-        started = time.perf_counter()
+        started = _now()
         try:
             result = train_network(
                 prepared.token_ids,
@@ -364,14 +375,15 @@ def run_training(args: argparse.Namespace) -> dict:
         manifest["network"] = asdict(network.config)
         manifest["training"] = result.summary
 
-        started = time.perf_counter()
+        started = _now()
         manifest["evaluation"] = evaluate(network, prepared.token_ids, prepared.split_index, prepared.vectors)
         _timed(timings, "evaluate", started)
         print(format_table(manifest["evaluation"]))
-    manifest["timings"] = timings
+    manifest["timings"] = timings["seconds"]
+    manifest["cpu_seconds"] = timings["cpu_seconds"]
 
     def build(tmp: Path) -> dict:
-        started = time.perf_counter()
+        started = _now()
         prepared.vectors.save_word2vec_format(tmp / VECTORS_FILE, binary=True)
         if network is not None:
             network.save(tmp / NETWORK_FILE)
@@ -407,6 +419,8 @@ def print_summary(out: Path, manifest: dict) -> None:
         f"vocabulary  {vocabulary['size']:,} words x {vocabulary['dim']} dims; held out: {held_out}, "
         f"{vocabulary['held_out_tokens']:,} tokens",
         "seconds     " + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in timings.items()),
+        "cpu seconds "
+        + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in manifest["cpu_seconds"].items()),
         f"model       {out}",
     ]
     print("\n".join(lines))
