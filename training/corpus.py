@@ -279,9 +279,16 @@ def _truncate(chapters: list[str], titles: list[str], max_chars: int) -> tuple[l
     return kept, titles[: len(kept)]
 
 
+def _natural_key(path: Path) -> list[tuple[int, int | str]]:
+    # Chapter files are usually numbered without zero padding: 2.txt must come before 10.txt.
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", path.name)]
+
+
 def _files_of(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+        files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file()), key=_natural_key
+        )
         if not files:
             raise CorpusError(
                 f"{path}: directory contains no .txt files; put the novel's chapters there as .txt"
@@ -297,7 +304,7 @@ def _files_of(path: Path) -> list[Path]:
 def load_corpus(
     corpus: str | Path, strip_brackets: bool | None = None, max_chars: int | None = None
 ) -> Corpus:
-    """Read a .txt file, a directory of .txt files (name order) or a built-in corpus name."""
+    """Read a .txt file, a directory of .txt files (name order, 2.txt before 10.txt) or a built-in name."""
     name = str(corpus)
     if name in BUILTIN_CORPORA:
         files = [builtin_path(name)]

@@ -177,6 +177,12 @@ def test_directory_is_concatenated_in_name_order(tmp_path: Path) -> None:
     assert "01.txt=" in corpus.encoding and "02.txt=" in corpus.encoding
 
 
+def test_directory_order_compares_numbers_as_numbers(tmp_path: Path) -> None:
+    for number in (10, 2, 1):
+        (tmp_path / f"{number}.txt").write_text(f"第{number}章\n正文{number}", encoding="utf-8")
+    assert load_corpus(tmp_path).titles == ["第1章", "第2章", "第10章"]
+
+
 def test_manifest_and_hash(tmp_path: Path) -> None:
     import hashlib
 
