@@ -110,20 +110,20 @@ class WordVectors:
     # ------------------------------------------------------------------ search
     def _top_k(self, scores: np.ndarray, k: int) -> np.ndarray:
         """Indices of the k highest scores per row, best first: argpartition, then sort only those k.
-        Ties go to the lower index (the more frequent word), so results are deterministic."""
+        Equal scores go to the lower index (the more frequent word), so the order is deterministic."""
         V = scores.shape[1]
         k = min(k, V)
         if k < V:
-            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            part = np.argpartition(scores, V - k, axis=1)[:, V - k :]  # no negated (B, V) copy needed
         else:
             part = np.broadcast_to(np.arange(V), scores.shape)
         part_scores = np.take_along_axis(scores, part, axis=1)
         order = np.lexsort((part, -part_scores), axis=1)
         return np.take_along_axis(part, order, axis=1)
 
-    def nearest(self, vectors: np.ndarray, k: int = 10) -> list[list[tuple[str, float]]]:
-        """The k words most cosine-similar to each query. vectors (D,) or (B, D); always returns one list per
-        query (a single list inside a list for a 1-D query), each [(word, cosine), ...] best first."""
+    def nearest_ids(self, vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Arrays behind nearest(): row ids (B, k) and cosines (B, k), best first, for callers that want
+        indices rather than words."""
         queries = np.asarray(vectors, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]
@@ -136,13 +136,23 @@ class WordVectors:
             raise ValueError(f"nearest: k must be at least 1, got {k}")
         if not np.all(np.isfinite(queries)):
             raise ValueError("nearest: the query contains NaN or infinite values")
-        norms = np.linalg.norm(queries, axis=1, keepdims=True)
-        queries = np.divide(queries, norms, out=np.zeros_like(queries), where=norms > 0)
-        scores = queries @ self.unit.T  # (B, V) cosines in one GEMM
+        # Rank by the raw dot products with the unit rows (the query's own norm does not change the order) and
+        # divide only the k winners by it: one GEMM for the whole batch, no normalised copy of the queries.
+        scores = queries @ self.unit.T
         top = self._top_k(scores, k)
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)
         top_scores = np.take_along_axis(scores, top, axis=1)
+        np.divide(top_scores, norms, out=top_scores, where=norms > 0)
+        top_scores[(norms == 0)[:, 0]] = 0.0  # a zero query has cosine 0 with everything
+        return top, top_scores
+
+    def nearest(self, vectors: np.ndarray, k: int = 10) -> list[list[tuple[str, float]]]:
+        """The k words most cosine-similar to each query. vectors (D,) or (B, D); always returns one list per
+        query (a single list inside a list for a 1-D query), each [(word, cosine), ...] best first."""
+        top, top_scores = self.nearest_ids(vectors, k)
+        words = self.words
         return [
-            [(self.words[i], float(s)) for i, s in zip(row, row_scores, strict=True)]
+            [(words[i], s) for i, s in zip(row, row_scores, strict=True)]
             for row, row_scores in zip(top.tolist(), top_scores.tolist(), strict=True)
         ]
 
