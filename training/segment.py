@@ -34,6 +34,13 @@ CHUNK_CHARS = 20_000
 PARALLEL_MIN_CHARS = 50_000
 
 
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count())."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "novel-lstm"
@@ -191,7 +198,7 @@ def segment_corpus(
 ) -> Segmentation:
     """Tokens of every chapter; read from the cache when this text was cut with these options before."""
     started = time.perf_counter()
-    workers = workers or os.cpu_count() or 1
+    workers = workers or available_cores()
     settings = {**tokenizer.settings(), "user_dict_sha256": _user_dict_sha256(tokenizer)}
     key = cache_key(chapters, tokenizer)
     cache_path = Path(cache_dir) / f"tokens-{key[:32]}.jsonl" if cache_dir is not None else None

@@ -12,7 +12,6 @@ saved vectors.bin instead of retraining.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.vectors import WordVectors
+from training.segment import available_cores
 
 C_TOOL_SENTENCE_WORDS = 1000  # MAX_SENTENCE_LENGTH in word2vec.c
 
@@ -60,7 +60,7 @@ class Word2VecConfig:
             raise ValueError("--negative 0 needs hierarchical softmax, which this pipeline does not expose")
 
     def effective_workers(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers or available_cores()
 
 
 def _stable_hash(text: str) -> int:
