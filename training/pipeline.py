@@ -328,6 +328,8 @@ def run_training(args: argparse.Namespace) -> dict:
     _check_output(args.out)
     if args.user_dict is not None and not args.user_dict.is_file():
         raise UsageError(f"--user-dict {args.user_dict}: no such file")
+    if args.vectors is None:
+        _word2vec_config(args)  # bad word2vec options fail now, not after segmentation
     fit_config = None
     if not args.vectors_only:
         from training.fit import FitConfig
