@@ -44,7 +44,14 @@ def small_stream() -> tuple[np.ndarray, int, WordVectors]:
 
 def _config(**overrides: object) -> FitConfig:
     settings = dict(
-        epochs=4, hidden=32, seq_len=16, batch_size=16, lr=1e-2, dropout=0.1, time_budget_minutes=None
+        epochs=4,
+        hidden=32,
+        seq_len=16,
+        batch_size=16,
+        lr=1e-2,
+        dropout=0.1,
+        time_budget_minutes=None,
+        patience=10,
     )
     settings.update(overrides)
     return FitConfig(**settings)
