@@ -57,6 +57,10 @@ class NetworkConfig:
     dropout: float = 0.0  # inverted dropout on every LSTM input and on the last LSTM output (training only)
     output_bias: bool = True  # cos_softmax: learn a per-word bias b_w (initialised to log unigram frequency)
     train_output: bool = True  # cos_softmax: output vectors e_w trainable (initialised from word2vec)
+    # A learned per-word offset added to the frozen word2vec input vector ("input.offset", starts at 0).
+    # word2vec puts similar words close together, which blurs exactly the identity of the previous word that a
+    # bigram model exploits; the offset lets training separate them while the input stays word2vec-shaped.
+    train_input: bool = False
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -129,6 +133,8 @@ class Network:
 
         self.lstms = [LSTM(D if k == 0 else H, H, rng, dtype=self.dtype) for k in range(config.layers)]
         self.params: dict[str, np.ndarray] = {}
+        if config.train_input:
+            self.params["input.offset"] = np.zeros((V, D), dtype=self.dtype)
         for k, lstm in enumerate(self.lstms):
             # The same array objects as the layer's, so in-place optimiser updates reach the layer.
             self.params[f"lstm{k}.W"] = lstm.W
@@ -152,6 +158,12 @@ class Network:
     def initial_state(self, batch: int = 1) -> State:
         return [lstm.initial_state(batch) for lstm in self.lstms]
 
+    def _input(self, ids: np.ndarray) -> np.ndarray:
+        x = self.embedding[ids]
+        if self.config.train_input:
+            x += self.params["input.offset"][ids]
+        return x
+
     def _head(self, hidden: np.ndarray) -> np.ndarray:
         """Last LSTM output -> head output: predicted vector (.., D), or the hidden state itself for
         softmax."""
@@ -165,7 +177,7 @@ class Network:
         ids = np.asarray(ids)
         if state is None:
             state = self.initial_state(len(ids))
-        x = self.embedding[ids]
+        x = self._input(ids)
         new_state = []
         for lstm, layer_state in zip(self.lstms, state, strict=True):
             x, layer_state = lstm.step(x, layer_state)
@@ -178,7 +190,7 @@ class Network:
         ids = np.asarray(ids)
         if state is None:
             state = self.initial_state(ids.shape[0])
-        x = self.embedding[ids]
+        x = self._input(ids)
         final = []
         for lstm, layer_state in zip(self.lstms, state, strict=True):
             x, cache = lstm.forward(x, layer_state)
@@ -263,7 +275,7 @@ class Network:
         if state is None:
             state = self.initial_state(B)
 
-        x = self.embedding[inputs]
+        x = self._input(inputs)
         masks, caches, final = [], [], []
         for lstm, layer_state in zip(self.lstms, state, strict=True):
             mask = self._dropout_mask(x.shape, rng) if use_dropout else None
@@ -290,6 +302,10 @@ class Network:
             grads[f"lstm{k}.b"] = layer_grads["b"]
             if masks[k] is not None:
                 dx = dx * masks[k]
+        if self.config.train_input:
+            grads["input.offset"] = _scatter_rows(
+                inputs.reshape(-1), dx.reshape(B * T, -1), self.config.vocab_size
+            )
         return loss, grads, final
 
     def _head_loss(
@@ -392,6 +408,16 @@ class Network:
                     raise ValueError(f"{path}: array {name!r} contains NaN or infinity; retrain the model")
                 target[...] = value  # in place: the LSTM layers hold the same arrays
         return network
+
+
+def _scatter_rows(ids: np.ndarray, rows: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(V, D) sums of `rows` grouped by id: the embedding gradient, via one sort and np.add.reduceat."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    unique, starts = np.unique(sorted_ids, return_index=True)
+    result = np.zeros((vocab_size, rows.shape[1]), dtype=rows.dtype)
+    result[unique] = np.add.reduceat(rows[order], starts, axis=0)
+    return result
 
 
 def _cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:

@@ -66,6 +66,7 @@ class FitConfig:
     dropout: float = 0.3
     output_bias: bool = True
     train_output: bool = True
+    train_input: bool = False
     clip: float = 5.0  # global gradient-norm clipping
     average: float = 0.995  # decay of the parameter average used for validation and the saved model; 0 = off
     patience: int = 2  # stop after this many epochs without a better validation loss
@@ -113,6 +114,7 @@ class FitConfig:
             dropout=self.dropout,
             output_bias=self.output_bias,
             train_output=self.train_output,
+            train_input=self.train_input,
         )
 
 
@@ -147,6 +149,12 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=d.train_output,
         help="cos_softmax: let the output word vectors move from word2vec (default on)",
+    )
+    group.add_argument(
+        "--train-input",
+        action=argparse.BooleanOptionalAction,
+        default=d.train_input,
+        help="learn a per-word offset to the frozen word2vec input vectors (default %(default)s)",
     )
     group.add_argument(
         "--clip", type=float, default=d.clip, help="gradient-norm clipping (default %(default)s)"

@@ -24,6 +24,10 @@ VARIANTS = {
     "softmax": NetworkConfig(V, D, H, loss="softmax"),
     "cos_softmax-2layers-dropout": NetworkConfig(V, D, H, layers=2, loss="cos_softmax", dropout=0.3),
     "softmax-2layers-dropout": NetworkConfig(V, D, H, layers=2, loss="softmax", dropout=0.3),
+    "cos_softmax-input-offset-dropout": NetworkConfig(
+        V, D, H, loss="cos_softmax", dropout=0.3, train_input=True
+    ),
+    "mse-input-offset": NetworkConfig(V, D, H, loss="mse", train_input=True),
 }
 
 
