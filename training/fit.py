@@ -55,7 +55,7 @@ VALIDATION_WINDOW = 128
 class FitConfig:
     """Training settings; the defaults are the measured best on 红楼梦 within the 10-minute budget."""
 
-    epochs: int = 6
+    epochs: int = 5
     hidden: int = 256
     layers: int = 1
     seq_len: int = 32
@@ -66,7 +66,7 @@ class FitConfig:
     dropout: float = 0.3
     output_bias: bool = True
     train_output: bool = True
-    train_input: bool = False
+    train_input: bool = True
     clip: float = 5.0  # global gradient-norm clipping
     average: float = 0.995  # decay of the parameter average used for validation and the saved model; 0 = off
     patience: int = 2  # stop after this many epochs without a better validation loss
