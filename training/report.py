@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from matplotlib.ticker import MaxNLocator
 
 matplotlib.use("Agg")  # files only: no display on servers or in containers
 
@@ -33,6 +34,7 @@ def write_report(path: Path, manifest: dict) -> None:
     best = training.get("best_epoch")
     if best:
         curve.axvline(best, color="grey", linestyle=":", label=f"best epoch {best}")
+    curve.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve.set_xlabel("epoch")
     curve.set_ylabel(f"loss ({network.get('loss', '?')})")
     curve.set_title("training curve")
