@@ -13,10 +13,10 @@ is what gets validated, selected and saved; like averaged SGD in AWD-LSTM it gen
 last iterate. A time budget measures the first epochs and, if the planned epochs would not fit, plans fewer
 (the learning-rate schedule follows the new plan).
 
-Validation: after every epoch the loss is measured on the held-out split (the last 10% of chapters, DESIGN
-§8), by the same stateful pass the evaluation uses. It drives the early stopping and the choice of the best
-epoch, so the held-out numbers are those of a model selected on them; the selection is between at most a few
-epochs of one schedule, which moves them by a fraction of a point.
+Validation: after every epoch the loss is measured on a validation slice, the last 5% of the training stream
+(the end of the training chapters, just before the held-out ones), by the same stateful pass the evaluation
+uses. It drives the early stopping and the choice of the best epoch. The held-out split (the last 10% of
+chapters, DESIGN §8) is never seen during training or selection, so its numbers are an honest estimate.
 
 Checkpoints: after every epoch ``checkpoint_dir/checkpoint.npz`` (written to a temporary name, then renamed)
 holds the parameters, their moving average, the best average so far, Adam's moments and step count, the RNG
@@ -47,7 +47,8 @@ from models.network import LOSSES, Network, NetworkConfig, State
 from models.vectors import WordVectors
 
 CHECKPOINT_NAME = "checkpoint.npz"
-VALIDATION_STREAMS = 8  # parallel held-out sub-streams for the stateful validation pass
+VALIDATION_STREAMS = 8  # parallel sub-streams for the stateful validation pass
+VALIDATION_FRACTION = 0.05  # tail of the training stream used for validation (never the held-out split)
 VALIDATION_WINDOW = 128
 
 
@@ -246,11 +247,11 @@ def stream_windows(stream: np.ndarray, batch_size: int, seq_len: int) -> np.ndar
     return np.stack([rows[:, s : s + seq_len + 1] for s in starts])
 
 
-def validation_loss(network: Network, held_out: np.ndarray) -> float:
-    """Mean loss (without dropout) over the held-out stream, read statefully in parallel sub-streams."""
-    streams = max(1, min(VALIDATION_STREAMS, (len(held_out) - 1) // 2))
-    length = (len(held_out) - 1) // streams
-    rows = np.stack([held_out[s * length : s * length + length + 1] for s in range(streams)])
+def validation_loss(network: Network, tokens: np.ndarray) -> float:
+    """Mean loss (without dropout) over a token stream, read statefully in parallel sub-streams."""
+    streams = max(1, min(VALIDATION_STREAMS, (len(tokens) - 1) // 2))
+    length = (len(tokens) - 1) // streams
+    rows = np.stack([tokens[s * length : s * length + length + 1] for s in range(streams)])
     state: State | None = None
     total, count = 0.0, 0
     for start in range(0, length, VALIDATION_WINDOW):
@@ -384,15 +385,18 @@ def train_network(
     checkpoint_dir: Path,
     resume: bool,
 ) -> FitResult:
-    """Train on token_ids[:split_index], validate on token_ids[split_index:]; see the module docstring."""
+    """Train on token_ids[:split_index] minus its last 5%, which validates; token_ids[split_index:] (held out
+    for evaluation) is not touched. See the module docstring."""
     config.validate()
     token_ids = np.asarray(token_ids, dtype=np.int64)
-    train, held_out = token_ids[:split_index], token_ids[split_index:]
+    training_chapters, held_out = token_ids[:split_index], token_ids[split_index:]
     if len(held_out) < 3:
         raise ValueError(f"the held-out split has {len(held_out)} tokens; the corpus needs more chapters")
+    validation_size = max(int(len(training_chapters) * VALIDATION_FRACTION), VALIDATION_STREAMS * 2)
+    train, validation = training_chapters[:-validation_size], training_chapters[-validation_size:]
     vocab_size, dim = vectors.matrix.shape
     rng = np.random.default_rng(config.seed)
-    counts = np.bincount(train, minlength=vocab_size)
+    counts = np.bincount(training_chapters, minlength=vocab_size)
     network = Network(config.network_config(vocab_size, dim), vectors.matrix, rng, unigram_counts=counts)
     adam = Adam(network.params)
     best = {name: p.copy() for name, p in network.params.items()}
@@ -449,7 +453,7 @@ def train_network(
         train_loss = total / len(windows)
         evaluated = average if config.average else network.params
         with _swapped_in(network, evaluated):
-            val_loss = validation_loss(network, held_out)
+            val_loss = validation_loss(network, validation)
         seconds = time.perf_counter() - started
 
         progress.epoch += 1
@@ -492,10 +496,11 @@ def train_network(
         "train_loss": progress.history["train_loss"],
         "val_loss": progress.history["val_loss"],
         "lr": progress.history["lr"],
-        "validation": "held-out split (last 10% of chapters), stateful, no dropout; selects the best epoch",
+        "validation": "last 5% of the training chapters, stateful, no dropout; selects the best epoch",
         "seconds": round(progress.seconds, 1),
         "tokens_per_second": round(progress.tokens / progress.seconds) if progress.seconds else None,
         "train_tokens": len(train),
+        "validation_tokens": len(validation),
         "held_out_tokens": len(held_out),
         "settings": asdict(config),
     }
