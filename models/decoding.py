@@ -16,7 +16,8 @@ Per token the logits from `Network.scores` go through, in this order (the order 
 `GeneratedToken.logprob` is the natural log of the chosen word's probability under the distribution it was
 drawn from, i.e. after steps 1-5 and renormalisation (for greedy decoding: softmax of the penalised logits at
 temperature 1). `GeneratedToken.similarity` is the cosine between the network's predicted vector and the
-chosen word's word2vec vector, which is what `Network.similarity` computes for every word; the one-hot
+chosen word's output vector (the vector it was scored against), which is what `Network.similarity` computes
+for every word; the one-hot
 ("softmax") head predicts no vector, so it is None there.
 """
 

@@ -41,6 +41,7 @@ class TrainedModel:
             network = Network.load(directory / NETWORK_FILE, vectors.matrix)
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{error}; {retrain}") from None
+        network.prepare_inference()
         segmentation = manifest.get("segmentation") or {}
         user_dict = directory / USER_DICT_FILE if segmentation.get("user_dict") else None
         if user_dict is not None and not user_dict.is_file():

@@ -157,3 +157,22 @@ def test_config_validation_names_the_field() -> None:
         _network(replace(VARIANTS["mse"], loss="hinge"))
     with pytest.raises(ValueError, match="layers must be 1 or 2"):
         _network(replace(VARIANTS["mse"], layers=3))
+
+
+def test_inference_cache_matches_uncached_scores_and_is_cleared_by_training() -> None:
+    network = _network(VARIANTS["cos_softmax"], dtype=np.float32)
+    outputs, _ = network.forward_sequence(np.array([[1, 2, 3]]))
+    last = outputs[:, -1]
+    uncached_scores, uncached_similarity = network.scores(last), network.similarity(last)
+    network.prepare_inference()
+    np.testing.assert_allclose(network.scores(last), uncached_scores, rtol=1e-6)
+    np.testing.assert_allclose(network.similarity(last), uncached_similarity, rtol=1e-6)
+    # Similarity is measured against the (trainable) output vectors the prediction is scored against.
+    unit_out = network.params["out.vectors"] / np.linalg.norm(network.params["out.vectors"], axis=1)[:, None]
+    unit_last = last / np.linalg.norm(last, axis=1, keepdims=True)
+    np.testing.assert_allclose(network.similarity(last), unit_last @ unit_out.T, rtol=1e-5, atol=1e-6)
+    # A training step updates the output vectors in place, so the cache must not survive it.
+    network.loss_and_grads(np.array([[1, 2, 3, 4]]), np.random.default_rng(0))
+    network.params["out.vectors"] *= 2.0
+    network.params["out.vectors"][0] += 1.0
+    assert not np.allclose(network.scores(last), uncached_scores)
