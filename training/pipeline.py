@@ -368,10 +368,10 @@ def run_training(args: argparse.Namespace) -> dict:
                 checkpoint_dir,
                 args.resume,
             )
-        except ValueError as exc:
-            if args.resume:  # a missing or mismatched checkpoint is the user's to fix
-                raise UsageError(str(exc)) from exc
-            raise
+        except (ValueError, FloatingPointError) as exc:
+            # A missing or mismatched checkpoint, a corpus too short for the settings, or a diverging run
+            # (FloatingPointError, "lower --lr"): all the user's to fix, so one line, not a traceback.
+            raise UsageError(str(exc)) from exc
         _timed(timings, "fit", started)
         network = result.network
         manifest["network"] = asdict(network.config)
