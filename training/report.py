@@ -30,7 +30,7 @@ def write_report(path: Path, manifest: dict) -> None:
     if train_loss:
         curve.plot(epochs, train_loss, marker="o", label="train (with dropout)")
     if val_loss:
-        curve.plot(range(1, len(val_loss) + 1), val_loss, marker="s", label="validation (held-out)")
+        curve.plot(range(1, len(val_loss) + 1), val_loss, marker="s", label="validation (training tail)")
     best = training.get("best_epoch")
     if best:
         curve.axvline(best, color="grey", linestyle=":", label=f"best epoch {best}")
