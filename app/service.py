@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from models.trained import TrainedModel
+from anyio import CapacityLimiter, to_thread
 
 from app.errors import APIError
 from app.schemas import GenerateParameters
 from app.settings import Settings
 from models.artifacts import ArtifactError
 from models.decoding import Decoder, EmptyPromptError, SamplingParams, UnknownWordsError
+from models.trained import TrainedModel
+
+_Result = TypeVar("_Result")
 
 logger = logging.getLogger("app")
 
@@ -50,6 +55,20 @@ class ModelService:
         self.settings = settings
         self.decoder = Decoder(model.network, model.vectors, model.tokenizer)
         self.name = model.directory.name
+        self._model_lane: CapacityLimiter | None = None
+
+    async def run_model(self, function: Callable[..., _Result], *args: object) -> _Result:
+        """Run model work in a worker thread, one piece at a time per process.
+
+        A token's work is many small NumPy calls that hold the GIL, so several threads decoding at once in
+        one process only take turns at the GIL while paying for the switching: measured at concurrency 8
+        with 2 worker processes, HTTP throughput fell to 0.68 of the in-process decoder's. One lane per
+        process keeps a core busy with one request's token at a time; concurrency comes from worker
+        processes. Streams call this once per token, so they still interleave fairly, and the event loop
+        (health checks, slow SSE readers) is never blocked."""
+        if self._model_lane is None:  # created on first use, inside the running event loop
+            self._model_lane = CapacityLimiter(1)
+        return await to_thread.run_sync(function, *args, limiter=self._model_lane)
 
     @classmethod
     def start(cls, settings: Settings) -> ModelService:

@@ -1,8 +1,8 @@
 """POST /generate and POST /generate_stream: text-generation-inference compatible generation.
 
-Model work never runs on the event loop: /generate is a sync endpoint (FastAPI runs it in the thread pool) and
-the stream advances its decoder one token per thread-pool call, so a slow SSE reader only ever waits on its
-own socket while the loop serves everyone else.
+Model work never runs on the event loop: it runs in a worker thread through ModelService.run_model (one lane
+per process, see there); /generate hands over the whole generation, the stream advances its decoder one token
+per call, so a slow SSE reader only ever waits on its own socket while the loop serves everyone else.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 import math
 from collections.abc import AsyncIterator
 
-from anyio import to_thread
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
@@ -49,6 +48,10 @@ def start_generation(service: ModelService, body: GenerateRequest) -> Generation
         raise prompt_error(error) from None
 
 
+def _generate_all(service: ModelService, body: GenerateRequest) -> Generation:
+    return start_generation(service, body).run()
+
+
 def _token(token: GeneratedToken) -> Token:
     # A drawn token always has probability > 0; the clamp only guards JSON against -inf from float underflow.
     logprob = token.logprob if math.isfinite(token.logprob) else -1e30
@@ -66,8 +69,8 @@ def _full_text(body: GenerateRequest, generation: Generation) -> str:
     responses=_ERRORS,
     summary="Generate text after a prompt",
 )
-def generate(body: GenerateRequest, service: Service, metrics: AppMetrics) -> GenerateResponse:
-    generation = start_generation(service, body).run()
+async def generate(body: GenerateRequest, service: Service, metrics: AppMetrics) -> GenerateResponse:
+    generation = await service.run_model(_generate_all, service, body)
     metrics.tokens.labels("/generate").inc(len(generation.tokens))
     details = None
     if body.parameters.details:
@@ -99,17 +102,19 @@ async def generate_stream(
     body: GenerateRequest, service: Service, metrics: AppMetrics
 ) -> EventSourceResponse:
     # Errors in the request are plain 422 JSON, raised before the stream starts.
-    generation = await to_thread.run_sync(start_generation, service, body)
-    return EventSourceResponse(_events(body, generation, metrics), ping=15)
+    generation = await service.run_model(start_generation, service, body)
+    return EventSourceResponse(_events(body, generation, service, metrics), ping=15)
 
 
-async def _events(body: GenerateRequest, generation: Generation, metrics: AppMetrics) -> AsyncIterator[dict]:
+async def _events(
+    body: GenerateRequest, generation: Generation, service: ModelService, metrics: AppMetrics
+) -> AsyncIterator[dict]:
     tokens = iter(generation)
     counter = metrics.tokens.labels("/generate_stream")
     index = 0
     while True:
         try:
-            token = await to_thread.run_sync(next, tokens, None)
+            token = await service.run_model(next, tokens, None)
         except Exception:
             logger.exception("generation failed in the middle of a stream")
             yield {

@@ -18,12 +18,12 @@ router = APIRouter(tags=["prediction"])
     responses={422: {"model": ErrorResponse}},
     summary="Next-word candidates with probability and cosine similarity",
 )
-def predict(body: PredictRequest, service: Service) -> PredictResponse:
+async def predict(body: PredictRequest, service: Service) -> PredictResponse:
     service.check_prompt(body.inputs)
     service.check_top_k(body.top_k, "top_k")
     try:
-        prompt, candidates = service.decoder.predict_next(
-            body.inputs, top_k=body.top_k, temperature=body.temperature
+        prompt, candidates = await service.run_model(
+            service.decoder.predict_next, body.inputs, body.top_k, body.temperature
         )
     except (EmptyPromptError, UnknownWordsError) as error:
         raise prompt_error(error) from None
