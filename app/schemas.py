@@ -13,24 +13,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The sampling settings shown in Swagger's examples (GenerateParameters alone, and inside GenerateRequest).
+EXAMPLE_PARAMETERS: dict[str, Any] = {
+    "max_new_tokens": 30,
+    "do_sample": True,
+    "temperature": 0.8,
+    "top_k": 20,
+    "top_p": 0.95,
+    "repetition_penalty": 1.2,
+    "seed": 42,
+    "stop": ["」"],
+    "details": True,
+}
+
 
 class GenerateParameters(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={
-            "example": {
-                "max_new_tokens": 30,
-                "do_sample": True,
-                "temperature": 0.8,
-                "top_k": 20,
-                "top_p": 0.95,
-                "repetition_penalty": 1.2,
-                "seed": 42,
-                "stop": ["」"],
-                "details": True,
-            }
-        },
+        json_schema_extra={"example": EXAMPLE_PARAMETERS},
     )
 
     max_new_tokens: int = Field(
@@ -116,17 +117,7 @@ class GenerateRequest(BaseModel):
             "examples": [
                 {
                     "inputs": "宝玉笑道",
-                    "parameters": {
-                        "max_new_tokens": 30,
-                        "do_sample": True,
-                        "temperature": 0.8,
-                        "top_k": 20,
-                        "top_p": 0.95,
-                        "repetition_penalty": 1.2,
-                        "seed": 42,
-                        "stop": ["」"],
-                        "details": True,
-                    },
+                    "parameters": EXAMPLE_PARAMETERS,
                 }
             ]
         },
