@@ -16,18 +16,15 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+from live_server import running_server
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -478,12 +475,6 @@ def run_in_venv(venv: Path, code: str, cwd: Path) -> str:
     return result.stdout.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def outside_checkout(tmp_path: Path) -> Path:
     """An empty working directory: imports resolve to the venv's installed copy, and no .env is picked up."""
@@ -527,65 +518,26 @@ def test_dockerfile_install_is_runtime_only_with_the_default_corpus(
     assert "--corpus" in result.stdout
 
 
-@pytest.fixture
-def uvicorn_from_dockerfile_venv(
-    dockerfile_venv: Path, tiny_model_dir: Path, outside_checkout: Path
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(MODEL_DIR=str(tiny_model_dir), LOG_LEVEL="info")
-    log = (outside_checkout / "uvicorn.log").open("w")
-    server = subprocess.Popen(
-        [
-            str(dockerfile_venv / "bin" / "uvicorn"),
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=outside_checkout,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
 @pytest.mark.timeout(1800)
-def test_dockerfile_install_serves_health(uvicorn_from_dockerfile_venv: tuple[str, subprocess.Popen]) -> None:
-    base_url, server = uvicorn_from_dockerfile_venv
-    deadline = time.monotonic() + 120
-    status = None
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"uvicorn exited with {server.returncode} before answering /health (see uvicorn.log)")
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
-                status, body = response.status, response.read()
-                break
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.5)
-    assert status == 200, "GET /health did not answer 200 within 120 s"
-    assert json.loads(body)["status"] == "ok"
+def test_dockerfile_install_serves_health(
+    dockerfile_venv: Path, tiny_model_dir: Path, outside_checkout: Path
+) -> None:
+    # The image's environment: no checkout on the path, only the Dockerfile-built venv.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    uvicorn = [str(dockerfile_venv / "bin" / "uvicorn")]
+    with running_server(tiny_model_dir, uvicorn, outside_checkout, env, LOG_LEVEL="info") as base_url:
+        health = httpx.get(f"{base_url}/health", timeout=5)
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
 
-    # The playground page and its assets are package data: they must have been installed with the project.
-    with urllib.request.urlopen(f"{base_url}/", timeout=10) as response:
-        page = response.read().decode("utf-8")
-    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
-    assert assets, "the playground page references no /static assets"
-    for asset in assets:
-        with urllib.request.urlopen(f"{base_url}{asset}", timeout=10) as response:
-            assert response.status == 200 and response.read(), asset
+        # The playground page and its assets are package data: they must have been installed with the project.
+        page = httpx.get(f"{base_url}/", timeout=10)
+        assert page.status_code == 200
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+        assert assets, "the playground page references no /static assets"
+        for asset in assets:
+            response = httpx.get(f"{base_url}{asset}", timeout=10)
+            assert response.status_code == 200 and response.content, asset
 
 
 # ------------------------------------------------------------------------------------------------------------
