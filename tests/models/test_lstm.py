@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradient_check import numerical_gradient, relative_error
 
 from models.lstm import LSTM
 
 B, T, D, H = 3, 5, 4, 6
-EPS = 1e-6
-
-
-def numerical_gradient(loss, array: np.ndarray) -> np.ndarray:
-    """Central differences, one element at a time, perturbing `array` in place."""
-    grad = np.zeros_like(array)
-    for idx in np.ndindex(array.shape):
-        old = array[idx]
-        array[idx] = old + EPS
-        plus = loss()
-        array[idx] = old - EPS
-        minus = loss()
-        array[idx] = old
-        grad[idx] = (plus - minus) / (2 * EPS)
-    return grad
-
-
-def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
-    return float(np.abs(numeric - analytic).max() / max(np.abs(numeric).max(), np.abs(analytic).max(), 1e-12))
 
 
 def make_lstm(rng: np.random.Generator, input_size: int = D, hidden: int = H) -> LSTM:

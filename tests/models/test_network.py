@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gradient_check import numerical_gradient, relative_error
 
 from models.network import FORMAT_KEY, Network, NetworkConfig
 
@@ -38,10 +39,6 @@ def _network(config: NetworkConfig, dtype: type = np.float64, seed: int = 0) -> 
     return Network(config, embedding, rng, dtype=dtype, unigram_counts=counts)
 
 
-def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_gradient_check_every_parameter(name: str) -> None:
     """Central finite differences in float64 against the analytic gradient, for every entry of every array,
@@ -59,18 +56,8 @@ def test_gradient_check_every_parameter(name: str) -> None:
 
     _, grads, _ = network.loss_grads_state(ids, np.random.default_rng(7), state=state)
     assert set(grads) == set(network.params)
-    eps = 1e-6
     for param_name, param in network.params.items():
-        numeric = np.zeros_like(param)
-        for index in np.ndindex(param.shape):
-            original = param[index]
-            param[index] = original + eps
-            plus = loss_at()
-            param[index] = original - eps
-            minus = loss_at()
-            param[index] = original
-            numeric[index] = (plus - minus) / (2 * eps)
-        error = _relative_error(numeric, grads[param_name])
+        error = relative_error(numerical_gradient(loss_at, param), grads[param_name])
         assert error < 1e-5, f"{name}: {param_name} relative error {error:.2e}"
 
 
