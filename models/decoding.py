@@ -42,6 +42,7 @@ class NetworkLike(Protocol):
     def step(self, ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]: ...
     def scores(self, output: np.ndarray) -> np.ndarray: ...
     def similarity(self, output: np.ndarray) -> np.ndarray | None: ...
+    def output_unit_vectors(self) -> np.ndarray: ...
 
 
 class VectorsLike(Protocol):
@@ -266,7 +267,8 @@ class Decoder:
         params = generation.params
         network = self.network
         words = self.vectors.words
-        unit = self.vectors.unit
+        # The vectors Network.similarity measures against; only the chosen word's row is needed per token.
+        unit = network.output_unit_vectors()
         rng = np.random.default_rng(generation.seed)
         sampling = params.sampling
         penalty = params.repetition_penalty

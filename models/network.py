@@ -202,9 +202,11 @@ class Network:
         """Cache the unit output vectors for serving. Normalising the (V, D) output matrix dominated the
         cost of one generated token (about 2 of 3 ms at V=6k, D=200); a loaded model never changes, so it
         is done once. Training clears the cache, since it updates the vectors in place."""
-        self._inference_unit_vectors = self._output_unit_vectors()
+        self._inference_unit_vectors = self.output_unit_vectors()
 
-    def _output_unit_vectors(self) -> np.ndarray:
+    def output_unit_vectors(self) -> np.ndarray:
+        """(V, D) unit vectors the predicted vector is scored against (cached once prepare_inference ran);
+        for the one-hot head, which predicts no vector, the unit word2vec vectors."""
         if self._inference_unit_vectors is not None:
             return self._inference_unit_vectors
         if self.config.loss == "cos_softmax" and self.config.train_output:
@@ -219,7 +221,7 @@ class Network:
             logits = output @ self.params["head.W"] + self.params["head.b"]
         else:
             unit = _normalise_rows(output)[0]
-            cosine = unit @ self._output_unit_vectors().T
+            cosine = unit @ self.output_unit_vectors().T
             if loss == "cos_softmax":
                 logits = np.exp(self.params["out.log_scale"][0]) * cosine
                 if self.config.output_bias:
@@ -235,7 +237,7 @@ class Network:
         prediction is to a word). None for the one-hot head, which predicts no vector."""
         if self.config.loss == "softmax":
             return None
-        return _normalise_rows(output)[0] @ self._output_unit_vectors().T
+        return _normalise_rows(output)[0] @ self.output_unit_vectors().T
 
     # ------------------------------------------------------------------------------------------------
     # training

@@ -281,3 +281,20 @@ def test_concurrent_generations_do_not_share_state(decoder: Decoder) -> None:
     for thread in threads:
         thread.join()
     assert results == [expected] * 6
+
+
+def test_token_similarity_follows_trained_output_vectors(tokenizer: Tokenizer) -> None:
+    """After training, cos_softmax output vectors differ from word2vec; generated tokens must report the
+    same cosine as Network.similarity (and /predict), not one against the word2vec vectors."""
+    decoder = _build(tokenizer, seed=3)
+    network = decoder.network
+    network.params["out.vectors"][...] = np.random.default_rng(9).standard_normal(
+        network.params["out.vectors"].shape
+    )
+    network.prepare_inference()
+    generation = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=6)).run()
+    ids = list(generation.prompt.ids)
+    for token in generation.tokens:
+        output = _refed_output(decoder, ids)
+        assert token.similarity == pytest.approx(float(network.similarity(output)[0, token.id]), abs=1e-4)
+        ids.append(token.id)
