@@ -3,33 +3,35 @@
 The prompt runs through the LSTM once; after that every new token costs one `Network.step` (O(1) in the length
 of the text so far), unlike the reference scripts that re-feed the whole window for every word.
 
-Per token the logits from `Network.scores` go through, in this order (the order of Hugging Face `generate`):
+Choosing each token from the logits (penalties, temperature, top-k, top-p, the seeded draw) is the job of
+the sequence's own `models.sampling.Sampler`; this module runs the network and the stop/length bookkeeping.
 
-1. repetition penalty (CTRL paper / HF semantics): for every word id already in the prompt or in the generated
-   text, a positive logit is divided by the penalty and a negative one multiplied by it;
-2. greedy decoding stops here and takes the argmax;
-3. temperature divides the logits;
-4. top-k keeps the k highest logits (found with `np.argpartition`, only those k are sorted);
-5. top-p (nucleus) keeps the smallest prefix of the sorted candidates whose probability mass reaches p;
-6. one draw from the renormalised distribution with a seeded `numpy.random.Generator`.
-
-`GeneratedToken.logprob` is the natural log of the chosen word's probability under the distribution it was
-drawn from, i.e. after steps 1-5 and renormalisation (for greedy decoding: softmax of the penalised logits at
-temperature 1). `GeneratedToken.similarity` is the cosine between the network's predicted vector and the
-chosen word's output vector (the vector it was scored against), which is what `Network.similarity` computes
-for every word; the one-hot
-("softmax") head predicts no vector, so it is None there.
+`GeneratedToken.similarity` is the cosine between the network's predicted vector and the chosen word's output
+vector (the vector it was scored against), which is what `Network.similarity` computes for every word; the
+one-hot ("softmax") head predicts no vector, so it is None there.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from models.sampling import Sampler, SamplingParams, top_k_indices
+
+__all__ = [
+    "Candidate",
+    "Decoder",
+    "EmptyPromptError",
+    "GeneratedToken",
+    "Generation",
+    "Prompt",
+    "SamplingParams",
+    "UnknownWordsError",
+]
 
 # Seeds drawn for requests that did not send one stay below 2**53 so JavaScript clients can echo them exactly.
 _MAX_DRAWN_SEED = 2**53
@@ -72,60 +74,6 @@ class UnknownWordsError(ValueError):
         if hints:
             message += f" (known words with the same characters: {hints})"
         super().__init__(message)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Decoding controls; None means "off" (TGI semantics). Validated by `validate()`."""
-
-    max_new_tokens: int = 50
-    do_sample: bool = False
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-    @property
-    def sampling(self) -> bool:
-        """Sample instead of argmax: asked for, or implied by a sampling control (as text-generation-inference
-        does, so `{"temperature": 0.7}` samples without `do_sample: true`)."""
-        return (
-            self.do_sample
-            or (self.temperature is not None and self.temperature != 1.0)
-            or self.top_k is not None
-            or (self.top_p is not None and self.top_p < 1.0)
-        )
-
-    def validate(self) -> None:
-        """Raise ValueError naming the parameter, its value and the allowed range."""
-
-        def finite(name: str, value: float | None) -> None:
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value}")
-
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            finite(name, getattr(self, name))
-        if self.temperature is not None and self.temperature <= 0:
-            raise ValueError(
-                f"temperature must be > 0, got {self.temperature}; "
-                "for greedy decoding leave temperature out and set do_sample to false"
-            )
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise ValueError(
-                f"repetition_penalty must be > 0 (1 = no penalty), got {self.repetition_penalty}"
-            )
-        if self.seed is not None and self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if any(not stop for stop in self.stop):
-            raise ValueError("stop sequences must be non-empty strings")
 
 
 @dataclass(frozen=True)
@@ -234,7 +182,7 @@ class Decoder:
         probabilities = np.exp(logits, out=logits)
         probabilities /= probabilities.sum()
         k = min(top_k, self.vocab_size)
-        best = _top_k_indices(probabilities, k)
+        best = top_k_indices(probabilities, k)
         best = best[np.argsort(-probabilities[best], kind="stable")]
         similarity = self.network.similarity(output)
         candidates = [
@@ -269,19 +217,10 @@ class Decoder:
         words = self.vectors.words
         # The vectors Network.similarity measures against; only the chosen word's row is needed per token.
         unit = network.output_unit_vectors()
-        rng = np.random.default_rng(generation.seed)
-        sampling = params.sampling
-        penalty = params.repetition_penalty
-        penalise = penalty is not None and penalty != 1.0
-        temperature = params.temperature if params.temperature is not None else 1.0
-        top_k = params.top_k if params.top_k is not None and params.top_k < self.vocab_size else None
-        top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
+        sampler = Sampler(params, generation.seed, self.vocab_size, seen=generation.prompt.ids)
         stops = params.stop
         longest_stop = max((len(stop) for stop in stops), default=0)
 
-        seen = list(dict.fromkeys(generation.prompt.ids))
-        seen_set = set(seen)
-        seen_ids = np.asarray(seen, dtype=np.int64)
         text = ""
         output, state = self._run_prompt(generation.prompt)
         # The one-hot head has no predicted vector: ask once, and skip similarity from then on.
@@ -289,28 +228,18 @@ class Decoder:
         step_ids = np.empty(1, dtype=np.int64)
 
         for _ in range(params.max_new_tokens):
-            logits = network.scores(output)[0]
-            if not logits.flags.writeable or logits.dtype != np.float32:
-                logits = np.array(logits, dtype=np.float32)
-            if penalise:
-                values = logits[seen_ids]
-                logits[seen_ids] = np.where(values > 0, values / penalty, values * penalty)
-            if sampling:
-                chosen, logprob = _sample(logits, temperature, top_k, top_p, rng)
-            else:
-                chosen, logprob = _greedy(logits)
-
+            choice = sampler.choose(network.scores(output)[0])
+            chosen = choice.id
             similarity = None
             if has_vector:
                 predicted = output[0]
                 norm = float(np.linalg.norm(predicted))
                 similarity = float(predicted @ unit[chosen]) / norm if norm > 0 else 0.0
-            token = GeneratedToken(id=chosen, text=words[chosen], logprob=logprob, similarity=similarity)
+            token = GeneratedToken(
+                id=chosen, text=words[chosen], logprob=choice.logprob, similarity=similarity
+            )
             generation.tokens.append(token)
             text += token.text
-            if penalise and chosen not in seen_set:
-                seen_set.add(chosen)
-                seen_ids = np.append(seen_ids, chosen)
 
             # Only the tail can contain a stop sequence that this token completed.
             tail = text[-(longest_stop + len(token.text)) :] if stops else ""
@@ -326,62 +255,3 @@ class Decoder:
             step_ids[0] = chosen
             output, state = network.step(step_ids, state)
         generation.finish_reason = "length"
-
-
-def _top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values (unordered), O(V) with argpartition instead of a full sort."""
-    if k >= values.shape[0]:
-        return np.arange(values.shape[0])
-    return np.argpartition(values, values.shape[0] - k)[-k:]
-
-
-def _greedy(logits: np.ndarray) -> tuple[int, float]:
-    chosen = int(np.argmax(logits))
-    top = float(logits[chosen])
-    # log softmax of the winner = -log sum exp(l - l_max); computed in float64 for accuracy.
-    logsumexp = math.log(float(np.exp(logits - top, dtype=np.float64).sum()))
-    return chosen, -logsumexp
-
-
-def _sample(
-    logits: np.ndarray,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    rng: np.random.Generator,
-) -> tuple[int, float]:
-    """Temperature → top-k → top-p → one draw. Works on the k candidates only once top-k has cut them."""
-    if top_k is not None:
-        candidates = _top_k_indices(logits, top_k)
-        scaled = logits[candidates].astype(np.float64)
-    else:
-        candidates = None
-        scaled = logits.astype(np.float64)
-    scaled /= temperature
-    scaled -= scaled.max()
-    probabilities = np.exp(scaled, out=scaled)
-    probabilities /= probabilities.sum()
-
-    if top_p is not None:
-        order = np.argsort(-probabilities, kind="stable")
-        sorted_probabilities = probabilities[order]
-        cumulative = np.cumsum(sorted_probabilities)
-        # Keep every word whose preceding mass is still below p: the smallest prefix reaching p, at least one.
-        keep = int(np.searchsorted(cumulative, top_p, side="left")) + 1
-        kept = order[:keep]
-        kept_probabilities = sorted_probabilities[:keep] / cumulative[keep - 1]
-        position = _draw(kept_probabilities, rng)
-        local = int(kept[position])
-        probability = float(kept_probabilities[position])
-    else:
-        local = _draw(probabilities, rng)
-        probability = float(probabilities[local])
-    chosen = int(candidates[local]) if candidates is not None else local
-    return chosen, math.log(probability) if probability > 0 else -math.inf
-
-
-def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> int:
-    """Inverse-CDF draw: one uniform number per token keeps seeded runs reproducible and cheap."""
-    cumulative = np.cumsum(probabilities)
-    position = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    return min(position, probabilities.shape[0] - 1)
