@@ -77,8 +77,8 @@ class KneserNey:
 
     P_k(w | h) = max(c_k(hw) − D_k(c_k(hw)), 0) / c_k(h·) + γ_k(h) · P_{k−1}(w | h'),
     γ_k(h) = (D1 N1(h·) + D2 N2(h·) + D3 N3+(h·)) / c_k(h·), and P_k = P_{k−1} for a context never seen.
-    c_k is the raw count at the highest order and the continuation count N1+(·hw) below it; P_0 is uniform over
-    the alphabet (training symbols + the unknown symbol)."""
+    c_k is the raw count at the highest order and the continuation count N1+(·hw) below it; P_0 is uniform
+    over the alphabet (training symbols + the unknown symbol)."""
 
     def __init__(self, train: np.ndarray, alphabet: int, order: int, discounts: np.ndarray | None = None):
         if order < 1:
@@ -105,7 +105,7 @@ class KneserNey:
         return keys
 
     def log2_probs(self, history: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """log2 P(targets[i] | history + targets[:i]) for each i: the held-out text read after the training text."""
+        """log2 P(targets[i] | history + targets[:i]) for each i: held-out text read after the training text."""
         history = np.asarray(history, dtype=np.int64)
         history = history[len(history) - min(len(history), self.order - 1) :]  # only the context that matters
         stream = np.concatenate([history, np.asarray(targets, dtype=np.int64)])
@@ -145,7 +145,7 @@ def char_kneser_ney_bits_per_char(train_text: str, held_text: str, order: int = 
 
 
 def ppmd_bits_per_char(train_text: str, held_text: str, order: int = PPMD_ORDER) -> float:
-    """PPMd (variant H, UTF-8) conditional cost of held_text after train_text, in bits per held-out character."""
+    """PPMd (variant H, UTF-8) conditional cost of held_text after train_text, in bits per held-out char."""
 
     def size(text: str) -> int:
         return len(pyppmd.compress(text.encode("utf-8"), max_order=order, mem_size=PPMD_MEMORY, variant="H"))
