@@ -105,7 +105,7 @@ class KneserNey:
         return keys
 
     def log2_probs(self, history: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """log2 P(targets[i] | history + targets[:i]) for each i: held-out text read after the training text."""
+        """log2 P(targets[i] | history + targets[:i]) : the held-out text read after the training text."""
         history = np.asarray(history, dtype=np.int64)
         history = history[len(history) - min(len(history), self.order - 1) :]  # only the context that matters
         stream = np.concatenate([history, np.asarray(targets, dtype=np.int64)])
