@@ -7,12 +7,15 @@ crash or a bug never leaves a half-written model where a server would load it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import platform
 import secrets
 import shutil
+import stat
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
@@ -20,6 +23,9 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MANIFEST_HASH_KEY = "manifest_sha256"
+# Killed runs leave these behind; older than this they cannot belong to a run still writing.
+STALE_TEMP_SECONDS = 3600
 _LIBRARIES = ("novel-lstm", "numpy", "jieba", "gensim", "charset-normalizer")
 
 
@@ -69,15 +75,9 @@ def write_model_dir(target: Path, build: Callable[[Path], dict]) -> Path:
     re-raised and target is left as it was (absent, or the previous model).
     """
     target = Path(target)
-    # Replacing renames the old directory aside and deletes it: never do that to something not ours.
-    if target.exists() and not target.is_dir():
-        raise ArtifactError(f"{target}: exists and is not a directory; choose another output path")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
-        raise ArtifactError(
-            f"{target}: a non-empty directory without {MANIFEST_NAME}, so not a model directory; "
-            "refusing to replace it, choose another output path"
-        )
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
@@ -99,6 +99,7 @@ def write_model_dir(target: Path, build: Callable[[Path], dict]) -> Path:
             "files": files,
             **{key: value for key, value in manifest.items() if key not in ("format_version", "files")},
         }
+        manifest[MANIFEST_HASH_KEY] = manifest_digest(manifest)
         manifest_path = tmp / MANIFEST_NAME
         with open(manifest_path, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, ensure_ascii=False, indent=2)
@@ -112,6 +113,95 @@ def write_model_dir(target: Path, build: Callable[[Path], dict]) -> Path:
         raise
     _fsync_path(target.parent)
     return target
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own hash, so edits or flipped bits are detected."""
+    content = {key: value for key, value in manifest.items() if key != MANIFEST_HASH_KEY}
+    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def is_model_dir(path: Path) -> bool:
+    """True only for a directory this program wrote: a parseable manifest whose own hash matches, listing
+    exactly the files the directory holds (nothing foreign that replacing it would delete)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get(MANIFEST_HASH_KEY) != manifest_digest(manifest):
+            return False
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not files:
+            return False
+        present = {entry.name for entry in path.iterdir()}
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return present == set(files) | {MANIFEST_NAME} and all((path / name).is_file() for name in files)
+
+
+def check_replaceable(target: Path) -> None:
+    """Raise ArtifactError unless target is absent, an empty directory, or verifiably a model we wrote.
+
+    Replacing renames the old directory aside and deletes it: never do that to something not ours.
+    """
+    target = Path(target)
+    if target.is_symlink():
+        raise ArtifactError(f"{target}: is a symbolic link; choose another output path")
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target}: exists and is not a directory; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
+        raise ArtifactError(
+            f"{target}: a non-empty directory that is not a model directory written by this program "
+            f"(no verified {MANIFEST_NAME}, or files it does not list); refusing to replace it, "
+            "choose another output path"
+        )
+
+
+def check_writable(target: Path) -> None:
+    """Raise ArtifactError unless a model directory can be created next to target (before any long work)."""
+    target = Path(target)
+    check_replaceable(target)
+    parent = target.parent
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArtifactError(f"{target}: {existing} is not a directory; choose another output path")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{target.name}.tmp-probe-{secrets.token_hex(4)}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise ArtifactError(
+            f"{target}: cannot write in {parent} ({exc.strerror or exc}); choose a writable output path"
+        ) from exc
+
+
+def remove_stale_temporaries(target: Path, max_age_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete `.NAME.tmp-*` and `.NAME.old-*` directories that killed runs left next to target.
+
+    Only real directories (not links) older than max_age_seconds, so a concurrent run's fresh temporary is
+    never touched. Returns the removed paths.
+    """
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    now = time.time()
+    for prefix in (f".{target.name}.tmp-", f".{target.name}.old-"):
+        for path in target.parent.glob(glob.escape(prefix) + "*"):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISDIR(info.st_mode) or now - info.st_mtime < max_age_seconds:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
@@ -150,6 +240,11 @@ def read_manifest(model_dir: Path) -> dict:
         raise ArtifactError(
             f"{manifest_path}: format_version {version!r}, this program reads format_version "
             f"{FORMAT_VERSION}; {retrain}"
+        )
+    if manifest.get(MANIFEST_HASH_KEY) != manifest_digest(manifest):
+        raise ArtifactError(
+            f"{manifest_path}: its content does not match its {MANIFEST_HASH_KEY} (edited or corrupted); "
+            f"{retrain}"
         )
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:

@@ -339,9 +339,14 @@ def _save_checkpoint(
         np.savez(handle, **arrays)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(
-        temporary, path
-    )  # atomic: a kill leaves either the old or the new checkpoint, never half of one
+    # atomic: a kill leaves either the old or the new checkpoint, never half of one; the directory fsync
+    # makes the rename itself durable before the caller announces the epoch
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _load_checkpoint(
@@ -468,23 +473,27 @@ def train_network(
                 best[name][...] = value
         elif progress.epoch - progress.best_epoch >= config.patience:
             progress.stopped = f"early stopping: no better validation loss for {config.patience} epochs"
-        print(
-            f"epoch {progress.epoch}: train loss {train_loss:.4f}  validation loss {val_loss:.4f}  "
-            f"lr {lr:.2e}  {seconds:.0f} s",
-            file=sys.stderr,
-        )
+        replanned = None
         if budget is not None and not progress.stopped:
             per_epoch = progress.seconds / progress.epoch
             affordable = progress.epoch + int((budget - progress.seconds) // per_epoch)
             if affordable < progress.planned_epochs:
                 # Shrink the plan (the lr schedule follows it) so training ends inside the budget.
-                progress.planned_epochs = max(progress.epoch, affordable)
-                print(
-                    f"time budget {config.time_budget_minutes:g} min: "
-                    f"planning {progress.planned_epochs} epochs",
-                    file=sys.stderr,
-                )
+                replanned = max(progress.epoch, affordable)
+        if replanned is not None:
+            progress.planned_epochs = replanned
+        # Durable before the epoch is announced: whoever sees "epoch N:" and kills the run can --resume it.
         _save_checkpoint(checkpoint, network, copies, adam, rng, progress, fingerprint)
+        print(
+            f"epoch {progress.epoch}: train loss {train_loss:.4f}  validation loss {val_loss:.4f}  "
+            f"lr {lr:.2e}  {seconds:.0f} s",
+            file=sys.stderr,
+        )
+        if replanned is not None:
+            print(
+                f"time budget {config.time_budget_minutes:g} min: planning {progress.planned_epochs} epochs",
+                file=sys.stderr,
+            )
 
     for name, param in network.params.items():
         param[...] = best[name]

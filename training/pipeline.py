@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.artifacts import ArtifactError, write_model_dir
+from models.artifacts import ArtifactError, check_writable, write_model_dir
 from models.tokenizer import USER_DICT_FILENAME, Tokenizer
 from models.vectors import WordVectors
 from training.corpus import BUILTIN_CORPORA, Corpus, CorpusError, load_corpus
@@ -313,14 +313,12 @@ def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
 
 
 def _check_output(out: Path) -> None:
-    # Checked before minutes of work, and again by write_model_dir at the end.
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory; choose another path")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise UsageError(
-            f"--out {out}: an existing non-empty directory that is not a model directory; "
-            "refusing to replace it, choose another path"
-        )
+    # Checked before minutes of segmentation and training (writable, and nothing foreign to replace), and
+    # again by write_model_dir at the end.
+    try:
+        check_writable(out)
+    except ArtifactError as exc:
+        raise UsageError(f"--out {exc}") from exc
 
 
 def run_training(args: argparse.Namespace) -> dict:

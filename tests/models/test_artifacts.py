@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from models.artifacts import FORMAT_VERSION, ArtifactError, read_manifest, sha256_file, write_model_dir
+from models.artifacts import (
+    FORMAT_VERSION,
+    ArtifactError,
+    manifest_digest,
+    read_manifest,
+    sha256_file,
+    write_model_dir,
+)
 
 
 def _build(payload: bytes = b"weights") -> callable:
@@ -103,6 +110,7 @@ def test_wrong_format_version_is_rejected(tmp_path: Path) -> None:
     manifest_path = target / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["format_version"] = FORMAT_VERSION + 1
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # a consistent manifest of another version
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ArtifactError, match="format_version"):
         read_manifest(target)
@@ -126,6 +134,7 @@ def test_manifest_cannot_point_outside_the_directory(tmp_path: Path) -> None:
     manifest_path = target / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["files"]["../outside"] = sha256_file(tmp_path / "outside")
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # so the file-name check itself is reached
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ArtifactError, match="plain file name"):
         read_manifest(target)
@@ -154,3 +163,63 @@ def test_empty_existing_directory_is_replaced(tmp_path: Path) -> None:
     target.mkdir()
     write_model_dir(target, _build())
     read_manifest(target)
+
+
+def test_replaces_only_a_verified_model(tmp_path: Path) -> None:
+    # Issue 12 item 1: a manifest.json alone, or a model with a foreign file beside it, is not ours to delete.
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "manifest.json").write_text("{}")
+    (stray / "keep.js").write_text("k")
+    with pytest.raises(ArtifactError, match="refusing to replace"):
+        write_model_dir(stray, _build())
+    assert (stray / "keep.js").read_text() == "k"
+
+    model = write_model_dir(tmp_path / "model", _build())
+    (model / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="refusing to replace"):
+        write_model_dir(model, _build(b"new"))
+    assert (model / "notes.txt").read_text() == "mine"
+
+    (model / "notes.txt").unlink()
+    write_model_dir(model, _build(b"new"))  # a verified model of ours is replaced
+    assert (model / "vectors.bin").read_bytes() == b"new"
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path) -> None:
+    # Issue 12 item 6: `.NAME.tmp-*` left by kill -9 are cleaned; a fresh one (a concurrent run) and
+    # other names are left alone.
+    import os
+    import time
+
+    stale = tmp_path / ".model.tmp-deadbeef"
+    stale.mkdir()
+    (stale / "lstm.npz").write_bytes(b"x" * 1000)
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".model.tmp-0123abcd"
+    fresh.mkdir()
+    other = tmp_path / ".othermodel.tmp-deadbeef"
+    other.mkdir()
+    os.utime(other, (old, old))
+    write_model_dir(tmp_path / "model", _build())
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()
+
+
+@pytest.mark.parametrize("edit", ["flip", "add", "remove"])
+def test_manifest_metadata_is_integrity_checked(tmp_path: Path, edit: str) -> None:
+    # Issue 12 item 15: flipped bits in manifest.json's own metadata are refused with one line.
+    target = write_model_dir(tmp_path / "model", _build())
+    path = target / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if edit == "flip":
+        manifest["corpus"]["name"] = "tesu"
+    elif edit == "add":
+        manifest["evaluation"] = {"bpc": 1.0}
+    else:
+        del manifest["created_at"]
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ArtifactError) as raised:
+        read_manifest(target)
+    assert "manifest_sha256" in str(raised.value) and "\n" not in str(raised.value)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.artifacts import ArtifactError, sha256_file
+from models.artifacts import ArtifactError, manifest_digest, sha256_file
 from models.network import FORMAT_KEY
 from models.trained import TrainedModel
 
@@ -37,6 +37,7 @@ def _rehash(model_dir: Path, name: str) -> None:
     manifest_path = model_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["files"][name] = sha256_file(model_dir / name)
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
 
 

@@ -259,3 +259,31 @@ def test_held_out_split_is_the_last_tenth_of_chapters_or_of_tokens() -> None:
     assert ids_and_split(chapters[:3], vectors)[1:] == (4, 1)  # at least one chapter
     ids, split, held = ids_and_split([["甲", "乙"] * 50], vectors)
     assert (split, held) == (90, 0)  # one chapter: the last 10% of its tokens
+
+
+def test_keeps_a_directory_whose_only_claim_to_be_a_model_is_a_manifest_file(
+    tmp_path: Path, novel: Path
+) -> None:
+    # Issue 12 item 1: a stray manifest.json used to be enough to have the whole directory deleted.
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    (out / "keep.js").write_text("k")
+    _assert_one_line_error(
+        run("--corpus", novel, "--out", out, *SMALL, "--vectors-only"),
+        "not a model directory written by this program",
+    )
+    assert (out / "keep.js").read_text() == "k"
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_unwritable_output_is_one_line_before_segmentation(tmp_path: Path, novel: Path, where: str) -> None:
+    # Issue 12 item 5: checked first (exit 2, one line), not a traceback after segmentation and word2vec.
+    if where == "under-a-file":
+        (tmp_path / "file").write_text("not a directory")
+        out = tmp_path / "file" / "model"
+    else:
+        out = Path("/proc/novel-lstm-test-model")  # not writable even for root
+    result = run("--corpus", novel, "--out", out, *SMALL, "--vectors-only", "--cache-dir", tmp_path / "c")
+    _assert_one_line_error(result, str(out))
+    assert not (tmp_path / "c").exists(), "segmentation ran before the output was checked"

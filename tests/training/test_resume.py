@@ -77,3 +77,30 @@ def test_kill_during_epoch_3_then_resume(tmp_path: Path) -> None:
     assert model.manifest["training"]["val_loss"] == expected.manifest["training"]["val_loss"]
     for name, value in expected.network.params.items():
         np.testing.assert_array_equal(model.network.params[name], value, err_msg=name)
+
+
+def test_kill_right_after_the_epoch_line_then_resume(tmp_path: Path) -> None:
+    # Issue 12 item 4: the "epoch 1:" line used to be printed before checkpoint.npz was durably renamed into
+    # place, so a kill at that instant left only checkpoint.npz.tmp and --resume failed.
+    cache = tmp_path / "cache"
+    out = tmp_path / "model"
+    checkpoint = tmp_path / ".model.checkpoint" / CHECKPOINT_NAME
+    process = subprocess.Popen(
+        _command(out, cache), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    seen = []
+    for line in process.stderr:  # line by line, so the kill follows the epoch line at once
+        seen.append(line)
+        if line.startswith("epoch 1:"):
+            process.kill()
+            break
+    process.wait()
+    assert process.returncode == -9, "".join(seen)[-3000:]
+    assert _checkpoint_epoch(checkpoint) == 1
+
+    resumed = subprocess.run(
+        _command(out, cache, "--resume"), env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1 of 4" in resumed.stderr
+    assert TrainedModel.load(out).manifest["training"]["epochs"] == 4
