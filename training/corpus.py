@@ -30,7 +30,9 @@ import codecs
 import functools
 import hashlib
 import math
+import os
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -286,14 +288,32 @@ def _natural_key(path: Path) -> list[tuple[int, int | str]]:
 
 def _files_of(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(
-            (p for p in path.iterdir() if p.suffix.lower() == ".txt" and p.is_file()), key=_natural_key
-        )
-        if not files:
-            raise CorpusError(
-                f"{path}: directory contains no .txt files; put the novel's chapters there as .txt"
+        root = path.resolve()
+        files, skipped = [], []
+        for entry in path.iterdir():
+            if entry.suffix.lower() != ".txt":
+                continue
+            if entry.is_symlink():
+                # A link that leaves the directory could pull any readable file (say /etc/passwd) into the
+                # vocabulary and the served model: skip it, and say so.
+                target = entry.resolve()
+                if not target.is_relative_to(root) or not target.is_file():
+                    skipped.append(entry)
+                    continue
+            if entry.is_file():
+                files.append(entry)
+        for entry in sorted(skipped, key=_natural_key):
+            print(
+                f"warning: {entry}: skipped, a symbolic link to {os.readlink(entry)} outside {path} "
+                "(or to nothing); copy the file into the directory to use it",
+                file=sys.stderr,
             )
-        return files
+        if not files:
+            links = f" ({len(skipped)} symbolic links leaving it were skipped)" if skipped else ""
+            raise CorpusError(
+                f"{path}: directory contains no .txt files{links}; put the novel's chapters there as .txt"
+            )
+        return sorted(files, key=_natural_key)
     if path.is_file():
         return [path]
     if path.exists():

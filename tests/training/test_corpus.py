@@ -177,6 +177,33 @@ def test_directory_is_concatenated_in_name_order(tmp_path: Path) -> None:
     assert "01.txt=" in corpus.encoding and "02.txt=" in corpus.encoding
 
 
+def test_directory_links_that_leave_it_are_skipped_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 12 item 7: a link to /etc/passwd in a corpus directory used to end up in the vocabulary.
+    folder = tmp_path / "novel"
+    folder.mkdir()
+    (folder / "01.txt").write_text("第一章 上\n甲乙丙", encoding="utf-8")
+    (folder / "02.txt").symlink_to(folder / "01.txt")  # stays inside: kept
+    outside = tmp_path / "secret.txt"
+    outside.write_text("第三章 秘密\nroot:x:0:0", encoding="utf-8")
+    (folder / "03.txt").symlink_to(outside)
+    (folder / "04.txt").symlink_to("/etc/passwd")
+    (folder / "05.txt").symlink_to(tmp_path / "missing.txt")
+    corpus = load_corpus(folder)
+    assert "秘密" not in corpus.text and "root" not in corpus.text
+    assert corpus.text == "第一章 上\n甲乙丙\n第一章 上\n甲乙丙"
+    warnings = capsys.readouterr().err
+    for name in ("03.txt", "04.txt", "05.txt"):
+        assert f"{name}: skipped, a symbolic link" in warnings
+    assert "02.txt" not in warnings
+
+    for name in ("01.txt", "02.txt"):
+        (folder / name).unlink()
+    with pytest.raises(CorpusError, match="3 symbolic links leaving it were skipped"):
+        load_corpus(folder)
+
+
 def test_directory_order_compares_numbers_as_numbers(tmp_path: Path) -> None:
     for number in (10, 2, 1):
         (tmp_path / f"{number}.txt").write_text(f"第{number}章\n正文{number}", encoding="utf-8")
