@@ -17,10 +17,24 @@ their
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from models.network import DISTRIBUTION_LOSSES, Network, State
 from models.vectors import WordVectors
+from training.baselines import (
+    UNKNOWN_CHARACTER_BITS,
+    KneserNey,
+    char_kneser_ney_bits_per_char,
+    ppmd_bits_per_char,
+    unigram_log2_probs,
+)
+
+UNKNOWN_TOKEN = "<unk>"
+# How an <unk> token is written when the character baselines read the token stream back as text: a
+# private-use character, so it is one character that no real text contains.
+UNKNOWN_AS_CHARACTER = "\ue000"
 
 EVAL_STREAMS = 8
 EVAL_WINDOW = 128
@@ -62,15 +76,18 @@ def bigram_table(train: np.ndarray, vocab_size: int, k: int = TOP_K) -> np.ndarr
     return table
 
 
-def _accuracy(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """predictions (N, k) ranked best first."""
+def _accuracy(predictions: np.ndarray, targets: np.ndarray, unk_id: int | None = None) -> dict[str, float]:
+    """predictions (N, k) ranked best first; an <unk> target is always a miss."""
+    known = targets != (-1 if unk_id is None else unk_id)
     return {
-        "acc@1": float(np.mean(predictions[:, 0] == targets)),
-        "acc@10": float(np.mean(np.any(predictions[:, :TOP_K] == targets[:, None], axis=1))),
+        "acc@1": float(np.mean((predictions[:, 0] == targets) & known)),
+        "acc@10": float(np.mean(np.any(predictions[:, :TOP_K] == targets[:, None], axis=1) & known)),
     }
 
 
-def model_metrics(network: Network, held_out: np.ndarray) -> dict[str, float | None]:
+def model_metrics(
+    network: Network, held_out: np.ndarray, unk_id: int | None = None
+) -> dict[str, float | None]:
     """acc@1, acc@10 and perplexity of the network over targets held_out[1:], read statefully."""
     n_targets = len(held_out) - 1
     streams = max(1, min(EVAL_STREAMS, n_targets))
@@ -98,6 +115,8 @@ def model_metrics(network: Network, held_out: np.ndarray) -> dict[str, float | N
         target_logit = logits[rows, wanted]
         # Rank = number of words scored strictly higher than the target: acc@k without sorting the vocabulary.
         rank = np.sum(logits > target_logit[:, None], axis=1)
+        if unk_id is not None:  # an <unk> target is a miss: predicting "some rare character" names nothing
+            rank[wanted == unk_id] = len(logits[0])
         hits1 += int(np.sum(rank == 0))
         hits10 += int(np.sum(rank < TOP_K))
         top = logits.max(axis=1, keepdims=True)
@@ -106,7 +125,13 @@ def model_metrics(network: Network, held_out: np.ndarray) -> dict[str, float | N
         log_norm = np.log(logits.sum(axis=1, dtype=np.float64)) + top[:, 0]
         nll += float(np.sum(log_norm - target_logit))
     perplexity = float(np.exp(nll / n_targets)) if network.config.loss in DISTRIBUTION_LOSSES else None
-    return {"acc@1": hits1 / n_targets, "acc@10": hits10 / n_targets, "perplexity": perplexity}
+    # Total bits of the targets under softmax(scores): what the decoder samples from at temperature 1.
+    return {
+        "acc@1": hits1 / n_targets,
+        "acc@10": hits10 / n_targets,
+        "perplexity": perplexity,
+        "bits": nll / math.log(2),
+    }
 
 
 def generate_sample(network: Network, prompt: np.ndarray, n_new: int, rng: np.random.Generator) -> list[int]:
@@ -168,16 +193,50 @@ def evaluate(network: Network, token_ids: np.ndarray, split_index: int, vectors:
     bigram = bigram_table(train, vocab_size)
     generated = samples(network, held_out, vectors)
     sample_ids = [s.pop("ids") for s in generated]
+
+    # Bits per character (DESIGN §8): every target token's −log2 P over the characters it covers; an <unk>
+    # target is one character and pays UNKNOWN_CHARACTER_BITS on top (the stated uniform it may stand for).
+    unk_id = vectors.index.get(UNKNOWN_TOKEN)
+    words = [UNKNOWN_AS_CHARACTER if w == UNKNOWN_TOKEN else w for w in vectors.words]
+    lengths = np.array([len(w) for w in words], dtype=np.int64)
+    held_chars = int(lengths[targets].sum())
+    unk_targets = int(np.sum(targets == unk_id)) if unk_id is not None else 0
+    unk_bits = UNKNOWN_CHARACTER_BITS * unk_targets
+
+    def bpc(log2_p: np.ndarray) -> float:
+        return (-float(np.sum(log2_p)) + unk_bits) / held_chars
+
+    def token_row(predictions: np.ndarray, log2_p: np.ndarray) -> dict:
+        return {
+            **_accuracy(predictions, targets, unk_id),
+            "perplexity": float(2.0 ** -np.mean(log2_p)),
+            "bpc": bpc(log2_p),
+        }
+
+    model = model_metrics(network, held_out, unk_id)
+    model_bits = model.pop("bits")
+    unigram_log2 = unigram_log2_probs(train, targets, vocab_size)
+    # Token ids are 0..V-1; KneserNey reserves 0 for "unknown", so shift by one (V+1 symbols).
+    bigram_log2 = KneserNey(train + 1, vocab_size + 1, 2).log2_probs(held_out[:1] + 1, targets + 1)
+    train_text = "".join(words[i] for i in np.concatenate([train, held_out[:1]]))
+    held_text = "".join(words[i] for i in targets)
     return {
         "split": {
             "train_tokens": len(train),
             "held_out_tokens": len(held_out),
             "targets": len(targets),
+            "held_out_chars": held_chars,
+            "unk_targets": unk_targets,
+            "unk_charge": f"{UNKNOWN_CHARACTER_BITS:.2f} bits per <unk> "
+            "(uniform over CJK Unified Ideographs)",
             "held_out": "last 10% of chapters, out-of-vocabulary tokens removed",
         },
-        "model": {"loss": network.config.loss, **model_metrics(network, held_out)},
-        "unigram": {**_accuracy(np.tile(unigram, (len(targets), 1)), targets), "perplexity": None},
-        "bigram": {**_accuracy(bigram[held_out[:-1]], targets), "perplexity": None},
+        "model": {"loss": network.config.loss, **model, "bpc": (model_bits + unk_bits) / held_chars},
+        "unigram": token_row(np.tile(unigram, (len(targets), 1)), unigram_log2),
+        # Accuracy from the most-frequent-successor table; bpc and perplexity from interpolated KN.
+        "bigram": token_row(bigram[held_out[:-1]], bigram_log2),
+        "char_5gram_kn": {"bpc": char_kneser_ney_bits_per_char(train_text, held_text, 5)},
+        "ppmd": {"bpc": ppmd_bits_per_char(train_text, held_text)},
         "samples": generated,
         "distinct_1": distinct_n(sample_ids, 1),
         "distinct_2": distinct_n(sample_ids, 2),
@@ -189,16 +248,25 @@ def format_table(result: dict) -> str:
     lines = [
         f"held-out: {result['split']['targets']} next-token predictions "
         f"(train {result['split']['train_tokens']} tokens)",
-        f"{'method':<24}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}",
+        f"{'method':<24}{'bpc':>7}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}",
     ]
     for key, label in (
-        ("unigram", "unigram"),
-        ("bigram", "bigram"),
+        ("unigram", "unigram (add-one)"),
+        ("bigram", "bigram (KN)"),
+        ("char_5gram_kn", "char 5-gram (mod. KN)"),
+        ("ppmd", "PPMd order 6"),
         ("model", f"LSTM ({result['model']['loss']})"),
     ):
-        row = result[key]
+        row = result.get(key)
+        if not row:
+            continue
         ppl = "–" if row.get("perplexity") is None else f"{row['perplexity']:.1f}"
-        lines.append(f"{label:<24}{row['acc@1']:>8.1%}{row['acc@10']:>9.1%}{ppl:>12}")
+        acc1 = "–" if row.get("acc@1") is None else f"{row['acc@1']:.1%}"
+        acc10 = "–" if row.get("acc@10") is None else f"{row['acc@10']:.1%}"
+        bpc = "–" if row.get("bpc") is None else f"{row['bpc']:.2f}"
+        lines.append(f"{label:<24}{bpc:>7}{acc1:>8}{acc10:>9}{ppl:>12}")
     for sample in result.get("samples", []):
         lines.append(f"  {sample['prompt']} | {sample['generated']}")
+    if result["model"].get("bpc") is not None:
+        lines.append(f"held-out bits per character: {result['model']['bpc']:.2f}")
     return "\n".join(lines)

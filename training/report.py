@@ -17,7 +17,8 @@ def _percent(value: float | None) -> str:
 
 
 def write_report(path: Path, manifest: dict) -> None:
-    """Left: train and validation loss per epoch. Right: acc@1, acc@10, perplexity of model and baselines."""
+    """Left: train and validation loss per epoch. Right: bits per character, acc@1, acc@10 and perplexity of
+    the model and the baselines."""
     training = manifest.get("training") or {}
     evaluation = manifest.get("evaluation") or {}
     corpus = manifest.get("corpus") or {}
@@ -44,13 +45,21 @@ def write_report(path: Path, manifest: dict) -> None:
 
     table_axis.axis("off")
     rows = []
-    for key, label in (("unigram", "unigram"), ("bigram", "bigram"), ("model", "LSTM")):
+    for key, label in (
+        ("unigram", "unigram"),
+        ("bigram", "bigram (KN)"),
+        ("char_5gram_kn", "char 5-gram KN"),
+        ("ppmd", "PPMd order 6"),
+        ("model", "LSTM"),
+    ):
         metrics = evaluation.get(key)
         if metrics:
             perplexity = metrics.get("perplexity")
+            bpc = metrics.get("bpc")
             rows.append(
                 [
                     label,
+                    "–" if bpc is None else f"{bpc:.2f}",
                     _percent(metrics.get("acc@1")),
                     _percent(metrics.get("acc@10")),
                     "–" if perplexity is None else f"{perplexity:.1f}",
@@ -59,7 +68,7 @@ def write_report(path: Path, manifest: dict) -> None:
     if rows:
         table = table_axis.table(
             cellText=rows,
-            colLabels=["held-out", "acc@1", "acc@10", "perplexity"],
+            colLabels=["held-out", "bits/char", "acc@1", "acc@10", "perplexity"],
             loc="center",
             cellLoc="center",
         )
@@ -71,7 +80,7 @@ def write_report(path: Path, manifest: dict) -> None:
         f"{network.get('layers', '?')} × LSTM {network.get('hidden', '?')}",
         f"epochs: {training.get('epochs', '?')}, {training.get('seconds', '?')} s, "
         f"{training.get('tokens_per_second', '?')} tokens/s",
-        f"held-out targets: {split.get('targets', '?')}",
+        f"held-out targets: {split.get('targets', '?')} tokens, {split.get('held_out_chars', '?')} chars",
     ]
     table_axis.text(0.0, 0.02, "\n".join(details), transform=table_axis.transAxes, fontsize=9, va="bottom")
     table_axis.set_title("held-out next-word prediction (DESIGN §8)")

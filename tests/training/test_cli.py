@@ -187,8 +187,13 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     again = run("evaluate", out, "--cache-dir", tmp_path / "cache", "--json")
     assert again.returncode == 0, again.stderr
     reevaluated = json.loads(again.stdout)
-    for key in ("model", "unigram", "bigram", "split"):
+    for key in ("model", "unigram", "bigram", "char_5gram_kn", "ppmd", "split"):
         assert reevaluated[key] == manifest["evaluation"][key]
+    # Scripts read the model's figure from the last line of the plain-text evaluation.
+    table = run("evaluate", out, "--cache-dir", tmp_path / "cache")
+    assert table.returncode == 0, table.stderr
+    bpc = manifest["evaluation"]["model"]["bpc"]
+    assert table.stdout.strip().splitlines()[-1] == f"held-out bits per character: {bpc:.2f}"
 
 
 def test_resume_without_a_checkpoint_is_a_usage_error(tmp_path: Path, novel: Path) -> None:

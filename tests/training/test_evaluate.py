@@ -7,6 +7,7 @@ import pytest
 
 from models.network import Network, NetworkConfig
 from models.vectors import WordVectors
+from training.baselines import UNKNOWN_CHARACTER_BITS
 from training.evaluate import bigram_table, evaluate, format_table, unigram_top
 
 V = 12
@@ -45,11 +46,20 @@ def test_evaluate_baselines_and_model_on_known_answers() -> None:
         "train_tokens": 12,
         "held_out_tokens": 5,
         "targets": 4,
+        "held_out_chars": 9,  # w1 w3 w11 w2
+        "unk_targets": 0,
+        "unk_charge": "14.36 bits per <unk> (uniform over CJK Unified Ideographs)",
         "held_out": "last 10% of chapters, out-of-vocabulary tokens removed",
     }
-    assert result["unigram"] == {"acc@1": 0.0, "acc@10": 0.75, "perplexity": None}
-    assert result["bigram"] == {"acc@1": 0.25, "acc@10": 0.75, "perplexity": None}
+    # Add-one unigram: (count + 1) / (12 training tokens + 12 words) for targets 1, 3, 11, 2.
+    unigram_bits = -np.log2(np.array([4, 2, 1, 3]) / 24).sum()
+    assert result["unigram"]["bpc"] == pytest.approx(unigram_bits / 9)
+    assert result["unigram"]["perplexity"] == pytest.approx(2.0 ** (unigram_bits / 4))
+    assert (result["unigram"]["acc@1"], result["unigram"]["acc@10"]) == (0.0, 0.75)
+    assert (result["bigram"]["acc@1"], result["bigram"]["acc@10"]) == (0.25, 0.75)
+    assert all(result[key]["bpc"] > 0 for key in ("bigram", "char_5gram_kn", "ppmd"))
     model = result["model"]
+    assert model["bpc"] == pytest.approx(-np.log2(p[HELD_OUT[1:]]).sum() / 9, rel=1e-5)
     assert model["acc@1"] == 0.25  # always answers 3: right once (target 3)
     assert model["acc@10"] == 1.0  # every word is in the top 10 except the 1 % words ranked after the 10th
     expected_perplexity = float(np.exp(-np.mean(np.log(p[HELD_OUT[1:]]))))
@@ -57,6 +67,21 @@ def test_evaluate_baselines_and_model_on_known_answers() -> None:
     assert len(result["samples"]) == 3 and all(s["generated"] for s in result["samples"])
     table = format_table(result)
     assert "bigram" in table and "25.0%" in table
+    assert table.splitlines()[-1] == f"held-out bits per character: {model['bpc']:.2f}"
+
+
+def test_unknown_target_is_a_miss_charged_one_character_and_the_stated_uniform() -> None:
+    p = np.full(V, 1.0 / V)
+    network = _fixed_distribution_network(np.log(p))
+    words = [f"w{i}" for i in range(V - 1)] + ["<unk>"]
+    vectors = WordVectors(words, network.embedding)
+    held = np.array([0, 11, 11, 1])  # targets <unk>, <unk>, w1: 1 + 1 + 2 characters
+    result = evaluate(network, np.concatenate([TRAIN, held]), len(TRAIN), vectors)
+    assert result["split"]["held_out_chars"] == 4 and result["split"]["unk_targets"] == 2
+    expected = (3 * np.log2(V) + 2 * UNKNOWN_CHARACTER_BITS) / 4
+    assert result["model"]["bpc"] == pytest.approx(expected, rel=1e-5)
+    # Every word ties, so each target ranks first, but the two <unk> targets count as misses.
+    assert result["model"]["acc@1"] == pytest.approx(1 / 3)
 
 
 def test_mse_models_get_no_perplexity() -> None:
