@@ -44,6 +44,8 @@ SAMPLE_NEW_TOKENS = 30
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 20
 SAMPLE_SEED = 0
+QUALITY_SAMPLES = 20
+QUALITY_NEW_TOKENS = 200
 
 
 def unigram_top(train: np.ndarray, vocab_size: int, k: int = TOP_K) -> np.ndarray:
@@ -152,6 +154,56 @@ def generate_sample(network: Network, prompt: np.ndarray, n_new: int, rng: np.ra
     return generated
 
 
+def generate_batch(network: Network, prompts: np.ndarray, n_new: int, rng: np.random.Generator) -> np.ndarray:
+    """The sampler of generate_sample (temperature + top-k, seeded) for a batch of equal-length prompts at
+    once: (B, P) prompt ids -> (B, n_new) generated ids."""
+    output, state = network.forward_sequence(prompts)
+    output = output[:, -1]
+    generated = np.zeros((len(prompts), n_new), dtype=np.int64)
+    for t in range(n_new):
+        logits = network.scores(output).astype(np.float64) / SAMPLE_TEMPERATURE
+        k = min(SAMPLE_TOP_K, logits.shape[1] - 1)
+        top = np.argpartition(-logits, k, axis=1)[:, :k]
+        weights = np.exp(np.take_along_axis(logits, top, axis=1) - logits.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
+        choice = np.minimum((cumulative < rng.random((len(prompts), 1))).sum(axis=1), k - 1)
+        generated[:, t] = top[np.arange(len(prompts)), choice]
+        output, state = network.step(generated[:, t], state)
+    return generated
+
+
+def longest_copy(text: str, source: str) -> int:
+    """Length in characters of the longest substring of text that occurs verbatim in source (two pointers:
+    O(len(text)) substring searches)."""
+    best = start = 0
+    for end in range(1, len(text) + 1):
+        while start < end and text[start:end] not in source:
+            start += 1
+        best = max(best, end - start)
+    return best
+
+
+def generation_quality(
+    network: Network, held_out: np.ndarray, words: list[str], train_text: str
+) -> dict[str, float | int | None]:
+    """DESIGN §8: QUALITY_SAMPLES seeded samples of QUALITY_NEW_TOKENS tokens, prompted by held-out openings
+    spread evenly over the held-out text: distinct-2 (share of distinct token bigrams) and the longest passage
+    copied verbatim from the training text (characters), so looping and memorisation are visible."""
+    if len(held_out) < SAMPLE_PROMPT_TOKENS:
+        return {"samples": 0, "tokens": 0, "distinct_2": None, "longest_copy_chars": None}
+    starts = np.linspace(0, len(held_out) - SAMPLE_PROMPT_TOKENS, QUALITY_SAMPLES).astype(int)
+    prompts = np.stack([held_out[s : s + SAMPLE_PROMPT_TOKENS] for s in starts])
+    generated = generate_batch(network, prompts, QUALITY_NEW_TOKENS, np.random.default_rng(SAMPLE_SEED))
+    return {
+        "samples": QUALITY_SAMPLES,
+        "tokens": QUALITY_NEW_TOKENS,
+        "distinct_2": distinct_n([list(row) for row in generated], 2),
+        "longest_copy_chars": max(
+            longest_copy("".join(words[i] for i in row), train_text) for row in generated
+        ),
+    }
+
+
 def distinct_n(tokens: list[list[int]], n: int) -> float | None:
     grams = [tuple(seq[i : i + n]) for seq in tokens for i in range(len(seq) - n + 1)]
     return len(set(grams)) / len(grams) if grams else None
@@ -240,6 +292,7 @@ def evaluate(network: Network, token_ids: np.ndarray, split_index: int, vectors:
         "samples": generated,
         "distinct_1": distinct_n(sample_ids, 1),
         "distinct_2": distinct_n(sample_ids, 2),
+        "generation": generation_quality(network, held_out, words, "".join(words[i] for i in train)),
     }
 
 
@@ -267,6 +320,13 @@ def format_table(result: dict) -> str:
         lines.append(f"{label:<24}{bpc:>7}{acc1:>8}{acc10:>9}{ppl:>12}")
     for sample in result.get("samples", []):
         lines.append(f"  {sample['prompt']} | {sample['generated']}")
+    quality = result.get("generation") or {}
+    if quality.get("distinct_2") is not None:
+        lines.append(
+            f"generation: {quality['samples']} seeded samples × {quality['tokens']} tokens, "
+            f"distinct-2 {quality['distinct_2']:.3f}, "
+            f"longest verbatim copy from the training text {quality['longest_copy_chars']} chars"
+        )
     if result["model"].get("bpc") is not None:
         lines.append(f"held-out bits per character: {result['model']['bpc']:.2f}")
     return "\n".join(lines)

@@ -8,7 +8,14 @@ import pytest
 from models.network import Network, NetworkConfig
 from models.vectors import WordVectors
 from training.baselines import UNKNOWN_CHARACTER_BITS
-from training.evaluate import bigram_table, evaluate, format_table, unigram_top
+from training.evaluate import (
+    bigram_table,
+    evaluate,
+    format_table,
+    generation_quality,
+    longest_copy,
+    unigram_top,
+)
 
 V = 12
 TRAIN = np.array([0, 1, 2, 0, 1, 2, 0, 1, 3, 5, 0, 4])  # counts 0:4 1:3 2:2 3:1 4:1 5:1, the rest 0
@@ -114,3 +121,20 @@ def test_write_report_draws_curve_and_table(tmp_path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     write_report(tmp_path / "empty.png", {})  # a manifest without training still gives a picture
     assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_longest_copy_finds_the_longest_shared_passage() -> None:
+    assert longest_copy("甲乙丙丁戊", "丙丁戊己 乙丙") == 3
+    assert longest_copy("xyz", "abc") == 0
+    assert longest_copy("", "abc") == 0
+
+
+def test_generation_quality_counts_distinct_bigrams_of_seeded_samples() -> None:
+    p = np.full(V, 1e-6)
+    p[3] = 1.0  # a network that always says w3: one distinct bigram in every sample
+    network = _fixed_distribution_network(np.log(p / p.sum()))
+    words = [f"w{i}" for i in range(V)]
+    quality = generation_quality(network, np.arange(10), words, train_text="w3w3w3w3")
+    assert quality["samples"] == 20 and quality["tokens"] == 200
+    assert quality["distinct_2"] == pytest.approx(1 / (20 * 199))
+    assert quality["longest_copy_chars"] == 8  # the training text is w3 four times
