@@ -19,8 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
+from app.request_guard import RequestGuardMiddleware
 from app.routes import generate, info, playground, predict, similar
 from app.routes.playground import STATIC_DIR
+from app.security_headers import SecurityHeadersMiddleware
 from app.service import ModelLoadError, ModelService
 from app.settings import Settings
 
@@ -89,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # No automatic trailing-slash redirects: Starlette builds their absolute Location from the request's Host
+    # header (echoing whatever a client sent); without them /static and /generate/ are plain JSON 404s.
+    app.router.redirect_slashes = False
     app.state.metrics = metrics
     install_error_handlers(app)
     for module in (generate, predict, similar, info, playground):
@@ -101,7 +106,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
+    # Outermost last: the guard answers bad bodies before routing; metrics and headers see those answers too.
+    app.add_middleware(
+        RequestGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout=settings.body_read_timeout,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(StartupErrorMiddleware)
     return app
 

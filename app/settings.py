@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     top_k_limit: int = Field(1000, ge=1, description="upper limit for top_k in /generate and /predict")
     max_stop_sequences: int = Field(8, ge=0, description="how many stop sequences one request may send")
     max_topn: int = Field(100, ge=1, description="upper limit for topn in /similar")
+    max_body_bytes: int = Field(
+        262_144, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
+    )
+    body_read_timeout: float = Field(
+        30.0, gt=0, description="seconds a request body may stall between chunks before 408"
+    )
     # Comma-separated in the environment (CORS_ORIGINS=http://a.example,http://b.example); empty = no CORS.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

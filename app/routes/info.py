@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -31,14 +32,21 @@ _CARD_SECTIONS = (
 def info(service: Service) -> dict[str, Any]:
     manifest = service.model.manifest
     settings = service.settings
-    card: dict[str, Any] = {"model_id": service.name, "model_dir": str(service.model.directory)}
+    # Only names, never absolute paths: the card is public and paths disclose the server's layout.
+    card: dict[str, Any] = {"model_id": service.name, "model_dir": service.model.directory.name}
     card.update({key: manifest[key] for key in _CARD_SECTIONS if key in manifest})
+    if isinstance(card.get("corpus"), dict):
+        corpus = {key: value for key, value in card["corpus"].items() if key != "input"}
+        if isinstance(corpus.get("source"), str) and corpus["source"].startswith(("/", "~")):
+            corpus["source"] = PurePath(corpus["source"]).name
+        card["corpus"] = corpus
     card["limits"] = {
         "max_prompt_chars": settings.max_prompt_chars,
         "max_new_tokens": settings.max_new_tokens,
         "top_k": settings.top_k_limit,
         "max_stop_sequences": settings.max_stop_sequences,
         "max_topn": settings.max_topn,
+        "max_body_bytes": settings.max_body_bytes,
     }
     return card
 

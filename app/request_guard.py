@@ -1,0 +1,181 @@
+"""Checks every request body before any route sees it: size, read time, media type, UTF-8, lone surrogates.
+
+One ASGI middleware for the whole app rather than per-route code, so a new route is covered without doing
+anything (issue 12 items 2, 8, 10, 12):
+
+* a body larger than `max_body_bytes` is refused with 413 before it is read in full (Content-Length first,
+  then counted while reading), so one client cannot make a worker hold 100 MB;
+* a body that stalls for `body_read_timeout` seconds between chunks is answered 408 and the connection
+  freed (a half-sent body would otherwise hold a worker's request forever);
+* an explicit non-JSON Content-Type is 415 naming the type received;
+* bytes that are not UTF-8 are 400 "not valid UTF-8 JSON" with the byte offset;
+* a JSON string holding a lone UTF-16 surrogate (`"\\ud800"`, valid JSON but not encodable text) is 422
+  naming the field; before this it reached the model and failed as a 500, or broke a stream half-way.
+
+The checked body is replayed to the app unchanged; after it, `receive` is the server's own, so routes still
+see `http.disconnect` when a client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Cheap pre-check: a surrogate can only enter through a \uD800-\uDFFF escape (raw UTF-8 cannot encode one).
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def error_payload(path: str, status: int, error_type: str, message: str) -> dict[str, Any]:
+    """The app's error shape; under /v1 OpenAI's, which OpenAI clients parse."""
+    if path.startswith("/v1/") or path == "/v1":
+        return {
+            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": error_type}
+        }
+    return {"error": message, "error_type": error_type}
+
+
+async def send_json_error(scope: Scope, send: Send, status: int, error_type: str, message: str) -> None:
+    body = json.dumps(error_payload(scope.get("path", ""), status, error_type, message), ensure_ascii=False)
+    encoded = body.encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(encoded)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": encoded})
+
+
+def _lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a surrogate code point, else None."""
+    if isinstance(value, str):
+        return (where or "request body") if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            if _SURROGATE.search(str(key)):
+                return name
+            found = _lone_surrogate_field(item, name)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate_field(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("", "application/json") or media.endswith("+json")
+
+
+class RequestGuardMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_read_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_read_timeout = body_read_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope.get("headers", [])}
+        limit = self.max_body_bytes
+        too_large = (
+            f"request body larger than {limit} bytes; send a shorter prompt or fewer items "
+            "(the limits are listed at /info)"
+        )
+        declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await send_json_error(scope, send, 413, "payload_too_large", too_large)
+            return
+
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.body_read_timeout)
+            except TimeoutError:
+                await send_json_error(
+                    scope,
+                    send,
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {self.body_read_timeout:g} s; send it in full",
+                )
+                return
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its body: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await send_json_error(scope, send, 413, "payload_too_large", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+
+        if body:
+            error = self._check(body, headers.get(b"content-type", b"").decode("latin-1"))
+            if error is not None:
+                await send_json_error(scope, send, *error)
+                return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _check(body: bytes, content_type: str) -> tuple[int, str, str] | None:
+        if not _is_json_type(content_type):
+            media = content_type.split(";", 1)[0].strip()
+            return (
+                415,
+                "unsupported_media_type",
+                f"Content-Type {media!r} is not accepted; send the body as JSON "
+                "with the header 'Content-Type: application/json'",
+            )
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (
+                400,
+                "invalid_body",
+                f"the request body is not valid UTF-8 JSON "
+                f"(byte 0x{body[exc.start]:02x} at offset {exc.start}); encode the JSON text as UTF-8",
+            )
+        if _SURROGATE_ESCAPE.search(body):
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return None  # not JSON: the route's own validation says so
+            field = _lone_surrogate_field(parsed)
+            if field is not None:
+                return (
+                    422,
+                    "validation",
+                    f"{field}: contains a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair), "
+                    "which is not text; send valid Unicode",
+                )
+        return None

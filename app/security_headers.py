@@ -1,0 +1,52 @@
+"""Security headers on every response (issue 12 item 14).
+
+The playground is plain same-origin HTML/JS, so its CSP allows only 'self'. /docs and /redoc still load
+Swagger UI and ReDoc from jsdelivr (until they are served locally), so their CSP names that origin. Every page
+refuses to be framed (frame-ancestors, and X-Frame-Options for old browsers).
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+DOCS_ASSET_ORIGINS = "https://cdn.jsdelivr.net https://fastapi.tiangolo.com"
+DOCS_CSP = (
+    f"default-src 'self'; script-src 'self' 'unsafe-inline' {DOCS_ASSET_ORIGINS}; "
+    f"style-src 'self' 'unsafe-inline' {DOCS_ASSET_ORIGINS} https://fonts.googleapis.com; "
+    f"img-src 'self' data: {DOCS_ASSET_ORIGINS}; font-src 'self' https://fonts.gstatic.com; "
+    "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+COMMON = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        csp = DOCS_CSP if path.startswith(DOCS_PATHS) else PAGE_CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in COMMON.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("content-security-policy", csp)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,29 @@
+"""Security headers and no disclosure (issue 12 item 14), on the real app and tiny model."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+def test_every_response_carries_security_headers(client: TestClient) -> None:
+    for path in ("/", "/info", "/static/playground.js", "/no-such-route"):
+        response = client.get(path)
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert response.headers["x-frame-options"] == "DENY", path
+        csp = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp, path
+    playground_csp = client.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in playground_csp and "unsafe-inline" not in playground_csp
+
+
+def test_info_shows_no_absolute_paths(client: TestClient, tiny_model_dir) -> None:
+    text = client.get("/info").text
+    assert str(tiny_model_dir) not in text
+    assert '"/' not in text.replace('"/"', ""), "an absolute path is shown on /info"
+
+
+def test_static_redirect_does_not_echo_the_host_header(client: TestClient) -> None:
+    for path in ("/static", "/generate/"):
+        response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert "evil.example" not in response.headers.get("location", ""), path
+        assert "evil.example" not in response.text, path
