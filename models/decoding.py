@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.sampling import Sampler, SamplingParams, top_k_indices
+from models.sampling import Sampler, SamplingParams, softmax_with_temperature, top_k_indices
 
 __all__ = [
     "Candidate",
@@ -177,10 +177,7 @@ class Decoder:
         self._require_known(prompt)
         output, _ = self._run_prompt(prompt)
         logits = self.network.scores(output)[0].astype(np.float64)
-        logits /= temperature
-        logits -= logits.max()
-        probabilities = np.exp(logits, out=logits)
-        probabilities /= probabilities.sum()
+        probabilities = softmax_with_temperature(logits, temperature)  # finite for any temperature > 0
         k = min(top_k, self.vocab_size)
         best = top_k_indices(probabilities, k)
         best = best[np.argsort(-probabilities[best], kind="stable")]

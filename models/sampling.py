@@ -136,6 +136,21 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(values, values.shape[0] - k)[-k:]
 
 
+def softmax_with_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / temperature) in place on a float64 array, finite for every temperature > 0.
+
+    The maximum is subtracted *before* dividing: (l - max) / T is 0 for the best word and <= 0 elsewhere, so
+    a subnormal temperature (5e-324) gives 0 or -inf, never inf - inf = NaN, and the result is greedy (ties
+    share the mass), as a tiny temperature should be.
+    """
+    logits -= logits.max()
+    with np.errstate(over="ignore", under="ignore"):  # -x / 5e-324 is -inf on purpose: exp gives 0
+        logits /= temperature
+        probabilities = np.exp(logits, out=logits)
+    probabilities /= probabilities.sum()
+    return probabilities
+
+
 def _greedy(logits: np.ndarray) -> tuple[int, float]:
     chosen = int(np.argmax(logits))
     top = float(logits[chosen])
@@ -158,10 +173,7 @@ def _sample(
     else:
         candidates = None
         scaled = logits.astype(np.float64)
-    scaled /= temperature
-    scaled -= scaled.max()
-    probabilities = np.exp(scaled, out=scaled)
-    probabilities /= probabilities.sum()
+    probabilities = softmax_with_temperature(scaled, temperature)
 
     if top_p is not None:
         order = np.argsort(-probabilities, kind="stable")

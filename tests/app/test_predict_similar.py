@@ -54,3 +54,29 @@ def test_similar_post_analogy(client: TestClient) -> None:
     words = [item["word"] for item in body["similar"]]
     assert len(words) == 4 and not {"宝玉", "黛玉", "袭人"} & set(words)
     assert body["positive"] == ["宝玉", "黛玉"] and body["negative"] == ["袭人"]
+
+
+def test_subnormal_temperature_gives_finite_greedy_answers(client: TestClient) -> None:
+    # Issue 12 item 3: /predict answered "probability": null and /generate repeated one word with
+    # logprob -1e30 for temperature 5e-324.
+    greedy = client.post("/predict", json={"inputs": "宝玉笑道", "top_k": 3}).json()["candidates"]
+    for temperature in (5e-324, 1e-308):
+        response = client.post(
+            "/predict", json={"inputs": "宝玉笑道", "top_k": 3, "temperature": temperature}
+        )
+        assert response.status_code == 200, response.text
+        candidates = response.json()["candidates"]
+        assert candidates[0]["word"] == greedy[0]["word"]
+        assert candidates[0]["probability"] == 1.0
+        assert all(isinstance(c["probability"], float) for c in candidates)
+
+        parameters = {"max_new_tokens": 6, "do_sample": True, "temperature": temperature, "seed": 3}
+        generated = client.post(
+            "/generate", json={"inputs": "宝玉笑道", "parameters": {**parameters, "details": True}}
+        )
+        assert generated.status_code == 200, generated.text
+        plain = client.post(
+            "/generate", json={"inputs": "宝玉笑道", "parameters": {"max_new_tokens": 6, "details": True}}
+        ).json()
+        assert generated.json()["generated_text"] == plain["generated_text"]
+        assert all(token["logprob"] == 0.0 for token in generated.json()["details"]["tokens"])

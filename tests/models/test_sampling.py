@@ -42,3 +42,17 @@ def test_repetition_penalty_remembers_what_was_chosen() -> None:
     sampler = Sampler(SamplingParams(repetition_penalty=2.0), seed=0, vocab_size=5)
     assert sampler.choose(row.copy()).id == 2
     assert sampler.choose(row.copy()).id == 3  # 2's logit is now 0.5 < 0.9
+
+
+def test_subnormal_temperature_is_finite_and_greedy() -> None:
+    # Issue 12 item 3: 5e-324 overflowed (logits / T = inf, inf - inf = NaN): garbage words, logprob -1e30.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=50).astype(np.float32) * 5
+    logits[7] = 40.0  # the clear winner
+    logits[3] = -1e30  # a masked entry, as the network uses for words never generated
+    for temperature in (5e-324, 1e-308, 1e-30):
+        sampler = Sampler(SamplingParams(do_sample=True, temperature=temperature), seed=1, vocab_size=50)
+        for _ in range(5):
+            choice = sampler.choose(logits.copy())
+            assert choice.id == 7
+            assert math.isfinite(choice.logprob) and choice.logprob == 0.0
