@@ -194,9 +194,12 @@ function fmt(value) {
 }
 
 function metricsTable(evaluation) {
-  const rows = ["model", "unigram", "bigram"].filter((name) => evaluation[name] && typeof evaluation[name] === "object");
+  const rows = ["model", "unigram", "bigram", "char_5gram_kn", "ppmd"].filter(
+    (name) => evaluation[name] && typeof evaluation[name] === "object",
+  );
   if (!rows.length) return null;
-  const columns = ["acc@1", "acc@10", "perplexity"];
+  // bits per character first: the one figure comparable across tokenizers and baselines (DESIGN §8).
+  const columns = ["bpc", "acc@1", "acc@10", "perplexity"];
   const key = (row, column) => {
     const entry = evaluation[row];
     const variants = [column, column.replace("@", "_at_"), column.replace("@", "")];
@@ -223,7 +226,8 @@ function metricsTable(evaluation) {
     tr.append(th);
     for (const column of columns) {
       const value = key(row, column);
-      tr.insertCell().textContent = column === "perplexity" && typeof value === "number" ? value.toFixed(1) : fmt(value);
+      const digits = { perplexity: 1, bpc: 2 }[column];
+      tr.insertCell().textContent = digits && typeof value === "number" ? value.toFixed(digits) : fmt(value);
     }
   }
   return table;

@@ -49,6 +49,12 @@ def test_generate_with_the_keyboard_streams_text_and_shows_candidates(
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
     page.goto(server_url + "/")
     page.wait_for_selector("#model-card dl")  # the model card came from /info
+    # The held-out table leads with bits per character, the model's figure as /info reports it.
+    evaluation = page.evaluate("fetch('/info').then(r => r.json()).then(info => info.evaluation)")
+    header = page.locator("#model-card table tr").first.inner_text()
+    assert "bpc" in header.split()
+    model_row = page.locator("#model-card table tr", has_text="model").first.inner_text().split()
+    assert model_row[1] == f"{evaluation['model']['bpc']:.2f}"
 
     # Keyboard only: the skip link leads to the prompt, Ctrl+Enter generates.
     page.keyboard.press("Tab")
