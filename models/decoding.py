@@ -6,6 +6,10 @@ of the text so far), unlike the reference scripts that re-feed the whole window 
 Choosing each token from the logits (penalties, temperature, top-k, top-p, the seeded draw) is the job of
 the sequence's own `models.sampling.Sampler`; this module runs the network and the stop/length bookkeeping.
 
+`DecodingBatch` advances many sequences together (one batched `Network.step` and one batched
+`Network.scores` per tick, then each sequence's own Sampler): the server's scheduler (app/scheduler.py) keeps
+one per worker process. `Decoder.generate` is the in-process API and runs the same code as a batch of one.
+
 `GeneratedToken.similarity` is the cosine between the network's predicted vector and the chosen word's output
 vector (the vector it was scored against), which is what `Network.similarity` computes for every word; the
 one-hot ("softmax") head predicts no vector, so it is None there.
@@ -14,7 +18,7 @@ one-hot ("softmax") head predicts no vector, so it is None there.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +29,7 @@ from models.sampling import Sampler, SamplingParams, softmax_with_temperature, t
 __all__ = [
     "Candidate",
     "Decoder",
+    "DecodingBatch",
     "EmptyPromptError",
     "GeneratedToken",
     "Generation",
@@ -198,57 +203,157 @@ class Decoder:
 
     def generate(self, text: str, params: SamplingParams | None = None) -> Generation:
         """Prepare a generation: validates, encodes and checks the prompt now (so errors surface before any
-        streaming starts); the prompt pass and the decoding happen while the Generation is iterated."""
+        streaming starts); the prompt pass and the decoding happen while the Generation is iterated.
+
+        Iterating it decodes this one generation as a batch of one (`DecodingBatch`), the same code the
+        server's scheduler runs for many; a server hands the Generation to its scheduler instead."""
         params = params or SamplingParams()
         params.validate()
         prompt = self.encode(text)
         self._require_known(prompt)
         seed = params.seed if params.seed is not None else secrets.randbelow(_MAX_DRAWN_SEED)
         generation = Generation(prompt=prompt, params=params, seed=seed)
-        generation._iterator = self._decode(generation)
+        generation._iterator = self._decode_alone(generation)
         return generation
 
-    def _decode(self, generation: Generation) -> Iterator[GeneratedToken]:
-        params = generation.params
-        network = self.network
-        words = self.vectors.words
-        # The vectors Network.similarity measures against; only the chosen word's row is needed per token.
-        unit = network.output_unit_vectors()
-        sampler = Sampler(params, generation.seed, self.vocab_size, seen=generation.prompt.ids)
-        stops = params.stop
-        longest_stop = max((len(stop) for stop in stops), default=0)
+    def _decode_alone(self, generation: Generation) -> Iterator[GeneratedToken]:
+        batch = DecodingBatch(self)
+        batch.add(generation)
+        while batch:
+            for _, token in batch.tick():
+                yield token
 
-        text = ""
-        output, state = self._run_prompt(generation.prompt)
-        # The one-hot head has no predicted vector: ask once, and skip similarity from then on.
-        has_vector = network.similarity(output) is not None
-        step_ids = np.empty(1, dtype=np.int64)
 
-        for _ in range(params.max_new_tokens):
-            choice = sampler.choose(network.scores(output)[0])
-            chosen = choice.id
-            similarity = None
-            if has_vector:
-                predicted = output[0]
-                norm = float(np.linalg.norm(predicted))
-                similarity = float(predicted @ unit[chosen]) / norm if norm > 0 else 0.0
-            token = GeneratedToken(
-                id=chosen, text=words[chosen], logprob=choice.logprob, similarity=similarity
-            )
-            generation.tokens.append(token)
-            text += token.text
+class _Sequence:
+    """One generation's place in a DecodingBatch: its sampler and its stop/length bookkeeping. Its LSTM state
+    and head output are rows of the batch's stacked arrays, at the same index as the sequence itself."""
 
-            # Only the tail can contain a stop sequence that this token completed.
-            tail = text[-(longest_stop + len(token.text)) :] if stops else ""
-            if stops and any(stop in tail for stop in stops):
+    __slots__ = ("generation", "longest_stop", "sampler", "stops", "text")
+
+    def __init__(self, generation: Generation, vocab_size: int) -> None:
+        self.generation = generation
+        self.sampler = Sampler(generation.params, generation.seed, vocab_size, seen=generation.prompt.ids)
+        self.stops = generation.params.stop
+        self.longest_stop = max((len(stop) for stop in self.stops), default=0)
+        self.text = ""  # only the tail a stop sequence can still end in is kept
+
+    def record(self, token: GeneratedToken) -> bool:
+        """Append the token; True (and finish_reason set) when this sequence is done."""
+        generation = self.generation
+        generation.tokens.append(token)
+        if self.stops:
+            self.text = (self.text + token.text)[-(self.longest_stop + len(token.text)) :]
+            if any(stop in self.text for stop in self.stops):
                 generation.finish_reason = "stop_sequence"
-                yield token
-                return
-            if len(generation.tokens) == params.max_new_tokens:
-                generation.finish_reason = "length"
-                yield token
-                return
-            yield token
-            step_ids[0] = chosen
-            output, state = network.step(step_ids, state)
-        generation.finish_reason = "length"
+                return True
+            # Keep only what a later token could complete a stop sequence with.
+            self.text = self.text[-self.longest_stop :]
+        if len(generation.tokens) >= generation.params.max_new_tokens:
+            generation.finish_reason = "length"
+            return True
+        return False
+
+
+class DecodingBatch:
+    """Many generations advanced together: one `Network.step` and one `Network.scores` per tick for all.
+
+    The sequences' LSTM states are stacked (layer by layer, one row per sequence) next to their last head
+    outputs. A tick scores every row at once (a (B, D) x (D, V) matrix product instead of B matrix-vector
+    products: the output matrix is read once per tick, not once per sequence), lets each sequence's own
+    Sampler choose from its row, drops the sequences that finished, and steps the rest with one batched
+    `Network.step`. Sequences join with `add` (their prompt is run through the LSTM on its own, since prompts
+    differ in length) and leave with `remove` or by finishing.
+
+    Nothing is shared between rows except the matrix products, so a seeded sequence draws the same numbers
+    alone or in a batch. The products themselves may round differently in the last bit when the batch shape
+    changes (BLAS picks kernels by shape), so logits can differ by ~1e-6; the same token is drawn unless a
+    draw falls that close to the boundary between two tokens (see the README's Speed section).
+
+    Not thread-safe: one thread (the server's scheduler, or `Decoder.generate`'s iterator) owns a batch.
+    """
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.network = decoder.network
+        self.words = decoder.vectors.words
+        self.sequences: list[_Sequence] = []
+        self._outputs: np.ndarray | None = None  # (B, .) head output after each sequence's last token
+        self._state: Any = None  # Network state with B rows
+        self._has_vector: bool | None = None  # the one-hot head predicts no vector: no similarity
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def generations(self) -> list[Generation]:
+        return [sequence.generation for sequence in self.sequences]
+
+    def add(self, generation: Generation) -> None:
+        """Prefill: run the prompt through the LSTM and append the sequence; it decodes from the next tick."""
+        output, state = self.decoder._run_prompt(generation.prompt)
+        if self._has_vector is None:
+            self._has_vector = self.network.similarity(output) is not None
+        self.sequences.append(_Sequence(generation, self.decoder.vocab_size))
+        if self._outputs is None:
+            self._outputs, self._state = output, state
+        else:
+            self._outputs = np.concatenate([self._outputs, output])
+            self._state = _stack_states(self._state, state)
+
+    def remove(self, generations: Iterable[Generation]) -> None:
+        """Drop these generations now (cancelled: their client went away); their rows are freed."""
+        leaving = {id(generation) for generation in generations}
+        self._keep([row for row, s in enumerate(self.sequences) if id(s.generation) not in leaving])
+
+    def tick(self) -> list[tuple[Generation, GeneratedToken]]:
+        """Advance every sequence by one token; returns (generation, token) per sequence, in batch order.
+        A generation whose finish_reason is set after this tick has left the batch."""
+        if not self.sequences:
+            return []
+        outputs = self._outputs
+        logits = self.network.scores(outputs)  # (B, V): rows are scratch space for each sampler
+        unit = self.network.output_unit_vectors() if self._has_vector else None
+        events: list[tuple[Generation, GeneratedToken]] = []
+        continuing: list[int] = []
+        next_ids: list[int] = []
+        for row, sequence in enumerate(self.sequences):
+            choice = sequence.sampler.choose(logits[row])
+            similarity = None
+            if unit is not None:
+                predicted = outputs[row]
+                norm = float(np.linalg.norm(predicted))
+                similarity = float(predicted @ unit[choice.id]) / norm if norm > 0 else 0.0
+            token = GeneratedToken(
+                id=choice.id, text=self.words[choice.id], logprob=choice.logprob, similarity=similarity
+            )
+            if not sequence.record(token):
+                continuing.append(row)
+                next_ids.append(choice.id)
+            events.append((sequence.generation, token))
+        self._keep(continuing)
+        if continuing:
+            self._outputs, self._state = self.network.step(np.asarray(next_ids, dtype=np.int64), self._state)
+        return events
+
+    def _keep(self, rows: list[int]) -> None:
+        if len(rows) == len(self.sequences):
+            return
+        self.sequences = [self.sequences[row] for row in rows]
+        if not rows:
+            self._outputs = self._state = None
+            return
+        index = np.asarray(rows, dtype=np.int64)
+        self._outputs = self._outputs[index]
+        self._state = _select_states(self._state, index)
+
+
+def _stack_states(first: Any, second: Any) -> Any:
+    """Concatenate two Network states along the batch axis (a list of (h, c) per layer)."""
+    return [
+        tuple(np.concatenate([a, b]) for a, b in zip(layer_a, layer_b, strict=True))
+        for layer_a, layer_b in zip(first, second, strict=True)
+    ]
+
+
+def _select_states(state: Any, index: np.ndarray) -> Any:
+    return [tuple(part[index] for part in layer) for layer in state]

@@ -14,6 +14,7 @@ import pytest
 
 from models.decoding import (
     Decoder,
+    DecodingBatch,
     EmptyPromptError,
     SamplingParams,
     UnknownWordsError,
@@ -298,3 +299,95 @@ def test_token_similarity_follows_trained_output_vectors(tokenizer: Tokenizer) -
         output = _refed_output(decoder, ids)
         assert token.similarity == pytest.approx(float(network.similarity(output)[0, token.id]), abs=1e-4)
         ids.append(token.id)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DecodingBatch: many sequences, one step and one scoring per tick
+
+
+def _run_batch(decoder: Decoder, generations: list, joining: dict[int, list] | None = None) -> int:
+    """Tick a batch until empty; `joining` maps a tick to generations added before it. Returns ticks."""
+    batch = DecodingBatch(decoder)
+    for generation in generations:
+        batch.add(generation)
+    joining = dict(joining or {})
+    ticks = 0
+    while batch or joining:
+        for generation in joining.pop(ticks, []):
+            batch.add(generation)
+        batch.tick()
+        ticks += 1
+    return ticks
+
+
+def _sampled(seed: int, **extra: object) -> SamplingParams:
+    return SamplingParams(max_new_tokens=30, do_sample=True, temperature=1.2, top_k=12, seed=seed, **extra)
+
+
+def test_a_seeded_sequence_is_the_same_alone_and_among_31_others(decoder: Decoder) -> None:
+    prompts = ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母便命人"]
+    params = [
+        _sampled(seed) if seed % 3 else SamplingParams(max_new_tokens=30, repetition_penalty=1.3)
+        for seed in range(32)
+    ]
+    alone = [decoder.generate(prompts[i % 4], params[i]).run() for i in range(32)]
+    together = [decoder.generate(prompts[i % 4], params[i]) for i in range(32)]
+    # Half start together, the rest join at different ticks, so batch shapes and row positions all change.
+    _run_batch(decoder, together[:16], joining={tick: [together[16 + tick]] for tick in range(16)})
+    for single, batched in zip(alone, together, strict=True):
+        assert [t.id for t in batched.tokens] == [t.id for t in single.tokens]
+        assert batched.text == single.text and batched.finish_reason == single.finish_reason
+        assert [t.logprob for t in batched.tokens] == pytest.approx(
+            [t.logprob for t in single.tokens], abs=1e-4
+        )
+
+
+def test_stop_sequences_and_max_new_tokens_end_each_sequence_on_its_own(decoder: Decoder) -> None:
+    free = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12)).run()
+    stop = free.tokens[3].text
+    short = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=2))
+    stopped = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12, stop=(stop,)))
+    long = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12))
+    batch = DecodingBatch(decoder)
+    for generation in (short, stopped, long):
+        batch.add(generation)
+    sizes = []
+    while batch:
+        sizes.append(len(batch))
+        batch.tick()
+    assert short.finish_reason == "length" and len(short.tokens) == 2
+    assert stopped.finish_reason == "stop_sequence"
+    assert stop in stopped.text and len(stopped.tokens) < 12
+    assert long.finish_reason == "length" and [t.id for t in long.tokens] == [t.id for t in free.tokens]
+    # Each one left the batch the tick it finished: at tick t the batch holds those with more than t tokens.
+    lengths = [len(g.tokens) for g in (short, stopped, long)]
+    assert sizes == [sum(n > tick for n in lengths) for tick in range(12)]
+
+
+def test_a_removed_sequence_leaves_at_once_and_the_others_continue(decoder: Decoder) -> None:
+    expected = decoder.generate("黛玉听了", _sampled(7)).run()
+    kept = decoder.generate("黛玉听了", _sampled(7))
+    dropped = decoder.generate("宝玉笑道", _sampled(8))
+    batch = DecodingBatch(decoder)
+    batch.add(dropped)
+    batch.add(kept)
+    for _ in range(3):
+        batch.tick()
+    batch.remove([dropped])
+    assert batch.generations == [kept]
+    while batch:
+        batch.tick()
+    assert len(dropped.tokens) == 3 and dropped.finish_reason is None
+    assert [t.id for t in kept.tokens] == [t.id for t in expected.tokens]
+
+
+def test_one_scoring_per_tick_for_the_whole_batch(decoder: Decoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, ...]] = []
+    original = decoder.network.scores
+    monkeypatch.setattr(
+        decoder.network, "scores", lambda output: calls.append(output.shape) or original(output)
+    )
+    ticks = _run_batch(
+        decoder, [decoder.generate("宝玉", SamplingParams(max_new_tokens=5)) for _ in range(6)]
+    )
+    assert ticks == 5 and [shape[0] for shape in calls] == [6] * 5
