@@ -30,8 +30,16 @@ _FIELD_HINTS = {
 class APIError(Exception):
     """A client-facing error raised by route code; rendered by `_api_error`."""
 
-    def __init__(self, status_code: int, error_type: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        error_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
+        self.headers = headers  # e.g. Retry-After on 429
         self.status_code = status_code
         self.error_type = error_type
         self.message = message
@@ -94,7 +102,9 @@ def describe_validation_error(error: dict[str, Any]) -> str:
 
 
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.error_type, **exc.extra), status_code=exc.status_code)
+    return JSONResponse(
+        error_body(exc.message, exc.error_type, **exc.extra), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

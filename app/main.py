@@ -81,8 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.service = ModelService.start(settings)
-        yield
+        app.state.service = ModelService.start(settings, metrics)
+        try:
+            yield
+        finally:
+            app.state.service.stop()
 
     app = FastAPI(
         title="novel-lstm",

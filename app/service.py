@@ -1,22 +1,50 @@
-"""The loaded model as the routes see it: one TrainedModel, its Decoder, and the request checks that depend
-on server settings (limits) or on the vocabulary (unknown words). Holds no per-request state, so all threads
-share it."""
+"""The loaded model as the routes see it: one TrainedModel, its Decoder, the scheduler that runs every
+generation, and the request checks that depend on server settings (limits) or on the vocabulary.
+
+The generation API for routes (TGI `/generate`, `/generate_stream`, `POST /`, OpenAI completions, chat):
+
+    params = service.sampling_params(body.parameters)      # 422: server limits, parameter ranges
+    generation = await service.prepare(text, params)        # 422: empty prompt, ...; cut in a worker thread
+    # either the whole result (cancelled if the client disconnects before the end):
+    generation = await service.complete(generation, request)   # 429 overloaded (Retry-After)
+    # or token by token (429 is raised here, before a streamed response starts):
+    tokens = service.stream(generation)
+    async for token in tokens: ...                          # tokens.finish_reason set on the last one
+
+Why this shape: validation (`prepare`) is separate from submission, so a bad request is a 422 and never
+takes a place in the batch or the queue; `stream` submits synchronously, so "overloaded" is a plain 429
+JSON answer and not an error in the middle of an event stream; and leaving an `async for` early, or a route
+task cancelled by a disconnect, cancels the generation, so abandoned work stops within one scheduler tick.
+`complete` watches the connection itself, because a plain response is only written at the end. Every route
+sees the same `Generation` (prompt, seed, tokens, finish_reason) as the in-process `Decoder.generate`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from anyio import CapacityLimiter, to_thread
+from starlette.requests import Request
 
 from app.errors import APIError
+from app.metrics import Metrics
+from app.scheduler import Overloaded, Scheduler, Ticket
 from app.schemas import GenerateParameters
 from app.settings import Settings
 from models.artifacts import ArtifactError
-from models.decoding import Decoder, EmptyPromptError, SamplingParams, UnknownWordsError
+from models.decoding import (
+    Decoder,
+    EmptyPromptError,
+    GeneratedToken,
+    Generation,
+    SamplingParams,
+    UnknownWordsError,
+)
 from models.trained import TrainedModel
 
 _Result = TypeVar("_Result")
@@ -49,13 +77,82 @@ def load_model(model_dir: Path) -> TrainedModel:
         raise ModelLoadError(f"cannot serve {model_dir}: {error}; {train_hint(model_dir)}") from None
 
 
+class ClientDisconnected(Exception):
+    """The client of a plain request went away before its generation ended (the generation was cancelled)."""
+
+
+class TokenStream:
+    """The tokens of one submitted generation, for `async for`; see the module docstring."""
+
+    def __init__(self, ticket: Ticket) -> None:
+        self._ticket = ticket
+        self.generation = ticket.generation
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Set when the last token is handed out ("length" | "stop_sequence")."""
+        return self._ticket.finish_reason
+
+    def __aiter__(self) -> AsyncIterator[GeneratedToken]:
+        return self._ticket.tokens()
+
+    def cancel(self) -> None:
+        self._ticket.cancel()
+
+
 class ModelService:
-    def __init__(self, model: TrainedModel, settings: Settings) -> None:
+    def __init__(self, model: TrainedModel, settings: Settings, metrics: Metrics | None = None) -> None:
         self.model = model
         self.settings = settings
+        self.metrics = metrics
         self.decoder = Decoder(model.network, model.vectors, model.tokenizer)
         self.name = model.directory.name
         self._model_lane: CapacityLimiter | None = None
+        self.scheduler = Scheduler(self.decoder, settings.max_batch_size, settings.max_waiting, metrics)
+
+    # -------------------------------------------------------------------------------------------- generation
+    async def prepare(self, text: str, params: SamplingParams) -> Generation:
+        """Check and cut the prompt (in a worker thread: jieba is CPU work) into a Generation ready to submit.
+        Raises APIError 422 for a prompt the model cannot condition on. Nothing is queued yet."""
+        try:
+            return await to_thread.run_sync(self.decoder.generate, text, params)
+        except (EmptyPromptError, UnknownWordsError) as error:
+            raise prompt_error(error) from None
+        except ValueError as error:  # parameter ranges; sampling_params already checked them
+            raise APIError(422, "validation", f"parameters.{error}") from None
+
+    def stream(self, generation: Generation) -> TokenStream:
+        """Submit for token-by-token delivery. Raises APIError 429 (with Retry-After) when overloaded."""
+        return TokenStream(self._submit(generation, stream=True))
+
+    async def complete(self, generation: Generation, request: Request | None = None) -> Generation:
+        """Submit and wait for the end. With `request`, a client that disconnects cancels the generation
+        (its slot is free within one tick) and ClientDisconnected is raised. Raises APIError 429 when
+        overloaded."""
+        ticket = self._submit(generation, stream=False)
+        if request is None:
+            return await ticket.wait()
+        finished = asyncio.ensure_future(ticket.wait())
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not finished.done():
+                finished.cancel()  # Ticket.wait cancels the generation on its way out
+        if finished.cancelled():
+            raise ClientDisconnected("the client disconnected before the generation ended")
+        return finished.result()
+
+    def _submit(self, generation: Generation, stream: bool) -> Ticket:
+        try:
+            return self.scheduler.submit(generation, stream=stream)
+        except Overloaded as error:
+            if self.metrics is not None:
+                self.metrics.overloaded.inc()
+            raise APIError(
+                429, "overloaded", str(error), headers={"Retry-After": str(error.retry_after)}
+            ) from None
 
     async def run_model(self, function: Callable[..., _Result], *args: object) -> _Result:
         """Run model work in a worker thread, one piece at a time per process.
@@ -71,13 +168,15 @@ class ModelService:
         return await to_thread.run_sync(function, *args, limiter=self._model_lane)
 
     @classmethod
-    def start(cls, settings: Settings) -> ModelService:
+    def start(cls, settings: Settings, metrics: Metrics | None = None) -> ModelService:
+        """Load the model and start the scheduler thread (stop it with `stop`)."""
         started = time.perf_counter()
-        service = cls(load_model(settings.model_dir), settings)
+        service = cls(load_model(settings.model_dir), settings, metrics)
         # Pay the lazy costs (jieba's prefix dictionary, the character index behind suggestions) now, not in
         # the first user's request.
         service.decoder.encode("宝玉笑道")
         service.model.vectors.suggest("宝玉")
+        service.scheduler.start()
         logger.info(
             "loaded model %s (%d words, %s head) in %.1f s",
             settings.model_dir,
@@ -86,6 +185,9 @@ class ModelService:
             time.perf_counter() - started,
         )
         return service
+
+    def stop(self) -> None:
+        self.scheduler.stop()
 
     # -------------------------------------------------------------------------------------------- validation
     def check_prompt(self, text: str) -> None:
@@ -139,6 +241,15 @@ class ModelService:
         except ValueError as error:  # the schema already checks these ranges; this keeps the two in step
             raise APIError(422, "validation", f"parameters.{error}") from None
         return params
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone. After the body has been read, the server's `receive` answers only
+    `http.disconnect` (uvicorn, and Starlette's TestClient once the response is complete)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def prompt_error(error: EmptyPromptError | UnknownWordsError) -> APIError:

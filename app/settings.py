@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(512, ge=1, description="upper limit for parameters.max_new_tokens")
     top_k_limit: int = Field(1000, ge=1, description="upper limit for top_k in /generate and /predict")
     max_stop_sequences: int = Field(8, ge=0, description="how many stop sequences one request may send")
+    max_batch_size: int = Field(
+        64,
+        ge=1,
+        description="sequences one worker decodes together per tick (continuous batching; 1 turns it off)",
+    )
+    max_waiting: int = Field(
+        256, ge=0, description="requests that may wait for a batch slot per worker; beyond it, 429 overloaded"
+    )
     max_topn: int = Field(100, ge=1, description="upper limit for topn in /similar")
     max_body_bytes: int = Field(
         262_144, ge=1024, description="largest request body accepted, in bytes (413 beyond)"

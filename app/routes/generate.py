@@ -1,8 +1,10 @@
 """POST /generate and POST /generate_stream: text-generation-inference compatible generation.
 
-Model work never runs on the event loop: it runs in a worker thread through ModelService.run_model (one lane
-per process, see there); /generate hands over the whole generation, the stream advances its decoder one token
-per call, so a slow SSE reader only ever waits on its own socket while the loop serves everyone else.
+Model work never runs on the event loop: a validated request is handed to the worker's scheduler
+(app/scheduler.py), which decodes it in its batch with every other running generation. /generate waits for
+the end (and cancels the generation if its client disconnects first); the stream receives tokens as the
+scheduler decodes them, so a slow SSE reader only ever waits on its own socket while the loop serves everyone
+else. Errors in the request (422) and "overloaded" (429 with Retry-After) come before any response starts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from app.errors import error_body
@@ -27,29 +29,30 @@ from app.schemas import (
     StreamResponse,
     Token,
 )
-from app.service import ModelService, prompt_error
-from models.decoding import EmptyPromptError, GeneratedToken, Generation, UnknownWordsError
+from app.service import ClientDisconnected, ModelService, TokenStream
+from models.decoding import GeneratedToken, Generation
 
 logger = logging.getLogger("app")
 router = APIRouter(tags=["generation"])
 
 _ERRORS = {
-    422: {"model": ErrorResponse, "description": "invalid parameters, empty prompt or only unknown words"}
+    422: {"model": ErrorResponse, "description": "invalid parameters, empty prompt or only unknown words"},
+    429: {
+        "model": ErrorResponse,
+        "description": "overloaded: every batch slot and the waiting queue are taken (MAX_BATCH_SIZE, "
+        "MAX_WAITING); retry after the number of seconds in the Retry-After header",
+    },
 }
 
+# nginx's "client closed request": only ever seen in logs and metrics, since the client is gone.
+CLIENT_CLOSED_REQUEST = 499
 
-def start_generation(service: ModelService, body: GenerateRequest) -> Generation:
-    """Validate against the server limits, cut the prompt and prepare the decoder (no tokens yet)."""
+
+async def start_generation(service: ModelService, body: GenerateRequest) -> Generation:
+    """Validate against the server limits and cut the prompt (no tokens yet, nothing queued)."""
     service.check_prompt(body.inputs)
     params = service.sampling_params(body.parameters)
-    try:
-        return service.decoder.generate(body.inputs, params)
-    except (EmptyPromptError, UnknownWordsError) as error:
-        raise prompt_error(error) from None
-
-
-def _generate_all(service: ModelService, body: GenerateRequest) -> Generation:
-    return start_generation(service, body).run()
+    return await service.prepare(body.inputs, params)
 
 
 def _token(token: GeneratedToken) -> Token:
@@ -69,8 +72,14 @@ def _full_text(body: GenerateRequest, generation: Generation) -> str:
     responses=_ERRORS,
     summary="Generate text after a prompt",
 )
-async def generate(body: GenerateRequest, service: Service, metrics: AppMetrics) -> GenerateResponse:
-    generation = await service.run_model(_generate_all, service, body)
+async def generate(
+    body: GenerateRequest, request: Request, service: Service, metrics: AppMetrics
+) -> GenerateResponse | Response:
+    generation = await start_generation(service, body)
+    try:
+        generation = await service.complete(generation, request)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     metrics.tokens.labels("/generate").inc(len(generation.tokens))
     details = None
     if body.parameters.details:
@@ -101,40 +110,37 @@ async def generate(body: GenerateRequest, service: Service, metrics: AppMetrics)
 async def generate_stream(
     body: GenerateRequest, service: Service, metrics: AppMetrics
 ) -> EventSourceResponse:
-    # Errors in the request are plain 422 JSON, raised before the stream starts.
-    generation = await service.run_model(start_generation, service, body)
-    return EventSourceResponse(_events(body, generation, service, metrics), ping=15)
+    # Errors in the request (422) and overload (429) are plain JSON, raised before the stream starts.
+    generation = await start_generation(service, body)
+    tokens = service.stream(generation)
+    return EventSourceResponse(_events(body, tokens, metrics), ping=15)
 
 
-async def _events(
-    body: GenerateRequest, generation: Generation, service: ModelService, metrics: AppMetrics
-) -> AsyncIterator[dict]:
-    tokens = iter(generation)
+async def _events(body: GenerateRequest, tokens: TokenStream, metrics: AppMetrics) -> AsyncIterator[dict]:
+    """One event per token. A disconnect cancels the task iterating this, which cancels the generation."""
+    generation = tokens.generation
     counter = metrics.tokens.labels("/generate_stream")
     index = 0
-    while True:
-        try:
-            token = await service.run_model(next, tokens, None)
-        except Exception:
-            logger.exception("generation failed in the middle of a stream")
-            yield {
-                "data": json.dumps(
-                    error_body("generation failed; the server log has the details", "internal")
-                )
-            }
-            return
-        if token is None:
-            return
-        index += 1
-        counter.inc()
-        event = StreamResponse(index=index, token=_token(token))
-        if generation.finish_reason is not None:  # set before the last token is handed out
-            event.generated_text = _full_text(body, generation)
-            event.details = StreamDetails(
-                finish_reason=generation.finish_reason,
-                generated_tokens=len(generation.tokens),
-                seed=generation.seed if generation.params.sampling else None,
-                input_length=len(generation.prompt.ids),
-                unknown_words=generation.prompt.unknown,
-            )
-        yield {"data": event.model_dump_json()}
+    try:
+        async for token in tokens:
+            index += 1
+            counter.inc()
+            event = StreamResponse(index=index, token=_token(token))
+            if tokens.finish_reason is not None:  # set before the last token is handed out
+                event.generated_text = _full_text(body, generation)
+                event.details = _stream_details(tokens.finish_reason, generation)
+            yield {"data": event.model_dump_json()}
+    except Exception:
+        logger.exception("generation failed in the middle of a stream")
+        failure = error_body("generation failed; the server log has the details", "internal")
+        yield {"data": json.dumps(failure)}
+
+
+def _stream_details(finish_reason: str, generation: Generation) -> StreamDetails:
+    return StreamDetails(
+        finish_reason=finish_reason,
+        generated_tokens=len(generation.tokens),
+        seed=generation.seed if generation.params.sampling else None,
+        input_length=len(generation.prompt.ids),
+        unknown_words=generation.prompt.unknown,
+    )

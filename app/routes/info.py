@@ -47,6 +47,9 @@ def info(service: Service) -> dict[str, Any]:
         "max_stop_sequences": settings.max_stop_sequences,
         "max_topn": settings.max_topn,
         "max_body_bytes": settings.max_body_bytes,
+        # Per worker process: sequences decoded together, and requests that may wait (429 beyond).
+        "max_batch_size": settings.max_batch_size,
+        "max_waiting": settings.max_waiting,
     }
     return card
 

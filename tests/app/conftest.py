@@ -37,6 +37,8 @@ def vocabulary(client: TestClient) -> list[str]:
 def server_url(tiny_model_dir: Path) -> Iterator[str]:
     """A real server shared by the tests that need real sockets (streaming, concurrency, the browser)."""
     limits = {name.upper(): str(value) for name, value in TEST_LIMITS.items()}
-    limits["MAX_NEW_TOKENS"] = "5000"  # long generations to observe concurrency with
+    # Long generations to observe concurrency with: the tiny model decodes thousands of tokens per second, so
+    # a generation that must still be running seconds later asks for up to a million.
+    limits["MAX_NEW_TOKENS"] = "1000000"
     with running_server(tiny_model_dir, **limits) as url:
         yield url

@@ -1,0 +1,161 @@
+"""Continuous batching on the real server: seeded results in a batch, abandoned work stops, back-pressure.
+
+One server with a single batch slot and a single waiting place (MAX_BATCH_SIZE=1, MAX_WAITING=1), so "the next
+request is served" can only happen if an abandoned generation really left its slot, and a third concurrent
+request must be refused. Generations of a million tokens (minutes on the tiny model) stand for work that
+must not run to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import running_server
+
+LONG = {"inputs": "宝玉笑道", "parameters": {"max_new_tokens": 1_000_000, "do_sample": True, "seed": 3}}
+SHORT = {"inputs": "黛玉听了", "parameters": {"max_new_tokens": 20, "do_sample": True, "seed": 4}}
+
+
+@pytest.fixture(scope="module")
+def one_slot_url(tiny_model_dir: Path) -> Iterator[str]:
+    with running_server(
+        tiny_model_dir, MAX_BATCH_SIZE="1", MAX_WAITING="1", MAX_NEW_TOKENS="1000000", TOP_K_LIMIT="50"
+    ) as url:
+        yield url
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def _idle(url: str) -> bool:
+    return _metric(url, "novel_lstm_batch_current_size") == 0 and _metric(url, "novel_lstm_queue_size") == 0
+
+
+def test_a_disconnected_stream_frees_its_slot(one_slot_url: str) -> None:
+    _wait_for(lambda: _idle(one_slot_url))
+    cancelled = _metric(one_slot_url, "novel_lstm_cancelled_generations_total")
+    with (
+        httpx.Client(base_url=one_slot_url) as client,
+        client.stream("POST", "/generate_stream", json=LONG, timeout=60) as stream,
+    ):
+        assert next(stream.iter_lines()).startswith("data:")  # it holds the only slot now
+    # Served at once, not after the abandoned stream's million tokens.
+    started = time.perf_counter()
+    response = httpx.post(f"{one_slot_url}/generate", json=SHORT, timeout=30)
+    assert response.status_code == 200 and response.json()["generated_text"]
+    assert time.perf_counter() - started < 15
+    assert _metric(one_slot_url, "novel_lstm_cancelled_generations_total") == cancelled + 1
+
+
+def test_a_disconnected_plain_generate_stops_generating(one_slot_url: str) -> None:
+    """Issue 12 item 9: a /generate whose client is gone must not keep generating."""
+    _wait_for(lambda: _idle(one_slot_url))
+    cancelled = _metric(one_slot_url, "novel_lstm_cancelled_generations_total")
+    url = urllib.parse.urlsplit(one_slot_url)
+    body = json.dumps(LONG).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /generate HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        _wait_for(lambda: _metric(one_slot_url, "novel_lstm_batch_current_size") == 1)
+    # The socket is closed: the generation leaves the batch and the decoder goes quiet.
+    _wait_for(lambda: _idle(one_slot_url), timeout=10)
+    assert _metric(one_slot_url, "novel_lstm_cancelled_generations_total") == cancelled + 1
+    decoded = _metric(one_slot_url, "novel_lstm_scheduler_tokens_total")
+    time.sleep(0.5)
+    assert _metric(one_slot_url, "novel_lstm_scheduler_tokens_total") == decoded
+    response = httpx.post(f"{one_slot_url}/generate", json=SHORT, timeout=30)
+    assert response.status_code == 200
+
+
+def test_a_full_batch_and_queue_answer_429_with_retry_after(one_slot_url: str) -> None:
+    _wait_for(lambda: _idle(one_slot_url))
+    with (
+        httpx.Client(base_url=one_slot_url) as client,
+        client.stream("POST", "/generate_stream", json=LONG, timeout=60) as running,
+    ):
+        # Keep the line iterator: a discarded one is closed, and closing it closes the connection.
+        lines = running.iter_lines()
+        assert next(lines).startswith("data:")
+        with client.stream("POST", "/generate_stream", json=LONG, timeout=60) as waiting:
+            assert waiting.status_code == 200  # queued: its events start once the slot is free
+            _wait_for(lambda: _metric(one_slot_url, "novel_lstm_queue_size") == 1)
+            for path in ("/generate", "/generate_stream"):
+                refused = client.post(path, json=SHORT, timeout=30)
+                assert refused.status_code == 429, refused.text
+                assert int(refused.headers["Retry-After"]) >= 1
+                error = refused.json()
+                assert error["error_type"] == "overloaded"
+                assert "MAX_BATCH_SIZE=1" in error["error"] and "MAX_WAITING=1" in error["error"]
+            # A request that fails validation is answered 422 as always: it never needed a place.
+            invalid = client.post("/generate", json={"inputs": "", "parameters": {}}, timeout=30)
+            assert invalid.status_code == 422
+    _wait_for(lambda: _idle(one_slot_url))
+    assert httpx.post(f"{one_slot_url}/generate", json=SHORT, timeout=30).status_code == 200
+
+
+def test_a_request_failing_validation_never_enters_the_batch(one_slot_url: str) -> None:
+    _wait_for(lambda: _idle(one_slot_url))
+    batches = _metric(one_slot_url, "novel_lstm_queue_duration_seconds_count")
+    for payload in (
+        {"inputs": "   ", "parameters": {}},
+        {"inputs": "宝玉", "parameters": {"top_k": 51}},
+        {"inputs": "宝玉", "parameters": {"max_new_tokens": 2_000_000}},
+    ):
+        assert httpx.post(f"{one_slot_url}/generate", json=payload, timeout=30).status_code == 422
+    assert _metric(one_slot_url, "novel_lstm_queue_duration_seconds_count") == batches
+
+
+def test_seeded_requests_are_the_same_alone_and_among_31_others(server_url: str) -> None:
+    def payload(i: int) -> dict:
+        parameters = {"max_new_tokens": 60, "do_sample": True, "temperature": 1.1, "top_k": 30, "seed": i}
+        if i % 4 == 0:
+            parameters["stop"] = ["。"]  # some end early, the others continue in the batch
+        return {"inputs": ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母道"][i % 4], "parameters": parameters}
+
+    alone = [httpx.post(f"{server_url}/generate", json=payload(i), timeout=60).json() for i in range(32)]
+    before = _histogram_over(server_url, 16)
+
+    async def together() -> list[dict]:
+        async with httpx.AsyncClient(base_url=server_url) as client:
+            responses = await asyncio.gather(
+                *(client.post("/generate", json=payload(i), timeout=120) for i in range(32))
+            )
+        return [response.json() for response in responses]
+
+    batched = asyncio.run(together())
+    assert _histogram_over(server_url, 16) > before, "the 32 requests never shared a tick"
+    assert [r["generated_text"] for r in batched] == [r["generated_text"] for r in alone]
+
+
+def _histogram_over(url: str, size: int) -> float:
+    """Ticks that advanced more than `size` sequences so far."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    count = bucket = 0.0
+    for line in text.splitlines():
+        if line.startswith("novel_lstm_batch_size_count "):
+            count = float(line.split()[1])
+        if line.startswith(f'novel_lstm_batch_size_bucket{{le="{float(size)}"}} '):
+            bucket = float(line.split()[1])
+    return count - bucket
