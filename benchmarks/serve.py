@@ -1,16 +1,18 @@
-"""HTTP generation throughput and latency against the in-process decoder, measured in the same run.
+"""Continuous batching, measured: HTTP generation throughput and latency with batching on and off, in one run.
 
-Starts the real server (`uvicorn app.main:app`, a subprocess on a free loopback port) for a trained model
-directory, drives POST /generate (100 new tokens, sampling, a different seed per request) at concurrency 1, 8
-and 32 with an async httpx client, and prints tokens/s and p50/p99 latency per level next to the tokens/s of
-the decoder called directly in this process on the same requests. Ends with the ratio at concurrency 8.
+Starts the real server (`uvicorn app.main:app`, subprocesses on free loopback ports) twice for a trained model
+directory, both with one worker process: batching on (MAX_BATCH_SIZE=64, the default) and off
+(MAX_BATCH_SIZE=1: one sequence at a time, the others wait in the queue). For each concurrency level (1, 4,
+8, 16, 64) it drives POST /generate (100 new tokens, sampling, a different seed per request) against one
+server and then the other, with an async httpx client, and prints aggregate tokens/s and p50/p99 latency for
+both and their ratio. The in-process decoder (`Decoder.generate`, sequential, in this process) on the same
+requests is the reference for the HTTP overhead. Then a batching server with two worker processes at
+concurrency 64. The last two lines are the ratios issue 11 asks for:
+
+    batched/unbatched throughput at concurrency 16: X.XX
+    http/in-process throughput at concurrency 8: X.XX
 
     python benchmarks/serve.py --model-dir artifacts/hongloumeng
-
-Workers: by default as many uvicorn worker processes as cores. The app keeps no state between requests (the
-model is read-only, each request carries its own LSTM state), so processes scale it past the GIL, which a
-single process's thread pool cannot: a token's work is many small NumPy calls, mostly holding the GIL. Each
-worker loads its own copy of the model (tens of MB). `--workers 1` measures one process.
 """
 
 from __future__ import annotations
@@ -40,10 +42,15 @@ PROMPTS = ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母道", "袭�
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("artifacts/hongloumeng"))
-    parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
+    parser.add_argument(
+        "--requests", type=int, default=64, help="requests per level (at least twice the concurrency)"
+    )
     parser.add_argument("--new-tokens", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="uvicorn worker processes")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16, 64])
+    parser.add_argument("--batch-size", type=int, default=64, help="MAX_BATCH_SIZE of the batching server")
+    parser.add_argument(
+        "--multi-workers", type=int, default=2, help="worker processes of the last measurement (0: skip it)"
+    )
     return parser.parse_args()
 
 
@@ -88,9 +95,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, workers: int, new_tokens: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model_dir: Path, workers: int, new_tokens: int, batch_size: int
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "MAX_NEW_TOKENS": str(max(new_tokens, 512))}
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "MAX_NEW_TOKENS": str(max(new_tokens, 512)),
+        "MAX_BATCH_SIZE": str(batch_size),
+        "MAX_WAITING": "1024",  # the benchmark measures throughput, not refusals
+    }
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
@@ -105,9 +120,18 @@ def start_server(model_dir: Path, workers: int, new_tokens: int) -> tuple[subpro
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    process.terminate()
+    stop_server(process)
     fail("the server did not answer /health within 120 s")
     raise AssertionError("unreachable")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 async def drive(url: str, concurrency: int, requests: int, new_tokens: int) -> dict:
@@ -155,6 +179,13 @@ def check_token_count(url: str, new_tokens: int) -> None:
         fail(f"expected {new_tokens} tokens per request, the server generated {details['generated_tokens']}")
 
 
+def _row(result: dict) -> str:
+    return (
+        f"{result['tokens_per_second']:9.1f}  {result['p50'] * 1000:8.1f}  {result['p99'] * 1000:8.1f}  "
+        f"{len(result['failures']):>3}"
+    )
+
+
 def main() -> None:
     args = parse_args()
     model_dir = args.model_dir.resolve()
@@ -166,40 +197,66 @@ def main() -> None:
         )
 
     reference = in_process_tokens_per_second(model_dir, args.requests, args.new_tokens)
-    print(f"model: {args.model_dir}   requests per level: {args.requests}   new tokens: {args.new_tokens}")
-    print(f"uvicorn workers: {args.workers} (cores: {os.cpu_count()})")
-    print(f"in-process decoder (sequential): {reference:9.1f} tokens/s")
+    print(f"model: {args.model_dir}   new tokens: {args.new_tokens}   cores: {os.cpu_count()}")
+    print(f"in-process decoder (sequential, batch of one): {reference:9.1f} tokens/s")
     print(
-        f"{'concurrency':>11}  {'tokens/s':>9}  {'p50 ms':>8}  {'p99 ms':>8}  {'http/in-process':>15}  failed"
+        f"one worker; batched = MAX_BATCH_SIZE={args.batch_size}, unbatched = MAX_BATCH_SIZE=1; "
+        "requests per level: max(--requests, 2 x concurrency)"
     )
+    header = f"{'tokens/s':>9}  {'p50 ms':>8}  {'p99 ms':>8}  {'err':>3}"
+    print(f"{'':>11}  {'batched':^33}  {'unbatched':^33}")
+    print(f"{'concurrency':>11}  {header}  {header}  {'batched/unbatched':>17}  {'http/in-process':>15}")
 
-    process, url = start_server(model_dir, args.workers, args.new_tokens)
-    results = {}
+    servers = {
+        "batched": start_server(model_dir, 1, args.new_tokens, args.batch_size),
+        "unbatched": start_server(model_dir, 1, args.new_tokens, 1),
+    }
+    results: dict[str, dict[int, dict]] = {"batched": {}, "unbatched": {}}
+    multi = None
     try:
-        check_token_count(url, args.new_tokens)
+        for _, url in servers.values():
+            check_token_count(url, args.new_tokens)
         for concurrency in args.concurrency:
-            result = asyncio.run(drive(url, concurrency, args.requests, args.new_tokens))
-            results[concurrency] = result
+            requests = max(args.requests, 2 * concurrency)
+            # Both servers are started; only the one being driven works, the other is idle.
+            for name, (_, url) in servers.items():
+                results[name][concurrency] = asyncio.run(drive(url, concurrency, requests, args.new_tokens))
+            batched, unbatched = results["batched"][concurrency], results["unbatched"][concurrency]
             print(
-                f"{concurrency:>11}  {result['tokens_per_second']:9.1f}  {result['p50'] * 1000:8.1f}  "
-                f"{result['p99'] * 1000:8.1f}  {result['tokens_per_second'] / reference:15.2f}  "
-                f"{len(result['failures'])}"
+                f"{concurrency:>11}  {_row(batched)}  {_row(unbatched)}  "
+                f"{batched['tokens_per_second'] / unbatched['tokens_per_second']:17.2f}  "
+                f"{batched['tokens_per_second'] / reference:15.2f}"
             )
-            for failure in result["failures"][:5]:
+            for failure in (batched["failures"] + unbatched["failures"])[:5]:
                 print(f"    {failure}")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process, _ in servers.values():
+            stop_server(process)
 
-    failed = sum(len(result["failures"]) for result in results.values())
-    if 8 in results:
+    if args.multi_workers > 1:
+        concurrency = max(args.concurrency)
+        process, url = start_server(model_dir, args.multi_workers, args.new_tokens, args.batch_size)
+        try:
+            multi = asyncio.run(drive(url, concurrency, max(args.requests, 2 * concurrency), args.new_tokens))
+        finally:
+            stop_server(process)
         print(
-            f"http/in-process throughput at concurrency 8: {results[8]['tokens_per_second'] / reference:.2f}"
+            f"batched, WORKERS={args.multi_workers}, concurrency {concurrency}: "
+            f"{multi['tokens_per_second']:.1f} tokens/s, p50 {multi['p50'] * 1000:.1f} ms, "
+            f"p99 {multi['p99'] * 1000:.1f} ms, {len(multi['failures'])} failed "
+            f"(WORKERS=1: {results['batched'][concurrency]['tokens_per_second']:.1f} tokens/s)"
         )
+        for failure in multi["failures"][:5]:
+            print(f"    {failure}")
+
+    failed = sum(len(r["failures"]) for by_level in results.values() for r in by_level.values())
+    failed += len(multi["failures"]) if multi else 0
+    if 16 in results["batched"]:
+        ratio = results["batched"][16]["tokens_per_second"] / results["unbatched"][16]["tokens_per_second"]
+        print(f"batched/unbatched throughput at concurrency 16: {ratio:.2f}")
+    if 8 in results["batched"]:
+        ratio = results["batched"][8]["tokens_per_second"] / reference
+        print(f"http/in-process throughput at concurrency 8: {ratio:.2f}")
     if failed:
         fail(f"{failed} requests failed")
 

@@ -312,19 +312,21 @@ class DecodingBatch:
             return []
         outputs = self._outputs
         logits = self.network.scores(outputs)  # (B, V): rows are scratch space for each sampler
-        unit = self.network.output_unit_vectors() if self._has_vector else None
+        choices = [sequence.sampler.choose(logits[row]) for row, sequence in enumerate(self.sequences)]
+        similarities: list[float | None] = [None] * len(choices)
+        if self._has_vector:
+            # cos(predicted, chosen word's output vector) for every row at once.
+            unit = self.network.output_unit_vectors()
+            chosen = np.fromiter((choice.id for choice in choices), dtype=np.int64, count=len(choices))
+            norms = np.linalg.norm(outputs, axis=1)
+            dots = np.einsum("ij,ij->i", outputs, unit[chosen])
+            similarities = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0).tolist()
         events: list[tuple[Generation, GeneratedToken]] = []
         continuing: list[int] = []
         next_ids: list[int] = []
-        for row, sequence in enumerate(self.sequences):
-            choice = sequence.sampler.choose(logits[row])
-            similarity = None
-            if unit is not None:
-                predicted = outputs[row]
-                norm = float(np.linalg.norm(predicted))
-                similarity = float(predicted @ unit[choice.id]) / norm if norm > 0 else 0.0
+        for row, (sequence, choice) in enumerate(zip(self.sequences, choices, strict=True)):
             token = GeneratedToken(
-                id=choice.id, text=self.words[choice.id], logprob=choice.logprob, similarity=similarity
+                id=choice.id, text=self.words[choice.id], logprob=choice.logprob, similarity=similarities[row]
             )
             if not sequence.record(token):
                 continuing.append(row)
