@@ -267,7 +267,13 @@ async function loadCard() {
   }
   card.replaceChildren(list);
   const table = info.evaluation ? metricsTable(info.evaluation) : null;
-  if (table) card.append(table);
+  if (table) {
+    // Many baseline rows make the table wider than a phone: it scrolls inside its box, never the page.
+    const scroller = document.createElement("div");
+    scroller.className = "table-scroll";
+    scroller.append(table);
+    card.append(scroller);
+  }
   const limits = info.limits || {};
   if (limits.max_new_tokens) {
     const slider = $("max_new_tokens");
