@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.sampling import Sampler, SamplingParams, softmax_with_temperature, top_k_indices
+from models.sampling import Sampler, SamplingParams, choose_batch, softmax_with_temperature, top_k_indices
 
 __all__ = [
     "Candidate",
@@ -312,7 +312,7 @@ class DecodingBatch:
             return []
         outputs = self._outputs
         logits = self.network.scores(outputs)  # (B, V): rows are scratch space for each sampler
-        choices = [sequence.sampler.choose(logits[row]) for row, sequence in enumerate(self.sequences)]
+        choices = choose_batch([sequence.sampler for sequence in self.sequences], logits)
         similarities: list[float | None] = [None] * len(choices)
         if self._has_vector:
             # cos(predicted, chosen word's output vector) for every row at once.

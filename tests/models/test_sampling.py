@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
-from models.sampling import Sampler, SamplingParams
+from models.sampling import Sampler, SamplingParams, choose_batch, top_k_ascending
 
 
 def _logits(seed: int, vocab: int = 50) -> np.ndarray:
@@ -56,3 +57,56 @@ def test_subnormal_temperature_is_finite_and_greedy() -> None:
             choice = sampler.choose(logits.copy())
             assert choice.id == 7
             assert math.isfinite(choice.logprob) and choice.logprob == 0.0
+
+
+def _mixed_params(i: int) -> SamplingParams:
+    """A different decoding mode per i: greedy, penalties, temperatures, top-k (multiples of the SIMD width
+    and not), top-p, and both together."""
+    modes = [
+        SamplingParams(),
+        SamplingParams(repetition_penalty=1.4),
+        SamplingParams(do_sample=True, temperature=0.7 + 0.1 * (i % 5)),
+        SamplingParams(do_sample=True, temperature=1.1, top_k=40),
+        SamplingParams(do_sample=True, temperature=0.9, top_k=7, repetition_penalty=1.2),
+        SamplingParams(do_sample=True, top_p=0.5 + 0.04 * (i % 10)),
+        SamplingParams(do_sample=True, temperature=1.3, top_k=40, top_p=0.8),
+        SamplingParams(do_sample=True, top_k=1),
+    ]
+    return modes[i % len(modes)]
+
+
+def test_choose_batch_is_each_row_alone_bit_for_bit() -> None:
+    vocab, batch = 300, 48
+    rows = [_logits(1000 + i, vocab) for i in range(batch)]
+    rows[5][[3, 9, 200]] = rows[5].max() + 1.0  # ties at the top of one row
+    together = [Sampler(_mixed_params(i), seed=i, vocab_size=vocab, seen=[i, 2 * i]) for i in range(batch)]
+    alone = [Sampler(_mixed_params(i), seed=i, vocab_size=vocab, seen=[i, 2 * i]) for i in range(batch)]
+    for step in range(6):
+        logits = np.stack([np.roll(row, 17 * step) for row in rows])
+        batched = choose_batch(together, logits.copy())
+        for i, sampler in enumerate(alone):  # the one-row reference, one sequence at a time
+            row = logits[i].copy()
+            sampler._penalise(row)
+            chosen, logprob = sampler._choose_row(row)
+            sampler._remember(chosen)
+            assert (batched[i].id, batched[i].logprob) == (chosen, logprob), (step, i)
+
+
+def test_top_k_candidates_are_the_k_largest_in_id_order_and_ties_keep_the_lowest_ids() -> None:
+    rows = np.stack([_logits(seed, 200) for seed in range(5)])
+    candidates = top_k_ascending(rows, 13)
+    for row, chosen in zip(rows, candidates, strict=True):
+        assert chosen.tolist() == sorted(np.argsort(-row, kind="stable")[:13].tolist())
+    tied = np.zeros(10, dtype=np.float32)
+    tied[[2, 6]] = 1.0
+    assert top_k_ascending(tied, 4).tolist() == [0, 1, 2, 6]  # 2 and 6, then the lowest ids of the zeros
+    assert top_k_ascending(np.stack([tied, tied[::-1]]), 4).tolist() == [[0, 1, 2, 6], [0, 1, 3, 7]]
+
+
+def test_a_control_the_batched_path_does_not_know_is_never_ignored() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class WithNewControl(SamplingParams):
+        new_control: float | None = None  # e.g. a parameter another change adds to SamplingParams
+
+    assert Sampler(WithNewControl(do_sample=True), seed=0, vocab_size=50)._group is not None
+    assert Sampler(WithNewControl(do_sample=True, new_control=0.5), seed=0, vocab_size=50)._group is None
