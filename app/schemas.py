@@ -150,9 +150,14 @@ class Details(BaseModel):
     finish_reason: Literal["length", "stop_sequence"]
     generated_tokens: int
     seed: int | None = Field(description="the seed used when sampling (echo it back to reproduce the text)")
-    prefill: list[PrefillToken] = Field(description="the prompt's known words, as the model saw them")
+    prefill: list[PrefillToken] = Field(
+        description="the prompt as the model read it: its tokens, rare words as their characters"
+    )
     tokens: list[Token]
-    unknown_words: list[str] = Field(description="prompt words not in the vocabulary (skipped)")
+    unknown_words: list[str] = Field(
+        description="prompt words not in the vocabulary as whole words: read through their characters "
+        "(a character too rare to learn as <unk>), never skipped"
+    )
 
 
 class GenerateResponse(BaseModel):

@@ -43,7 +43,6 @@ from models.decoding import (
     GeneratedToken,
     Generation,
     SamplingParams,
-    UnknownWordsError,
 )
 from models.trained import TrainedModel
 
@@ -116,7 +115,7 @@ class ModelService:
         Raises APIError 422 for a prompt the model cannot condition on. Nothing is queued yet."""
         try:
             return await to_thread.run_sync(self.decoder.generate, text, params)
-        except (EmptyPromptError, UnknownWordsError) as error:
+        except EmptyPromptError as error:
             raise prompt_error(error) from None
         except ValueError as error:  # parameter ranges; sampling_params already checked them
             raise APIError(422, "validation", f"parameters.{error}") from None
@@ -252,10 +251,7 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-def prompt_error(error: EmptyPromptError | UnknownWordsError) -> APIError:
-    """The 422 for a prompt the model cannot condition on."""
-    if isinstance(error, UnknownWordsError):
-        return APIError(
-            422, "unknown_words", str(error), unknown_words=error.unknown, suggestions=error.suggestions
-        )
+def prompt_error(error: EmptyPromptError) -> APIError:
+    """The 422 for a prompt the model cannot condition on: only an empty one, since unknown words are read
+    through their characters (models/vocabulary.py)."""
     return APIError(422, "validation", str(error))

@@ -21,7 +21,10 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-FORMAT_VERSION = 1
+# 2: the open-vocabulary token stream (models/vocabulary.py: rare words spelled with their characters,
+# <unk>), vocabulary and word2vec from the training chapters only. A format-1 model deleted unknown
+# words from the text and from prompts.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 MANIFEST_HASH_KEY = "manifest_sha256"
 # Killed runs leave these behind; older than this they cannot belong to a run still writing.
@@ -236,6 +239,12 @@ def read_manifest(model_dir: Path) -> dict:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: expected a JSON object at the top level; {retrain}")
     version = manifest.get("format_version")
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        raise ArtifactError(
+            f"{manifest_path}: written by an older version of novel-lstm (format_version {version}, this "
+            f"program reads {FORMAT_VERSION}: the open-vocabulary token stream); retrain it with "
+            "`make train OUT=DIR` or `python -m training --out DIR ...`"
+        )
     if version != FORMAT_VERSION:
         raise ArtifactError(
             f"{manifest_path}: format_version {version!r}, this program reads format_version "

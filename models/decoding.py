@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.sampling import Sampler, SamplingParams, choose_batch, softmax_with_temperature, top_k_indices
+from models.vocabulary import UNKNOWN_TOKEN, spell
 
 __all__ = [
     "Candidate",
@@ -35,7 +36,6 @@ __all__ = [
     "Generation",
     "Prompt",
     "SamplingParams",
-    "UnknownWordsError",
 ]
 
 # Seeds drawn for requests that did not send one stay below 2**53 so JavaScript clients can echo them exactly.
@@ -65,30 +65,19 @@ class TokenizerLike(Protocol):
 
 
 class EmptyPromptError(ValueError):
-    """The prompt holds no tokens at all (empty, or only whitespace)."""
-
-
-class UnknownWordsError(ValueError):
-    """Not one word of the prompt is in the model's vocabulary, so there is nothing to condition on."""
-
-    def __init__(self, unknown: list[str], suggestions: dict[str, list[str]]) -> None:
-        self.unknown = unknown
-        self.suggestions = suggestions
-        hints = "; ".join(f"{word} → {'、'.join(found)}" for word, found in suggestions.items() if found)
-        message = f"none of the prompt's words are in the model's vocabulary: {'、'.join(unknown)}"
-        if hints:
-            message += f" (known words with the same characters: {hints})"
-        super().__init__(message)
+    """The prompt holds no tokens at all (empty, or only whitespace): the only prompt the model cannot read,
+    since every other character maps to a word, a character or <unk> (models/vocabulary.py)."""
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt as the model sees it: jieba tokens, the ids of the known ones, and the unknown ones."""
+    """A prompt as the model sees it: the tokenizer's tokens, the model's ids for all of them (rare words
+    spelled with their characters, DESIGN §2), and the words that had to be spelled (not deleted)."""
 
     text: str
     tokens: list[str]
     ids: list[int]
-    unknown: list[str]
+    unknown: list[str]  # tokenizer tokens not in the vocabulary as a whole: read through their characters
 
 
 @dataclass(frozen=True)
@@ -146,24 +135,30 @@ class Decoder:
         self.vectors = vectors
         self.tokenizer = tokenizer
         self.vocab_size = len(vectors.words)
+        self.unknown_id: int | None = vectors.index.get(UNKNOWN_TOKEN)
 
     # ----------------------------------------------------------------------------------------------------
     # prompt
 
     def encode(self, text: str) -> Prompt:
-        """Cut the prompt exactly as the novel was cut; split its tokens into known ids and unknown words."""
+        """Cut the prompt exactly as the novel was cut and map it with the training rule: every token gets
+        ids (a word outside the vocabulary through its characters, a rare character as <unk>)."""
         tokens = self.tokenizer.cut(text)
         index = self.vectors.index
-        ids = [index[token] for token in tokens if token in index]
+        ids = [index[token] for token in spell(tokens, index)]
         unknown = list(dict.fromkeys(token for token in tokens if token not in index))
         return Prompt(text=text, tokens=tokens, ids=ids, unknown=unknown)
 
     def _require_known(self, prompt: Prompt) -> None:
-        if not prompt.tokens:
-            raise EmptyPromptError("the prompt is empty; send at least one word, e.g. 宝玉笑道")
         if not prompt.ids:
-            suggestions = {word: self.vectors.suggest(word, k=5) for word in prompt.unknown}
-            raise UnknownWordsError(prompt.unknown, suggestions)
+            raise EmptyPromptError("the prompt is empty; send at least one word, e.g. 宝玉笑道")
+
+    def mask_unknown(self, logits: np.ndarray) -> np.ndarray:
+        """<unk> names no character, so it is never predicted or generated: its logit becomes -inf (in place;
+        the last axis is the vocabulary)."""
+        if self.unknown_id is not None:
+            logits[..., self.unknown_id] = -np.inf
+        return logits
 
     def _run_prompt(self, prompt: Prompt) -> tuple[np.ndarray, Any]:
         """One pass over the prompt: the head output after its last token (1, .) and the LSTM state."""
@@ -181,7 +176,7 @@ class Decoder:
         prompt = self.encode(text)
         self._require_known(prompt)
         output, _ = self._run_prompt(prompt)
-        logits = self.network.scores(output)[0].astype(np.float64)
+        logits = self.mask_unknown(self.network.scores(output)[0].astype(np.float64))
         probabilities = softmax_with_temperature(logits, temperature)  # finite for any temperature > 0
         k = min(top_k, self.vocab_size)
         best = top_k_indices(probabilities, k)
@@ -311,7 +306,8 @@ class DecodingBatch:
         if not self.sequences:
             return []
         outputs = self._outputs
-        logits = self.network.scores(outputs)  # (B, V): rows are scratch space for each sampler
+        # (B, V): rows are scratch space for each sampler; <unk> is never drawn.
+        logits = self.decoder.mask_unknown(self.network.scores(outputs))
         choices = choose_batch([sequence.sampler for sequence in self.sequences], logits)
         similarities: list[float | None] = [None] * len(choices)
         if self._has_vector:

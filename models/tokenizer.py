@@ -1,4 +1,9 @@
-"""The one word segmenter used by training and serving, so prompts are cut exactly like the novel was."""
+"""The one segmenter used by training and serving, so prompts are cut exactly like the novel was.
+
+Two modes: ``jieba`` (words, the default) and ``char`` (every non-whitespace character is a token: the
+char-RNN of the reference notes). Either way models/vocabulary.py then maps the tokens onto the model's
+vocabulary (rare words spelled with their characters, DESIGN §2).
+"""
 
 from __future__ import annotations
 
@@ -13,16 +18,22 @@ jieba.setLogLevel(logging.WARNING)
 
 # The name the user dictionary gets inside a model directory (models/artifacts.py, DESIGN §6).
 USER_DICT_FILENAME = "userdict.txt"
+TOKENIZER_MODES = ("jieba", "char")
 
 
 class Tokenizer:
-    """jieba precise mode (cut_all=False), HMM on by default, optional user dictionary.
+    """jieba precise mode (cut_all=False), HMM on by default, optional user dictionary; or characters.
 
     Uses its own jieba.Tokenizer instance (not the global one); punctuation is kept as tokens and
-    whitespace-only tokens are dropped.
+    whitespace-only tokens are dropped. mode="char" cuts every non-whitespace character (no jieba at all).
     """
 
-    def __init__(self, user_dict: str | Path | None = None, hmm: bool = True) -> None:
+    def __init__(self, user_dict: str | Path | None = None, hmm: bool = True, mode: str = "jieba") -> None:
+        if mode not in TOKENIZER_MODES:
+            raise ValueError(f"tokenizer {mode!r}: choose one of {', '.join(TOKENIZER_MODES)}")
+        if mode == "char" and user_dict is not None:
+            raise ValueError("a user dictionary only applies to the jieba tokenizer, not --tokenizer char")
+        self.mode = mode
         self.user_dict = Path(user_dict) if user_dict is not None else None
         self.hmm = bool(hmm)
         if self.user_dict is not None and not self.user_dict.is_file():
@@ -55,12 +66,17 @@ class Tokenizer:
 
     def cut(self, text: str) -> list[str]:
         """Segment text into tokens; punctuation tokens kept, whitespace tokens (incl. newlines) dropped."""
+        if self.mode == "char":
+            return [char for char in text if not char.isspace()]
         self._ensure_initialized()
         return [token for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm) if not token.isspace()]
 
     def settings(self) -> dict:
         """What a model directory's manifest records so serving can rebuild this tokenizer."""
+        if self.mode == "char":
+            return {"tokenizer": "char", "mode": "char", "hmm": False, "user_dict": None}
         return {
+            "tokenizer": "jieba",
             "mode": "precise",
             "hmm": self.hmm,
             "user_dict": USER_DICT_FILENAME if self.user_dict is not None else None,

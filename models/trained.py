@@ -49,7 +49,11 @@ class TrainedModel:
                 f"{user_dict}: the manifest names a user dictionary but it is missing; {retrain}"
             )
         try:
-            tokenizer = Tokenizer(user_dict, hmm=bool(segmentation.get("hmm", True)))
+            tokenizer = Tokenizer(
+                user_dict,
+                hmm=bool(segmentation.get("hmm", True)),
+                mode=str(segmentation.get("tokenizer", "jieba")),
+            )
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{directory}: cannot build the tokenizer ({error})") from None
         return cls(

@@ -5,8 +5,11 @@ cached), training/word2vec.py (gensim or --vectors), training/fit.py and trainin
 models/artifacts.py (the atomic model directory). User errors print one line `error: ...` and exit with 2.
 
 Held-out split (DESIGN §8): the last 10% of chapters (at least one when there are two or more); a corpus
-without chapter headings holds out its last 10% of tokens. Token ids are the word2vec row of each token, in
-reading order, with out-of-vocabulary tokens removed (as the reference article does).
+without chapter headings holds out its last 10% of tokens. The split is made on the tokenizer's output, before
+anything is learnt: the vocabulary (models/vocabulary.py: words >= --min-count in the TRAINING chapters, the
+characters of the other words >= --min-char-count, else <unk>), word2vec and the network see the training
+chapters only. Token ids are the word2vec row of each model token, in reading order; nothing is deleted, so
+the held-out stream covers every non-whitespace character of the held-out chapters.
 
 Checkpoints for --resume live in the hidden sibling `.<out name>.checkpoint/` next to --out. It also keeps the
 word2vec vectors, because multi-threaded word2vec is not bit-reproducible and a resumed network must see the
@@ -22,14 +25,23 @@ import resource
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from models.artifacts import ArtifactError, check_writable, write_model_dir
-from models.tokenizer import USER_DICT_FILENAME, Tokenizer
+from models.tokenizer import TOKENIZER_MODES, USER_DICT_FILENAME, Tokenizer
 from models.vectors import WordVectors
+from models.vocabulary import (
+    DEFAULT_MIN_CHAR_COUNT,
+    UNKNOWN_TOKEN,
+    choose_vocabulary,
+    spell,
+    stream_shares,
+    with_unknown,
+)
 from training.corpus import BUILTIN_CORPORA, Corpus, CorpusError, load_corpus
 from training.segment import Segmentation, default_cache_dir, segment_corpus
 from training.word2vec import Word2VecConfig, Word2VecResult, load_vectors, train_word2vec
@@ -85,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep 【…】 text (default for other corpora)",
     )
     data.add_argument(
+        "--tokenizer",
+        choices=TOKENIZER_MODES,
+        default="jieba",
+        help="jieba: words (default); char: every character a token (a char-RNN through the same pipeline)",
+    )
+    data.add_argument(
         "--user-dict", type=Path, help="jieba user dictionary (UTF-8, 'word [freq] [tag]' lines)"
     )
     data.add_argument(
@@ -114,7 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--w2v-epochs", type=int, default=w2v.epochs, help="word2vec iterations (default %(default)s)"
     )
     vectors.add_argument(
-        "--min-count", type=int, default=w2v.min_count, help="drop rarer words (default %(default)s)"
+        "--min-count",
+        type=int,
+        default=w2v.min_count,
+        help="words seen fewer times in the training chapters are spelled with their characters "
+        "(default %(default)s)",
+    )
+    vectors.add_argument(
+        "--min-char-count",
+        type=int,
+        default=DEFAULT_MIN_CHAR_COUNT,
+        help="characters of spelled words seen fewer times become <unk> (default %(default)s)",
     )
     vectors.add_argument(
         "--sample", type=float, default=w2v.sample, help="down-sampling threshold (default %(default)s)"
@@ -170,35 +198,82 @@ class Prepared:
     token_ids: np.ndarray
     split_index: int
     held_out_chapters: int
+    stream: TokenStream
+    min_count: int
+    min_char_count: int
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def vocabulary(self) -> dict:
-        tokens = self.segmentation.tokens
+        unk = self.vectors.index.get(UNKNOWN_TOKEN)
+        words = self.vectors.words
         return {
             "size": len(self.vectors),
             "dim": self.vectors.dim,
-            "tokens_in_vocab": len(self.token_ids),
-            "oov_rate": round(1 - len(self.token_ids) / tokens, 5) if tokens else None,
+            "rule": "words >= min_count in the training chapters keep their identity; other words are "
+            "spelled with their characters; characters < min_char_count become <unk> (never generated)",
+            "min_count": self.min_count,
+            "min_char_count": self.min_char_count,
+            "words": sum(1 for w in words if len(w) > 1 and w != UNKNOWN_TOKEN),
+            "single_characters": sum(1 for w in words if len(w) == 1),
+            "unk_id": unk,
+            "tokens": len(self.token_ids),
+            "oov_rate": 0.0,  # deleted tokens: none since the open-vocabulary stream (DESIGN §2)
             "split_index": self.split_index,
             "held_out_chapters": self.held_out_chapters,
             "held_out_tokens": len(self.token_ids) - self.split_index,
+            "train": self.stream.train_shares,
+            "held_out": self.stream.held_shares,
         }
 
 
-def ids_and_split(chapters: list[list[str]], vectors: WordVectors) -> tuple[np.ndarray, int, int]:
-    """Token ids in reading order (OOV removed), the index of the first held-out id, held-out chapters."""
-    index = vectors.index
-    per_chapter = [
-        np.array([index[t] for t in chapter if t in index], dtype=np.int32) for chapter in chapters
-    ]
-    token_ids = np.concatenate(per_chapter) if per_chapter else np.zeros(0, dtype=np.int32)
+@dataclass
+class TokenStream:
+    """The corpus as model tokens, split before anything is learnt; raw = the tokenizer's tokens."""
+
+    train_raw: list[list[str]]
+    held_raw: list[list[str]]
+    train: list[list[str]]
+    held: list[list[str]]
+    held_chapters: int
+    train_shares: dict
+    held_shares: dict
+
+    def text(self, held: bool) -> str:
+        """The real text (every non-whitespace character) of one side of the split."""
+        return "".join("".join(chapter) for chapter in (self.held_raw if held else self.train_raw))
+
+
+def split_chapters(chapters: list[list[str]]) -> tuple[list[list[str]], list[list[str]], int]:
+    """(training chapters, held-out chapters, held-out chapter count) of tokenizer output: the last 10% of
+    chapters, or the last 10% of the tokens of a corpus that is one chapter."""
     if len(chapters) >= 2:
         held = max(1, round(HELD_OUT_FRACTION * len(chapters)))
-        split_index = int(sum(len(ids) for ids in per_chapter[: len(chapters) - held]))
-    else:
-        held = 0
-        split_index = int(len(token_ids) * (1 - HELD_OUT_FRACTION))
-    return token_ids, split_index, held
+        return chapters[: len(chapters) - held], chapters[len(chapters) - held :], held
+    tokens = chapters[0] if chapters else []
+    cut = int(len(tokens) * (1 - HELD_OUT_FRACTION))
+    return [tokens[:cut]], [tokens[cut:]], 0
+
+
+def token_stream(chapters: list[list[str]], vocabulary: set[str] | dict[str, int]) -> TokenStream:
+    """Split, then spell both sides with the vocabulary (which the training side alone decided)."""
+    train_raw, held_raw, held = split_chapters(chapters)
+    train = [spell(chapter, vocabulary) for chapter in train_raw]
+    held_out = [spell(chapter, vocabulary) for chapter in held_raw]
+
+    def shares(raw: list[list[str]], spelled: list[list[str]]) -> dict:
+        return stream_shares([t for c in raw for t in c], [t for c in spelled for t in c], vocabulary)
+
+    return TokenStream(
+        train_raw, held_raw, train, held_out, held, shares(train_raw, train), shares(held_raw, held_out)
+    )
+
+
+def ids_and_split(stream: TokenStream, vectors: WordVectors) -> tuple[np.ndarray, int]:
+    """Token ids in reading order (every model token has one) and the index of the first held-out id."""
+    index = vectors.index
+    train = [index[t] for chapter in stream.train for t in chapter]
+    held = [index[t] for chapter in stream.held for t in chapter]
+    return np.array(train + held, dtype=np.int32), len(train)
 
 
 def _now() -> tuple[float, float]:
@@ -220,12 +295,17 @@ def checkpoint_dir_for(out: Path) -> Path:
 
 
 def _word2vec_config(args: argparse.Namespace) -> Word2VecConfig:
+    # --min-count and --min-char-count decide the vocabulary (models/vocabulary.py); word2vec then keeps every
+    # token of the finished stream (min_count 1), so every vocabulary entry gets a vector.
+    for name in ("min_count", "min_char_count"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)!r}: out of range")
     config = Word2VecConfig(
         dim=args.dim,
         window=args.window,
         negative=args.negative,
         epochs=args.w2v_epochs,
-        min_count=args.min_count,
+        min_count=1,
         sample=args.sample,
         cbow=not args.skip_gram,
         alpha=0.025 if args.skip_gram else 0.05,  # the C tool's defaults for each architecture
@@ -239,17 +319,35 @@ def _word2vec_config(args: argparse.Namespace) -> Word2VecConfig:
     return config
 
 
+def _recount(result: Word2VecResult, stream: TokenStream) -> Word2VecResult:
+    """Counts from the training stream (a vectors file stores none), plus the <unk> row if missing."""
+    frequency = Counter(t for chapter in stream.train for t in chapter)
+    loaded = result.vectors
+    counts = np.array([frequency.get(word, 0) for word in loaded.words], dtype=np.int64)
+    result.vectors = with_unknown(WordVectors(loaded.words, loaded.matrix, counts))
+    return result
+
+
 def _vectors_stage(
     args: argparse.Namespace, segmentation: Segmentation, checkpoint_dir: Path
-) -> Word2VecResult:
+) -> tuple[Word2VecResult, TokenStream]:
+    """The vocabulary, the token stream it implies, and a vector for every vocabulary entry.
+
+    With --vectors (or --resume and saved vectors) the file's words are the vocabulary; otherwise it is
+    chosen from the training chapters. Either way only the training chapters are counted and embedded."""
     saved = checkpoint_dir / CHECKPOINT_VECTORS
+    train_raw, _, _ = split_chapters(segmentation.chapters)
     if args.vectors is not None:
         try:
-            return load_vectors(args.vectors, segmentation.chapters)
+            result = load_vectors(args.vectors, train_raw)
         except (OSError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
+        stream = token_stream(segmentation.chapters, set(result.vectors.words) | {UNKNOWN_TOKEN})
+        return _recount(result, stream), stream
     if args.resume and saved.is_file():
-        result = load_vectors(saved, segmentation.chapters)
+        result = load_vectors(saved, train_raw)
+        stream = token_stream(segmentation.chapters, set(result.vectors.words) | {UNKNOWN_TOKEN})
+        result = _recount(result, stream)
         settings_file = checkpoint_dir / CHECKPOINT_W2V_SETTINGS
         if settings_file.is_file():
             settings = json.loads(settings_file.read_text(encoding="utf-8"))
@@ -265,11 +363,15 @@ def _vectors_stage(
                 )
             result.settings = {**settings, "reused": str(saved)}
         print(f"--resume: reusing the word2vec vectors in {saved}", file=sys.stderr)
-        return result
+        return result, stream
+    config = _word2vec_config(args)
     try:
-        result = train_word2vec(segmentation.chapters, _word2vec_config(args))
+        vocabulary = choose_vocabulary(train_raw, args.min_count, args.min_char_count)
+        stream = token_stream(segmentation.chapters, vocabulary)
+        result = train_word2vec(stream.train, config)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    result.vectors = with_unknown(result.vectors)
     if not args.vectors_only:
         # Kept beside the network checkpoints so that --resume continues with these exact vectors.
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -277,7 +379,19 @@ def _vectors_stage(
         result.vectors.save_word2vec_format(tmp, binary=True)
         os.replace(tmp, saved)
         (checkpoint_dir / CHECKPOINT_W2V_SETTINGS).write_text(json.dumps(result.settings), encoding="utf-8")
-    return result
+    return result, stream
+
+
+def make_tokenizer(args: argparse.Namespace) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
+        if args.user_dict is not None:
+            # A bad user dictionary fails here, as a usage error, not inside a worker. Without one the
+            # dictionary is loaded only when there is something to cut (not on a cache hit: it takes ~1 s).
+            tokenizer.cut("")
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    return tokenizer
 
 
 def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
@@ -291,25 +405,30 @@ def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
     _timed(timings, "corpus", started)
 
     started = _now()
-    try:
-        tokenizer = Tokenizer(args.user_dict, hmm=args.hmm)
-        if args.user_dict is not None:
-            # A bad user dictionary fails here, as a usage error, not inside a worker. Without one the
-            # dictionary is loaded only when there is something to cut (not on a cache hit: it takes ~1 s).
-            tokenizer.cut("")
-    except (OSError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+    tokenizer = make_tokenizer(args)
     segmentation = segment_corpus(corpus.chapters, tokenizer, args.cache_dir, args.workers, progress)
     _timed(timings, "segmentation", started)
     if segmentation.tokens == 0:
         raise UsageError(f"{corpus.source}: segmentation produced no tokens")
 
     started = _now()
-    w2v = _vectors_stage(args, segmentation, checkpoint_dir_for(args.out))
+    w2v, stream = _vectors_stage(args, segmentation, checkpoint_dir_for(args.out))
     _timed(timings, "word2vec", started)
 
-    token_ids, split_index, held = ids_and_split(segmentation.chapters, w2v.vectors)
-    return Prepared(corpus, segmentation, w2v.vectors, w2v.settings, token_ids, split_index, held, timings)
+    token_ids, split_index = ids_and_split(stream, w2v.vectors)
+    return Prepared(
+        corpus,
+        segmentation,
+        w2v.vectors,
+        w2v.settings,
+        token_ids,
+        split_index,
+        stream.held_chapters,
+        stream,
+        args.min_count,
+        args.min_char_count,
+        timings,
+    )
 
 
 def _check_output(out: Path) -> None:
@@ -328,6 +447,8 @@ def run_training(args: argparse.Namespace) -> dict:
         raise UsageError(f"--user-dict {args.user_dict}: no such file")
     if args.vectors is None:
         _word2vec_config(args)  # bad word2vec options fail now, not after segmentation
+    if args.tokenizer == "char" and args.user_dict is not None:
+        raise UsageError("--user-dict applies to the jieba tokenizer only; drop it with --tokenizer char")
     fit_config = None
     if not args.vectors_only:
         from training.fit import FitConfig
@@ -354,7 +475,7 @@ def run_training(args: argparse.Namespace) -> dict:
         if prepared.split_index < 2 or len(prepared.token_ids) - prepared.split_index < 3:
             raise UsageError(
                 f"{prepared.corpus.source}: too little text for a training/held-out split "
-                f"({len(prepared.token_ids)} in-vocabulary tokens); use a longer corpus or lower --min-count"
+                f"({len(prepared.token_ids)} tokens); use a longer corpus"
             )
         started = _now()
         try:
@@ -376,7 +497,14 @@ def run_training(args: argparse.Namespace) -> dict:
         manifest["training"] = result.summary
 
         started = _now()
-        manifest["evaluation"] = evaluate(network, prepared.token_ids, prepared.split_index, prepared.vectors)
+        manifest["evaluation"] = evaluate(
+            network,
+            prepared.token_ids,
+            prepared.split_index,
+            prepared.vectors,
+            prepared.stream.text(held=False),
+            prepared.stream.text(held=True),
+        )
         _timed(timings, "evaluate", started)
         print(format_table(manifest["evaluation"]))
     manifest["timings"] = timings["seconds"]
@@ -414,10 +542,14 @@ def print_summary(out: Path, manifest: dict) -> None:
     lines = [
         f"corpus      {corpus['name']}: encoding {corpus['encoding']}, {corpus['chars']:,} chars, "
         f"{corpus['chapters']} chapters, commentary {'stripped' if corpus['strip_brackets'] else 'kept'}",
-        f"tokens      {corpus['tokens']:,} jieba tokens{cached}, "
-        f"{vocabulary['tokens_in_vocab']:,} in vocabulary (OOV rate {vocabulary['oov_rate']:.1%})",
-        f"vocabulary  {vocabulary['size']:,} words x {vocabulary['dim']} dims; held out: {held_out}, "
-        f"{vocabulary['held_out_tokens']:,} tokens",
+        f"tokens      {corpus['tokens']:,} {manifest['segmentation'].get('tokenizer', 'jieba')} tokens"
+        f"{cached} -> {vocabulary['tokens']:,} model tokens, OOV (deleted) rate {vocabulary['oov_rate']:.1%}",
+        f"vocabulary  {vocabulary['size']:,} entries x {vocabulary['dim']} dims ({vocabulary['words']:,} "
+        f"words, {vocabulary['single_characters']:,} characters, <unk>): words >= {vocabulary['min_count']} "
+        f"in the training chapters, characters >= {vocabulary['min_char_count']}",
+        f"held out    {held_out}, {vocabulary['held_out_tokens']:,} tokens: "
+        f"{vocabulary['held_out']['spelled_share']:.1%} characters of spelled-out words, "
+        f"{vocabulary['held_out']['unk_share']:.2%} <unk>",
         "seconds     " + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in timings.items()),
         "cpu seconds "
         + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in manifest["cpu_seconds"].items()),
@@ -452,8 +584,16 @@ def run_evaluate(args: argparse.Namespace) -> dict:
             "pass --corpus with the original file"
         )
     segmentation = segment_corpus(corpus.chapters, model.tokenizer, args.cache_dir)
-    token_ids, split_index, _ = ids_and_split(segmentation.chapters, model.vectors)
-    result = evaluate(model.network, token_ids, split_index, model.vectors)
+    stream = token_stream(segmentation.chapters, model.vectors.index)
+    token_ids, split_index = ids_and_split(stream, model.vectors)
+    result = evaluate(
+        model.network,
+        token_ids,
+        split_index,
+        model.vectors,
+        stream.text(held=False),
+        stream.text(held=True),
+    )
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_table(result))
     return result
 

@@ -91,10 +91,10 @@ def _user_dict_sha256(tokenizer: Tokenizer) -> str | None:
 _worker_tokenizer: Tokenizer | None = None
 
 
-def _init_worker(user_dict: str | None, hmm: bool) -> None:
+def _init_worker(user_dict: str | None, hmm: bool, mode: str) -> None:
     global _worker_tokenizer
     if _worker_tokenizer is None:
-        _worker_tokenizer = Tokenizer(user_dict, hmm=hmm)
+        _worker_tokenizer = Tokenizer(user_dict, hmm=hmm, mode=mode)
         _worker_tokenizer.cut("")  # load the dictionary now, not inside the first task
 
 
@@ -123,7 +123,8 @@ def _segment(chapters: list[str], tokenizer: Tokenizer, workers: int, progress: 
         total=total, unit="char", unit_scale=True, desc="segment", disable=not progress, file=sys.stderr
     )
     with bar:
-        if workers <= 1 or total < PARALLEL_MIN_CHARS:
+        # Cutting characters is far cheaper than shipping them to another process.
+        if workers <= 1 or total < PARALLEL_MIN_CHARS or tokenizer.mode == "char":
             for index, text in pieces:
                 result[index].extend(tokenizer.cut(text))
                 bar.update(len(text))
@@ -138,7 +139,7 @@ def _segment(chapters: list[str], tokenizer: Tokenizer, workers: int, progress: 
                 _worker_tokenizer = tokenizer
             try:
                 with context.Pool(
-                    workers, initializer=_init_worker, initargs=(user_dict, tokenizer.hmm)
+                    workers, initializer=_init_worker, initargs=(user_dict, tokenizer.hmm, tokenizer.mode)
                 ) as pool:
                     # imap keeps the pieces in order, so tokens come back in reading order.
                     for (index, tokens), (_, text) in zip(pool.imap(_cut_piece, pieces), pieces, strict=True):

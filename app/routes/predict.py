@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from app.routes.dependencies import Service
 from app.schemas import Candidate, ErrorResponse, PredictRequest, PredictResponse
 from app.service import prompt_error
-from models.decoding import EmptyPromptError, UnknownWordsError
+from models.decoding import EmptyPromptError
 
 router = APIRouter(tags=["prediction"])
 
@@ -25,7 +25,7 @@ async def predict(body: PredictRequest, service: Service) -> PredictResponse:
         prompt, candidates = await service.run_model(
             service.decoder.predict_next, body.inputs, body.top_k, body.temperature
         )
-    except (EmptyPromptError, UnknownWordsError) as error:
+    except EmptyPromptError as error:
         raise prompt_error(error) from None
     return PredictResponse(
         tokens=prompt.tokens,

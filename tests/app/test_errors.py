@@ -72,18 +72,19 @@ def test_missing_body(client: TestClient) -> None:
     _assert_error(client.post("/generate"), 422, "validation", "request body is missing")
 
 
-def test_all_unknown_words_get_422_with_suggestions(client: TestClient, vocabulary: list[str]) -> None:
-    unknown = "孙悟空"  # shares no word with the novel's vocabulary
+def test_a_prompt_of_unknown_words_is_read_through_its_characters_not_refused(
+    client: TestClient, vocabulary: list[str]
+) -> None:
+    unknown = "孙悟空"  # not a word of the novel's vocabulary: read as its characters (or <unk>)
     assert unknown not in vocabulary
-    for path, payload in (("/generate", {"inputs": unknown}), ("/predict", {"inputs": unknown})):
-        body = _assert_error(client.post(path, json=payload), 422, "unknown_words", unknown)
-        assert body["unknown_words"] == [unknown]
-        assert unknown in body["suggestions"]
-    # A made-up word containing 宝 gets known words with 宝 suggested.
-    body = _assert_error(client.post("/generate", json={"inputs": "宝猫"}), 422, "unknown_words")
-    suggestions = [word for words in body["suggestions"].values() for word in words]
-    assert suggestions and all(word in vocabulary for word in suggestions)
-    assert any("宝" in word or "猫" in word for word in suggestions)
+    body = client.post(
+        "/generate", json={"inputs": unknown, "parameters": {"max_new_tokens": 3, "details": True}}
+    ).json()
+    assert body["details"]["unknown_words"] == [unknown] and body["details"]["generated_tokens"] == 3
+    assert len(body["details"]["prefill"]) == len(unknown)  # one token per character, none deleted
+    predicted = client.post("/predict", json={"inputs": unknown}).json()
+    assert predicted["unknown_words"] == [unknown] and predicted["candidates"]
+    assert "<unk>" not in [candidate["word"] for candidate in predicted["candidates"]]
 
 
 @pytest.mark.parametrize(

@@ -80,3 +80,23 @@ def test_in_process_start_raises_the_same_error(tmp_path: Path) -> None:
         TestClient(create_app(Settings(model_dir=tmp_path / "x"))),
     ):
         pass
+
+
+def test_a_model_of_an_older_format_is_refused_with_one_line_saying_retrain(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A format-1 model (closed vocabulary, unknown words deleted) must be retrained, not served.
+    import json
+
+    from models.artifacts import FORMAT_VERSION, MANIFEST_HASH_KEY, MANIFEST_NAME, manifest_digest
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old)
+    manifest = json.loads((old / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["format_version"] = FORMAT_VERSION - 1
+    manifest[MANIFEST_HASH_KEY] = manifest_digest(manifest)  # a genuine old manifest, not a corrupted one
+    (old / MANIFEST_NAME).write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    result = _start(old)
+    assert result.returncode != 0
+    (line,) = _error_lines(result)
+    assert "older version" in line and "retrain" in line and "make train" in line

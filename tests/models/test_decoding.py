@@ -17,11 +17,11 @@ from models.decoding import (
     DecodingBatch,
     EmptyPromptError,
     SamplingParams,
-    UnknownWordsError,
 )
 from models.network import Network, NetworkConfig
 from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
+from models.vocabulary import UNKNOWN_TOKEN, spell
 
 SENTENCES = [
     "宝玉笑道：“好妹妹，你今日可好？”",
@@ -38,6 +38,7 @@ def tokenizer() -> Tokenizer:
 
 def _build(tokenizer: Tokenizer, loss: str = "cos_softmax", seed: int = 0) -> Decoder:
     words = list(dict.fromkeys(token for sentence in SENTENCES for token in tokenizer.cut(sentence)))
+    words.append(UNKNOWN_TOKEN)  # every model has one (models/vocabulary.py)
     rng = np.random.default_rng(seed)
     vectors = WordVectors(words, rng.standard_normal((len(words), 16)).astype(np.float32))
     network = Network(NetworkConfig(vocab_size=len(words), dim=16, hidden=24, loss=loss), vectors.matrix, rng)
@@ -47,6 +48,13 @@ def _build(tokenizer: Tokenizer, loss: str = "cos_softmax", seed: int = 0) -> De
 @pytest.fixture(scope="module")
 def decoder(tokenizer: Tokenizer) -> Decoder:
     return _build(tokenizer)
+
+
+def _scores(decoder: Decoder, output: np.ndarray) -> np.ndarray:
+    """The network's logits as decoding uses them: <unk> (never generated) at -inf."""
+    logits = decoder.network.scores(output).astype(np.float64)
+    logits[..., decoder.vectors.index[UNKNOWN_TOKEN]] = -np.inf
+    return logits
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -67,7 +75,7 @@ def test_greedy_matches_refeeding_the_window_and_reports_log_softmax(decoder: De
     ids = list(generation.prompt.ids)
     for token in generation.tokens:
         output = _refed_output(decoder, ids)
-        logits = decoder.network.scores(output)[0]
+        logits = _scores(decoder, output)[0]
         assert token.id == int(np.argmax(logits))
         assert token.logprob == pytest.approx(_log_softmax(logits)[token.id], abs=1e-5)
         expected_similarity = decoder.network.similarity(output)[0, token.id]
@@ -115,13 +123,13 @@ def test_seed_is_drawn_and_reported_when_absent(decoder: Decoder) -> None:
 
 def test_temperature_sampling_logprob_is_under_the_tempered_distribution(decoder: Decoder) -> None:
     generation = decoder.generate("宝玉", SamplingParams(max_new_tokens=1, temperature=0.7, seed=3)).run()
-    logits = decoder.network.scores(_refed_output(decoder, generation.prompt.ids))[0]
+    logits = _scores(decoder, _refed_output(decoder, generation.prompt.ids))[0]
     token = generation.tokens[0]
     assert token.logprob == pytest.approx(_log_softmax(logits / 0.7)[token.id], abs=1e-5)
 
 
 def test_top_k_only_draws_among_the_k_best_and_renormalises(decoder: Decoder) -> None:
-    logits = decoder.network.scores(_refed_output(decoder, [decoder.vectors.index["宝玉"]]))[0]
+    logits = _scores(decoder, _refed_output(decoder, [decoder.vectors.index["宝玉"]]))[0]
     best3 = set(np.argsort(-logits)[:3].tolist())
     drawn = set()
     for seed in range(60):
@@ -142,7 +150,7 @@ def test_top_k_one_and_tiny_top_p_are_greedy(decoder: Decoder) -> None:
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p(decoder: Decoder) -> None:
-    logits = decoder.network.scores(_refed_output(decoder, [decoder.vectors.index["宝玉"]]))[0]
+    logits = _scores(decoder, _refed_output(decoder, [decoder.vectors.index["宝玉"]]))[0]
     probabilities = np.exp(_log_softmax(logits))
     order = np.argsort(-probabilities)
     p = float(probabilities[order[:4]].sum()) - 1e-6  # the nucleus is exactly the 4 most probable words
@@ -161,7 +169,7 @@ def test_repetition_penalty_follows_ctrl_semantics(decoder: Decoder) -> None:
     ).run()
     ids = list(generation.prompt.ids)
     for token in generation.tokens:
-        logits = decoder.network.scores(_refed_output(decoder, ids))[0].astype(np.float64)
+        logits = _scores(decoder, _refed_output(decoder, ids))[0].astype(np.float64)
         seen = np.unique(ids)
         logits[seen] = np.where(logits[seen] > 0, logits[seen] / penalty, logits[seen] * penalty)
         assert token.id == int(np.argmax(logits))
@@ -188,18 +196,39 @@ def test_tokens_are_yielded_one_by_one_with_finish_reason_set_before_the_last(de
         iter(generation)
 
 
-def test_unknown_words_are_listed_and_skipped(decoder: Decoder) -> None:
+def test_unknown_words_are_read_through_their_characters(decoder: Decoder) -> None:
     generation = decoder.generate("宝玉看见孙悟空", SamplingParams(max_new_tokens=3)).run()
-    assert "孙悟空" in generation.prompt.unknown
-    assert generation.prompt.ids[0] == decoder.vectors.index["宝玉"]
+    prompt = generation.prompt
+    assert "孙悟空" in prompt.unknown and "孙悟空" not in decoder.vectors.index
+    assert prompt.ids[0] == decoder.vectors.index["宝玉"]
+    # Nothing deleted: one id per character of every unknown word (the character, or <unk>).
+    assert [decoder.vectors.words[i] for i in prompt.ids] == spell(prompt.tokens, decoder.vectors.index)
+    assert len(prompt.ids) >= len(prompt.tokens) + 2
+    assert len(generation.tokens) == 3
 
 
-def test_only_unknown_words_raise_with_suggestions(decoder: Decoder) -> None:
-    with pytest.raises(UnknownWordsError) as caught:
-        decoder.generate("宝钗", SamplingParams())
-    assert caught.value.unknown == ["宝钗"]
-    assert "宝玉" in caught.value.suggestions["宝钗"]  # shares the character 宝
-    assert "宝钗" in str(caught.value)
+def test_a_prompt_of_unseen_characters_is_read_as_unk_and_still_generates(decoder: Decoder) -> None:
+    unk = decoder.vectors.index[UNKNOWN_TOKEN]
+    generation = decoder.generate("龘靐", SamplingParams(max_new_tokens=5, seed=1)).run()
+    assert generation.prompt.ids == [unk, unk]
+    assert len(generation.tokens) == 5 and unk not in [token.id for token in generation.tokens]
+
+
+def test_unk_is_never_predicted_or_generated_even_when_it_scores_highest(tokenizer: Tokenizer) -> None:
+    decoder = _build(tokenizer)
+    unk = decoder.vectors.index[UNKNOWN_TOKEN]
+    decoder.network.params["out.bias"][unk] = 1e4  # <unk> now dominates every raw distribution
+    logits = decoder.network.scores(decoder._run_prompt(decoder.encode("宝玉"))[0])
+    assert int(np.argmax(logits)) == unk
+    _, candidates = decoder.predict_next("宝玉", top_k=decoder.vocab_size)
+    assert [c.probability for c in candidates if c.id == unk] == [0.0]
+    assert candidates[0].id != unk
+    for params in (
+        SamplingParams(max_new_tokens=20),
+        SamplingParams(max_new_tokens=20, do_sample=True, seed=3),
+    ):
+        generated = decoder.generate("宝玉", params).run()
+        assert unk not in [token.id for token in generated.tokens]
 
 
 def test_empty_prompt_raises(decoder: Decoder) -> None:
@@ -241,7 +270,7 @@ def test_sampling_switches_on_like_tgi() -> None:
 def test_predict_next_is_the_softmax_of_the_scores(decoder: Decoder) -> None:
     prompt, candidates = decoder.predict_next("黛玉听了", top_k=5)
     output = _refed_output(decoder, prompt.ids)
-    probabilities = np.exp(_log_softmax(decoder.network.scores(output)[0]))
+    probabilities = np.exp(_log_softmax(_scores(decoder, output)[0]))
     similarity = decoder.network.similarity(output)[0]
     expected = np.argsort(-probabilities, kind="stable")[:5]
     assert [c.id for c in candidates] == expected.tolist()

@@ -36,7 +36,7 @@ def test_user_dictionary_changes_cutting_only_for_its_own_instance(tmp_path: Pat
 
 
 def test_settings() -> None:
-    assert Tokenizer().settings() == {"mode": "precise", "hmm": True, "user_dict": None}
+    assert Tokenizer().settings() == {"tokenizer": "jieba", "mode": "precise", "hmm": True, "user_dict": None}
     assert Tokenizer(hmm=False).settings()["hmm"] is False
 
 
@@ -55,3 +55,11 @@ def test_hmm_discovers_unknown_words() -> None:
     # With HMM, jieba joins unseen two-character names; without it they fall apart into single characters.
     text = "杭研大厦里他来到了网易杭研"
     assert Tokenizer(hmm=True).cut(text) != Tokenizer(hmm=False).cut(text)
+
+
+def test_char_tokenizer_cuts_every_non_whitespace_character() -> None:
+    tokenizer = Tokenizer(mode="char")
+    assert tokenizer.cut("宝玉 笑道：\n“好”") == list("宝玉笑道：“好”")
+    assert tokenizer.settings()["tokenizer"] == "char"
+    with pytest.raises(ValueError, match="jieba"):
+        Tokenizer("names.txt", mode="char")

@@ -24,7 +24,7 @@ def test_unigram_is_add_one_smoothed() -> None:
 
 
 def test_kneser_ney_bigram_matches_hand_computation() -> None:
-    model = KneserNey(TRAIN, alphabet=4, order=2, discounts=HALF)
+    model = KneserNey.fit(TRAIN, alphabet=4, order=2, discounts=HALF)
     # Continuation counts: 1 follows {2, 3} → 2; 2 follows {1} → 1; 3 follows {1} → 1; total 4, 3 types.
     # P1(w) = (max(N1+(·w) − ½, 0) + ½·3·¼) / 4
     p1 = {0: 0.375 / 4, 1: 1.875 / 4, 2: 0.875 / 4, 3: 0.875 / 4}
@@ -40,7 +40,7 @@ def test_kneser_ney_bigram_matches_hand_computation() -> None:
 def test_kneser_ney_is_a_distribution_in_every_context(order: int) -> None:
     rng = np.random.default_rng(order)
     train = rng.integers(1, 6, size=400)  # discounts estimated from the data
-    model = KneserNey(train, alphabet=6, order=order)
+    model = KneserNey.fit(train, alphabet=6, order=order)
     for context in (train[-4:], np.array([5, 5, 5, 5]), np.array([0, 0, 1, 2]), np.array([], dtype=np.int64)):
         total = sum(2.0 ** model.log2_probs(context, np.array([w]))[0] for w in range(6))
         assert total == pytest.approx(1.0)
@@ -50,7 +50,7 @@ def test_character_model_charges_unknown_characters_the_stated_uniform() -> None
     train, held = "甲乙丙甲乙丁甲乙丙" * 20, "甲乙戊"
     train_ids, held_ids, alphabet = char_ids(train, held)
     assert list(held_ids[-1:]) == [0] and alphabet == 5
-    log2_p = KneserNey(train_ids, alphabet, 5).log2_probs(train_ids, held_ids)
+    log2_p = KneserNey.fit(train_ids, alphabet, 5).log2_probs(train_ids, held_ids)
     expected = (-log2_p.sum() + UNKNOWN_CHARACTER_BITS) / 3
     assert char_kneser_ney_bits_per_char(train, held) == pytest.approx(expected)
     # A text that repeats its training text costs far less than one bit per character.

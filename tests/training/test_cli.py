@@ -133,10 +133,9 @@ def test_vectors_only_writes_verified_vectors_and_manifest_then_hits_the_cache(
     assert manifest["segmentation"]["mode"] == "precise" and manifest["segmentation"]["cache_hit"] is False
     assert manifest["word2vec"]["dim"] == 16 and manifest["word2vec"]["negative"] == 25
     vocabulary = manifest["vocabulary"]
-    assert vocabulary["dim"] == 16 and 0 <= vocabulary["oov_rate"] < 0.5
-    assert (
-        vocabulary["held_out_chapters"] == 1 and 0 < vocabulary["split_index"] < vocabulary["tokens_in_vocab"]
-    )
+    assert vocabulary["dim"] == 16 and vocabulary["oov_rate"] == 0.0  # nothing deleted (DESIGN §2)
+    assert vocabulary["held_out_chapters"] == 1 and 0 < vocabulary["split_index"] < vocabulary["tokens"]
+    assert vocabulary["held_out"]["deleted_tokens"] == 0 and vocabulary["min_char_count"] == 3
     assert set(manifest["timings"]) >= {"corpus", "segmentation", "word2vec"}
     kv = KeyedVectors.load_word2vec_format(str(out / "vectors.bin"), binary=True)
     assert len(kv) == vocabulary["size"] and kv.vector_size == 16
@@ -217,7 +216,7 @@ def test_session_fixture_model_has_every_manifest_section(tiny_model_dir: Path) 
         corpus["name"] == "hongloumeng" and corpus["strip_brackets"] is True and corpus["max_chars"] == 60000
     )
     assert {"sha256", "encoding", "chars", "chapters", "tokens"} <= set(corpus)
-    assert {"size", "dim", "tokens_in_vocab", "oov_rate"} <= set(manifest["vocabulary"])
+    assert {"size", "dim", "tokens", "oov_rate", "min_count", "min_char_count"} <= set(manifest["vocabulary"])
 
 
 def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, novel: Path) -> None:
@@ -254,16 +253,20 @@ def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, 
 
 def test_held_out_split_is_the_last_tenth_of_chapters_or_of_tokens() -> None:
     from models.vectors import WordVectors
-    from training.pipeline import ids_and_split
+    from models.vocabulary import UNKNOWN_TOKEN
+    from training.pipeline import ids_and_split, token_stream
 
-    vectors = WordVectors(["甲", "乙"], np.eye(2, dtype=np.float32))
+    words = ["甲", "乙", UNKNOWN_TOKEN]
+    vectors = WordVectors(words, np.eye(3, dtype=np.float32))
     chapters = [["甲", "乙", "丙"] for _ in range(19)] + [["乙"] * 7]
-    ids, split, held = ids_and_split(chapters, vectors)
-    assert ids.dtype == np.int32 and len(ids) == 19 * 2 + 7  # 丙 is out of vocabulary and removed
-    assert held == 2 and split == 18 * 2  # round(0.1 * 20) chapters held out
-    assert ids_and_split(chapters[:3], vectors)[1:] == (4, 1)  # at least one chapter
-    ids, split, held = ids_and_split([["甲", "乙"] * 50], vectors)
-    assert (split, held) == (90, 0)  # one chapter: the last 10% of its tokens
+    stream = token_stream(chapters, vectors.index)
+    ids, split = ids_and_split(stream, vectors)
+    assert ids.dtype == np.int32 and len(ids) == 19 * 3 + 7  # 丙 is not deleted: it becomes <unk>
+    assert stream.held_chapters == 2 and split == 18 * 3  # round(0.1 * 20) chapters held out
+    assert list(ids[:3]) == [0, 1, 2]
+    assert token_stream(chapters[:3], vectors.index).held_chapters == 1  # at least one chapter
+    stream = token_stream([["甲", "乙"] * 50], vectors.index)
+    assert (ids_and_split(stream, vectors)[1], stream.held_chapters) == (90, 0)  # one chapter: last 10%
 
 
 def test_keeps_a_directory_whose_only_claim_to_be_a_model_is_a_manifest_file(

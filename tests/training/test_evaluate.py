@@ -19,7 +19,7 @@ from training.evaluate import (
 
 V = 12
 TRAIN = np.array([0, 1, 2, 0, 1, 2, 0, 1, 3, 5, 0, 4])  # counts 0:4 1:3 2:2 3:1 4:1 5:1, the rest 0
-HELD_OUT = np.array([0, 1, 3, 11, 2])  # targets 1, 3, 11, 2 after 0, 1, 3, 11
+HELD_OUT = np.array([0, 1, 3, 11, 2])  # every one a target: 0 after the last training token 4, then 1, 3, ...
 
 
 def test_unigram_and_bigram_tables() -> None:
@@ -52,28 +52,31 @@ def test_evaluate_baselines_and_model_on_known_answers() -> None:
     assert result["split"] == {
         "train_tokens": 12,
         "held_out_tokens": 5,
-        "targets": 4,
-        "held_out_chars": 9,  # w1 w3 w11 w2
+        "targets": 5,
+        "held_out_chars": 11,  # w0 w1 w3 w11 w2: every held-out character
         "unk_targets": 0,
+        "unk_share": 0.0,
         "unk_charge": "14.36 bits per <unk> (uniform over CJK Unified Ideographs)",
-        "held_out": "last 10% of chapters, out-of-vocabulary tokens removed",
+        "held_out": "last 10% of chapters, every character (open-vocabulary stream, nothing deleted)",
+        "deleted_tokens": 0,
     }
-    # Add-one unigram: (count + 1) / (12 training tokens + 12 words) for targets 1, 3, 11, 2.
-    unigram_bits = -np.log2(np.array([4, 2, 1, 3]) / 24).sum()
-    assert result["unigram"]["bpc"] == pytest.approx(unigram_bits / 9)
-    assert result["unigram"]["perplexity"] == pytest.approx(2.0 ** (unigram_bits / 4))
-    assert (result["unigram"]["acc@1"], result["unigram"]["acc@10"]) == (0.0, 0.75)
-    assert (result["bigram"]["acc@1"], result["bigram"]["acc@10"]) == (0.25, 0.75)
+    # Add-one unigram: (count + 1) / (12 training tokens + 12 words) for targets 0, 1, 3, 11, 2.
+    unigram_bits = -np.log2(np.array([5, 4, 2, 1, 3]) / 24).sum()
+    assert result["unigram"]["bpc"] == pytest.approx(unigram_bits / 11)
+    assert result["unigram"]["perplexity"] == pytest.approx(2.0 ** (unigram_bits / 5))
+    assert (result["unigram"]["acc@1"], result["unigram"]["acc@10"]) == (0.2, 0.8)
+    # Contexts 4 (never followed: unigram, 0 first), 0 (→1), 1 (→2, 3), 3 (→5, then unigram), 11 (unigram).
+    assert (result["bigram"]["acc@1"], result["bigram"]["acc@10"]) == (0.4, 0.8)
     assert all(result[key]["bpc"] > 0 for key in ("bigram", "char_5gram_kn", "ppmd"))
     model = result["model"]
-    assert model["bpc"] == pytest.approx(-np.log2(p[HELD_OUT[1:]]).sum() / 9, rel=1e-5)
-    assert model["acc@1"] == 0.25  # always answers 3: right once (target 3)
+    assert model["bpc"] == pytest.approx(-np.log2(p[HELD_OUT]).sum() / 11, rel=1e-5)
+    assert model["acc@1"] == 0.2  # always answers 3: right once (target 3)
     assert model["acc@10"] == 1.0  # every word is in the top 10 except the 1 % words ranked after the 10th
-    expected_perplexity = float(np.exp(-np.mean(np.log(p[HELD_OUT[1:]]))))
+    expected_perplexity = float(np.exp(-np.mean(np.log(p[HELD_OUT]))))
     assert model["perplexity"] == pytest.approx(expected_perplexity, rel=1e-5)
     assert len(result["samples"]) == 3 and all(s["generated"] for s in result["samples"])
     table = format_table(result)
-    assert "bigram" in table and "25.0%" in table
+    assert "bigram" in table and "40.0%" in table
     assert table.splitlines()[-1] == f"held-out bits per character: {model['bpc']:.2f}"
 
 
@@ -82,13 +85,13 @@ def test_unknown_target_is_a_miss_charged_one_character_and_the_stated_uniform()
     network = _fixed_distribution_network(np.log(p))
     words = [f"w{i}" for i in range(V - 1)] + ["<unk>"]
     vectors = WordVectors(words, network.embedding)
-    held = np.array([0, 11, 11, 1])  # targets <unk>, <unk>, w1: 1 + 1 + 2 characters
+    held = np.array([0, 11, 11, 1])  # targets w0, <unk>, <unk>, w1: 2 + 1 + 1 + 2 characters
     result = evaluate(network, np.concatenate([TRAIN, held]), len(TRAIN), vectors)
-    assert result["split"]["held_out_chars"] == 4 and result["split"]["unk_targets"] == 2
-    expected = (3 * np.log2(V) + 2 * UNKNOWN_CHARACTER_BITS) / 4
+    assert result["split"]["held_out_chars"] == 6 and result["split"]["unk_targets"] == 2
+    expected = (4 * np.log2(V) + 2 * UNKNOWN_CHARACTER_BITS) / 6
     assert result["model"]["bpc"] == pytest.approx(expected, rel=1e-5)
     # Every word ties, so each target ranks first, but the two <unk> targets count as misses.
-    assert result["model"]["acc@1"] == pytest.approx(1 / 3)
+    assert result["model"]["acc@1"] == pytest.approx(1 / 2)
 
 
 def test_mse_models_get_no_perplexity() -> None:

@@ -1,0 +1,224 @@
+"""Interpolated modified Kneser-Ney n-grams over integer symbols, and the LSTM + n-gram mixture served.
+
+`KneserNey` (Chen & Goodman 1998) counts with NumPy over int64 n-gram keys (sort + unique + searchsorted), so
+a token trigram over the whole of 红楼梦 fits in seconds; no Python loop runs per n-gram. It gives
+log2 P(target | history) for a text (the evaluation) and the whole next-symbol distribution after each of a
+batch of histories (decoding). It is stored as plain arrays (`arrays` / `from_arrays`, np.savez without
+pickle).
+
+`Mixture` is what a model with an n-gram serves and what its bits per character measure:
+P(w | h) = λ·softmax(LSTM scores)(w) + (1 − λ)·P_KN(w | h), a proper distribution over the same vocabulary.
+λ is chosen on the validation tail of the training chapters (training/fit.py), never on the held-out text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _modified_discounts(counts: np.ndarray) -> np.ndarray:
+    """Chen & Goodman's D1, D2, D3+ from the count-of-counts n1..n4, clipped to [0, k] for count k, with the
+    single absolute discount Y = n1/(n1+2 n2) where a count-of-count is missing (small texts)."""
+    n = [int(np.sum(counts == k)) for k in range(1, 5)]
+    if n[0] == 0:
+        return np.array([0.5, 1.0, 1.5])
+    y = n[0] / (n[0] + 2 * n[1])
+    discounts = [
+        1 - 2 * y * n[1] / n[0],
+        2 - 3 * y * n[2] / n[1] if n[1] else y,
+        3 - 4 * y * n[3] / n[2] if n[2] else y,
+    ]
+    return np.clip(np.array(discounts), [0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+
+
+def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index, found) of each query in sorted_keys."""
+    if not len(sorted_keys):
+        return np.zeros(len(queries), dtype=np.int64), np.zeros(len(queries), dtype=bool)
+    index = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+    return index, sorted_keys[index] == queries
+
+
+class _Level:
+    """The n-grams of one order: sorted keys with their discounted counts, and per context the total count
+    and the discount mass D1·N1 + D2·N2 + D3·N3+."""
+
+    def __init__(
+        self,
+        keys: np.ndarray,
+        numerators: np.ndarray,
+        contexts: np.ndarray,
+        context_total: np.ndarray,
+        context_mass: np.ndarray,
+    ) -> None:
+        self.keys, self.numerators = keys, numerators
+        self.contexts, self.context_total, self.context_mass = contexts, context_total, context_mass
+
+    @classmethod
+    def count(cls, keys: np.ndarray, counts: np.ndarray, base: int, discounts: np.ndarray | None) -> _Level:
+        discounts = _modified_discounts(counts) if discounts is None else np.asarray(discounts, float)
+        discount = discounts[np.minimum(counts, 3) - 1]
+        contexts, inverse = np.unique(keys // base, return_inverse=True)
+        return cls(
+            keys,
+            np.maximum(counts - discount, 0.0),
+            contexts,
+            np.bincount(inverse, weights=counts.astype(np.float64)),
+            np.bincount(inverse, weights=discount),
+        )
+
+
+class KneserNey:
+    """Interpolated modified Kneser-Ney of a given order over integer symbols 1..alphabet-1 (0 = unknown).
+
+    P_k(w | h) = max(c_k(hw) − D_k(c_k(hw)), 0) / c_k(h·) + γ_k(h) · P_{k−1}(w | h'),
+    γ_k(h) = (D1 N1(h·) + D2 N2(h·) + D3 N3+(h·)) / c_k(h·), and P_k = P_{k−1} for a context never seen.
+    c_k is the raw count at the highest order and the continuation count N1+(·hw) below it; P_0 is uniform
+    over the alphabet (training symbols + the unknown symbol)."""
+
+    def __init__(self, alphabet: int, order: int, levels: list[_Level]) -> None:
+        self.alphabet, self.order, self.levels = alphabet, order, levels
+
+    @classmethod
+    def fit(
+        cls, train: np.ndarray, alphabet: int, order: int, discounts: np.ndarray | None = None
+    ) -> KneserNey:
+        if order < 1:
+            raise ValueError(f"order must be at least 1, got {order}")
+        if alphabet**order >= 2**63:
+            raise ValueError(f"alphabet {alphabet} too large for int64 keys of order {order}")
+        train = np.asarray(train, dtype=np.int64)
+        levels = []
+        for k in range(1, order + 1):
+            grams = _keys(train, k, alphabet)
+            if k == order:
+                keys, counts = np.unique(grams, return_counts=True)
+            else:  # continuation count: how many distinct symbols precede the k-gram
+                longer = np.unique(_keys(train, k + 1, alphabet))
+                keys, counts = np.unique(longer % alphabet**k, return_counts=True)
+            levels.append(_Level.count(keys, counts, alphabet, discounts))
+        return cls(alphabet, order, levels)
+
+    # ------------------------------------------------------------------------------------------ storage
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Plain arrays for np.savez (no objects, loadable with allow_pickle=False)."""
+        result = {f"{prefix}meta": np.array([self.alphabet, self.order], dtype=np.int64)}
+        for k, level in enumerate(self.levels, start=1):
+            for name in ("keys", "numerators", "contexts", "context_total", "context_mass"):
+                result[f"{prefix}{k}.{name}"] = getattr(level, name)
+        return result
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray] | np.lib.npyio.NpzFile, prefix: str = "") -> KneserNey:
+        alphabet, order = (int(v) for v in arrays[f"{prefix}meta"])
+        names = ("keys", "numerators", "contexts", "context_total", "context_mass")
+        levels = [
+            _Level(*(np.asarray(arrays[f"{prefix}{k}.{n}"]) for n in names)) for k in range(1, order + 1)
+        ]
+        for k, level in enumerate(levels, start=1):
+            if len(level.keys) != len(level.numerators) or len(level.contexts) != len(level.context_total):
+                raise ValueError(f"n-gram level {k}: array lengths disagree")
+        return cls(alphabet, order, levels)
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def log2_probs(self, history: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """log2 P(targets[i] | history + targets[:i]) : the held-out text read after the training text."""
+        history = np.asarray(history, dtype=np.int64)
+        history = history[len(history) - min(len(history), self.order - 1) :]  # only the context that matters
+        stream = np.concatenate([history, np.asarray(targets, dtype=np.int64)])
+        n, offset = len(targets), len(history)
+        prob = np.full(n, 1.0 / self.alphabet)
+        for k, level in enumerate(self.levels, start=1):
+            # Positions with at least k-1 symbols of context (others keep the lower order's estimate).
+            first = max(0, k - 1 - offset)
+            grams = _keys(stream, k, self.alphabet)[offset + first - (k - 1) :]
+            ctx_index, ctx_found = _lookup(level.contexts, grams // self.alphabet)
+            gram_index, gram_found = _lookup(level.keys, grams)
+            total = np.where(ctx_found, level.context_total[ctx_index], 1.0)
+            mass = np.where(ctx_found, level.context_mass[ctx_index], 1.0)
+            count = np.where(gram_found, level.numerators[gram_index], 0.0)
+            updated = (count + mass * prob[first:]) / total
+            prob[first:] = np.where(ctx_found, updated, prob[first:])
+        return np.log2(prob)
+
+    def distributions(self, histories: np.ndarray) -> np.ndarray:
+        """(B, alphabet) next-symbol distributions after each history row (B, order-1), oldest symbol first;
+        rows shorter than order-1 are left-padded with -1 (no symbol)."""
+        histories = np.asarray(histories, dtype=np.int64).reshape(len(histories), -1)
+        rows = len(histories)
+        a = self.alphabet
+        # Order 1 has a single (empty) context: the same vector for every row.
+        first = self.levels[0]
+        base = np.full(a, 1.0 / a)
+        unigram = base * (first.context_mass[0] if len(first.context_mass) else 1.0)
+        unigram[first.keys] += first.numerators
+        unigram /= first.context_total[0] if len(first.context_total) else 1.0
+        prob = np.tile(unigram, (rows, 1))
+        for k, level in enumerate(self.levels[1:], start=2):
+            context_len = k - 1
+            if histories.shape[1] < context_len:
+                break
+            ctx = histories[:, histories.shape[1] - context_len :]
+            valid = np.all(ctx >= 0, axis=1)
+            context_key = np.zeros(rows, dtype=np.int64)
+            for column in range(context_len):
+                context_key = context_key * a + np.maximum(ctx[:, column], 0)
+            index, found = _lookup(level.contexts, context_key)
+            found &= valid
+            if not found.any():
+                continue
+            chosen = np.nonzero(found)[0]
+            total = level.context_total[index[chosen]]
+            prob[chosen] *= (level.context_mass[index[chosen]] / total)[:, None]
+            # The n-grams of one context are a contiguous run of the sorted keys: [ctx·a, ctx·a + a).
+            starts = np.searchsorted(level.keys, context_key[chosen] * a)
+            ends = np.searchsorted(level.keys, context_key[chosen] * a + a)
+            lengths = ends - starts
+            row_of = np.repeat(chosen, lengths)
+            positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+            values = level.numerators[positions] / np.repeat(total, lengths)
+            np.add.at(prob, (row_of, level.keys[positions] % a), values)
+        return prob
+
+
+def _keys(ids: np.ndarray, k: int, alphabet: int) -> np.ndarray:
+    """Key of the k-gram ending at each position i >= k-1 (base-alphabet digits, oldest first)."""
+    keys = ids[k - 1 :].copy()
+    for back in range(1, k):
+        keys += ids[k - 1 - back : len(ids) - back] * alphabet**back
+    return keys
+
+
+class Mixture:
+    """λ·LSTM + (1 − λ)·token Kneser-Ney over the model's vocabulary (ids 0..V-1; the n-gram's symbol is the
+    id + 1, since its symbol 0 is "unknown", which the open vocabulary never produces)."""
+
+    def __init__(self, ngram: KneserNey, lstm_weight: float) -> None:
+        if not 0.0 <= lstm_weight <= 1.0:
+            raise ValueError(f"mixture weight {lstm_weight} outside [0, 1]")
+        self.ngram, self.lstm_weight = ngram, float(lstm_weight)
+
+    @property
+    def context(self) -> int:
+        return self.ngram.order - 1
+
+    def log_probs(self, logits: np.ndarray, histories: np.ndarray) -> np.ndarray:
+        """(B, V) LSTM logits and (B, order-1) previous ids (-1 = none) -> (B, V) log P_mixture (float64)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        top = logits.max(axis=-1, keepdims=True)
+        lstm = np.exp(logits - top)
+        lstm /= lstm.sum(axis=-1, keepdims=True)
+        histories = np.asarray(histories, dtype=np.int64)
+        ngram = self.ngram.distributions(np.where(histories >= 0, histories + 1, -1))[:, 1:]
+        with np.errstate(divide="ignore"):
+            return np.log(self.lstm_weight * lstm + (1.0 - self.lstm_weight) * ngram)
+
+    def histories(self, sequences: list[list[int]]) -> np.ndarray:
+        """The last order-1 ids of each sequence, left-padded with -1."""
+        n = self.context
+        rows = np.full((len(sequences), n), -1, dtype=np.int64)
+        for row, ids in enumerate(sequences):
+            tail = ids[len(ids) - min(len(ids), n) :] if n else []
+            if len(tail):
+                rows[row, n - len(tail) :] = tail
+        return rows
