@@ -86,6 +86,29 @@ class LSTM:
         self.W = W.astype(self.dtype)
         self.b = np.zeros(4 * H, dtype=self.dtype)
         self.b[H : 2 * H] = 1.0
+        self._inference: tuple[np.ndarray, np.ndarray] | None = None  # set by prepare_inference()
+
+    def prepare_inference(self) -> None:
+        """Keep the gate-scaled weights of `_scaled_weights` for serving: a loaded model never changes, and
+        making them afresh copied 1.8 MB of weights on every prompt (prefill) and scaled every step's
+        pre-activations. Training must call clear_inference() first, since it updates W and b in place."""
+        self._inference = None
+        self._inference = self._scaled_weights()
+
+    def clear_inference(self) -> None:
+        self._inference = None
+
+    def _scaled_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W_xb, W_h) multiplied by _gate_scale: W_xb (D+1, 4H) is W's input rows with the bias as an extra
+        last row, W_h (H, 4H) its recurrent rows. The factors are -1 and -2, so scaling the weights instead
+        of the pre-activations gives bit-identical pre-activations."""
+        if self._inference is not None:
+            return self._inference
+        D = self.input_size
+        scale = self._gate_scale()
+        W_xb = np.concatenate([self.W[:D], self.b[None, :]])
+        W_xb *= scale
+        return W_xb, self.W[D:] * scale
 
     def params(self) -> dict[str, np.ndarray]:
         return {"W": self.W, "b": self.b}
@@ -116,17 +139,13 @@ class LSTM:
         dtype = self.dtype
         # Pre-activations are computed already multiplied by _gate_scale (-1 on i, f, o; -2 on g; folded into
         # copies of the weights) so that ONE exp over the whole contiguous (B, 4H) block gives every gate.
-        scale = self._gate_scale()
-        W_h = self.W[D:] * scale
-
         # x gets a constant 1 appended and W_x the bias as an extra row: the input GEMM then adds the bias for
         # free (instead of a separate pass over all T*B*4H gates), and in backward the same GEMM that gives
         # dW_x gives db in its last row.
+        W_xb, W_h = self._scaled_weights()
         xs = np.empty((T, B, D + 1), dtype=dtype)
         np.copyto(xs[:, :, :D], x.transpose(1, 0, 2), casting="same_kind")
         xs[:, :, D] = 1.0
-        W_xb = np.concatenate([self.W[:D], self.b[None, :]])
-        W_xb *= scale
         gates = np.empty((T, B, 4 * H), dtype=dtype)
         # The input contribution for every step in one GEMM; the loop only adds h_{t-1} @ W_h.
         np.matmul(xs.reshape(T * B, D + 1), W_xb, out=gates.reshape(T * B, 4 * H))
@@ -264,10 +283,17 @@ class LSTM:
         B, D = x.shape
         self._check_state(state, B, "step state")
         h_prev, c_prev = self.initial_state(B) if state is None else state
-        a = np.matmul(x.astype(self.dtype, copy=False), self.W[:D])
-        a += np.matmul(h_prev, self.W[D:])
-        a += self.b
-        a *= self._gate_scale()
+        x = x.astype(self.dtype, copy=False)
+        if self._inference is not None:  # serving: the scaled weights are kept (prepare_inference)
+            W_xb, W_h = self._inference
+            a = np.matmul(x, W_xb[:D])
+            a += np.matmul(h_prev, W_h)
+            a += W_xb[D]
+        else:  # scaling (B, 4H) pre-activations is cheaper than scaling copies of the weights per step
+            a = np.matmul(x, self.W[:D])
+            a += np.matmul(h_prev, self.W[D:])
+            a += self.b
+            a *= self._gate_scale()
         H = self.hidden_size
         c = np.empty((B, H), dtype=self.dtype)
         tanh_c = np.empty((B, H), dtype=self.dtype)

@@ -28,6 +28,7 @@ temperature 1).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -121,11 +122,8 @@ class Sampler:
         # through `choose_batch` together. A parameter the vectorised steps do not know (any field outside
         # _VECTORISED left at a non-default value) sends this sampler down `_choose_row` instead, so adding a
         # control to SamplingParams can never be silently ignored by the batched path.
-        vectorised = all(
-            getattr(params, f.name) == f.default for f in fields(params) if f.name not in _VECTORISED
-        )
         self._group: tuple | None = None
-        if vectorised:
+        if all(getattr(params, name) == default for name, default in _other_defaults(type(params))):
             self._group = ("sample", self.top_k, self.top_p is not None) if self.sampling else ("greedy",)
 
     def choose(self, logits: np.ndarray) -> Choice:
@@ -157,6 +155,12 @@ _VECTORISED = frozenset(
 )
 
 
+@functools.cache
+def _other_defaults(params_type: type[SamplingParams]) -> tuple[tuple[str, object], ...]:
+    """(name, default) of the SamplingParams fields outside _VECTORISED (cached: fields() is slow)."""
+    return tuple((f.name, f.default) for f in fields(params_type) if f.name not in _VECTORISED)
+
+
 def choose_batch(samplers: Sequence[Sampler], logits: np.ndarray) -> list[Choice]:
     """Every sequence's next token: row i of `logits` (B, V) belongs to samplers[i] and is scratch space.
 
@@ -171,7 +175,8 @@ def choose_batch(samplers: Sequence[Sampler], logits: np.ndarray) -> list[Choice
     choices: list[Choice | None] = [None] * len(samplers)
     groups: dict[tuple, list[int]] = {}
     for row, sampler in enumerate(samplers):
-        sampler._penalise(logits[row])
+        if sampler.penalty is not None:
+            sampler._penalise(logits[row])
         if sampler._group is None:  # a control only the one-row steps implement
             chosen, logprob = sampler._choose_row(logits[row])
             sampler._remember(chosen)

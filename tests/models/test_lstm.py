@@ -162,3 +162,21 @@ def test_bad_shapes_give_clear_errors() -> None:
         lstm.forward(np.zeros((B, T, D), dtype=np.float32), lstm.initial_state(B + 1))
     with pytest.raises(ValueError, match="step input"):
         lstm.step(np.zeros((B, T, D), dtype=np.float32))
+
+
+def test_prepared_inference_weights_give_bit_identical_outputs_and_training_clears_them() -> None:
+    rng = np.random.default_rng(5)
+    lstm = LSTM(6, 8, rng, dtype=np.float32)
+    x = rng.standard_normal((3, 5, 6)).astype(np.float32)
+    plain_out, plain_cache = lstm.forward(x)
+    plain_step, _ = lstm.step(x[:, 0], plain_cache.final_state)
+    lstm.prepare_inference()
+    out, cache = lstm.forward(x)
+    step, _ = lstm.step(x[:, 0], cache.final_state)
+    # The gate factors are -1 and -2, so folding them into the weights changes no bit of the result.
+    assert np.array_equal(out, plain_out) and np.array_equal(step, plain_step)
+    lstm.W += 0.5  # what an optimiser step does, in place
+    stale, _ = lstm.forward(x)
+    lstm.clear_inference()
+    fresh, _ = lstm.forward(x)
+    assert np.array_equal(stale, plain_out) and not np.allclose(fresh, plain_out)
