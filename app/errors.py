@@ -1,7 +1,9 @@
 """One JSON error shape for every failure: {"error": "<what to do>", "error_type": "<kind>", ...extra}.
 
 FastAPI's own validation errors, malformed JSON, unknown routes and wrong methods are converted too, so a
-client never has to parse two formats (the shape follows text-generation-inference's ErrorResponse).
+client never has to parse two formats (the shape follows text-generation-inference's ErrorResponse). Under
+/v1 the same errors are rendered in OpenAI's shape instead (app/openai_api.py), since OpenAI clients call
+those routes; `error_response` is the one place that chooses.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.openai_api import is_openai_path, openai_error_body
 
 logger = logging.getLogger("app")
 
@@ -48,6 +52,29 @@ class APIError(Exception):
 
 def error_body(message: str, error_type: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, "error_type": error_type, **extra}
+
+
+def error_payload(
+    path: str, status: int, error_type: str, message: str, param: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The body of an error on `path`: OpenAI's shape under /v1 (`error_type` becomes its `code`, extra
+    fields are dropped: OpenAI clients know none), the TGI shape with its extra fields everywhere else."""
+    if is_openai_path(path):
+        return openai_error_body(message, status, code=error_type, param=param)
+    return error_body(message, error_type, **extra)
+
+
+def error_response(
+    request: Request,
+    status: int,
+    error_type: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = error_payload(request.url.path, status, error_type, message, param=param, **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -102,20 +129,20 @@ def describe_validation_error(error: dict[str, Any]) -> str:
 
 
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.message, exc.error_type, **exc.extra), status_code=exc.status_code, headers=exc.headers
+    extra = dict(exc.extra)
+    param = extra.pop("param", None)
+    return error_response(
+        request, exc.status_code, exc.error_type, exc.message, exc.headers, param=param, **extra
     )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = list(exc.errors())
     messages = [describe_validation_error(error) for error in errors]
-    return JSONResponse(
-        error_body(
-            "; ".join(dict.fromkeys(messages)), "validation", fields=[_field(error) for error in errors]
-        ),
-        status_code=422,
-    )
+    fields = [_field(error) for error in errors]
+    message = "; ".join(dict.fromkeys(messages))
+    param = fields[0] if fields and fields[0] != "request body" else None
+    return error_response(request, 422, "validation", message, param=param, fields=fields)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -128,15 +155,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     else:
         message = str(exc.detail)
         error_type = "http"
-    return JSONResponse(error_body(message, error_type), status_code=exc.status_code, headers=exc.headers)
+    return error_response(request, exc.status_code, error_type, message, exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug on our side, never the client's input: log the traceback, answer with the same JSON shape.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        error_body("internal server error; the server log has the details", "internal"), status_code=500
-    )
+    return error_response(request, 500, "internal", "internal server error; the server log has the details")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.request_guard import RequestGuardMiddleware
-from app.routes import generate, info, playground, predict, similar
+from app.routes import generate, info, openai, playground, predict, similar
 from app.routes.playground import STATIC_DIR
 from app.security_headers import SecurityHeadersMiddleware
 from app.service import ModelLoadError, ModelService
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.redirect_slashes = False
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (generate, predict, similar, info, playground):
+    for module in (generate, openai, predict, similar, info, playground):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins:

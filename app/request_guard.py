@@ -25,19 +25,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import error_payload
+
 # Cheap pre-check: a surrogate can only enter through a \uD800-\uDFFF escape (raw UTF-8 cannot encode one).
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
-
-
-def error_payload(path: str, status: int, error_type: str, message: str) -> dict[str, Any]:
-    """The app's error shape; under /v1 OpenAI's, which OpenAI clients parse."""
-    if path.startswith("/v1/") or path == "/v1":
-        return {
-            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": error_type}
-        }
-    return {"error": message, "error_type": error_type}
 
 
 async def send_json_error(scope: Scope, send: Send, status: int, error_type: str, message: str) -> None:
