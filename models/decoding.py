@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +34,7 @@ __all__ = [
     "EmptyPromptError",
     "GeneratedToken",
     "Generation",
+    "Piece",
     "Prompt",
     "SamplingParams",
 ]
@@ -81,11 +82,24 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """One token of a text as the model reads it, with its place in the text (character offsets)."""
+
+    text: str
+    start: int
+    stop: int
+    id: int  # the vocabulary id the model reads (<unk>'s for a character it never learnt)
+    spelled: bool  # a character of a word outside the vocabulary, read through its characters
+
+
+@dataclass(frozen=True)
 class GeneratedToken:
     id: int
     text: str
     logprob: float
     similarity: float | None
+    # (id, logprob) of the most probable words it was drawn among, best first (params.top_n_tokens > 0).
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,8 @@ class Generation:
     seed: int
     tokens: list[GeneratedToken] = field(default_factory=list)
     finish_reason: str | None = None
+    # params.prefill_logprobs: log P(prompt token | the ones before it); None for the first (nothing before).
+    prefill_logprobs: list[float | None] | None = None
     _iterator: Iterator[GeneratedToken] | None = field(default=None, repr=False)
 
     @property
@@ -149,6 +165,27 @@ class Decoder:
         unknown = list(dict.fromkeys(token for token in tokens if token not in index))
         return Prompt(text=text, tokens=tokens, ids=ids, unknown=unknown)
 
+    def pieces(self, text: str) -> list[Piece]:
+        """The tokens of `text` exactly as `encode` reads them (the same `spell` rule), each with its
+        character offsets in `text`: jieba keeps every character and drops only whitespace tokens, so each
+        tokenizer token is found in order; a spelled-out word gives one piece per character."""
+        index = self.vectors.index
+        pieces, position = [], 0
+        for token in self.tokenizer.cut(text):
+            found = text.find(token, position)
+            start = found if found >= 0 else position
+            position = start + len(token)
+            spelled = spell([token], index)
+            if spelled == [token]:
+                pieces.append(Piece(text=token, start=start, stop=position, id=index[token], spelled=False))
+                continue
+            chars = [(start + offset, char) for offset, char in enumerate(token) if not char.isspace()]
+            for (where, char), model_token in zip(chars, spelled, strict=True):
+                pieces.append(
+                    Piece(text=char, start=where, stop=where + 1, id=index[model_token], spelled=True)
+                )
+        return pieces
+
     def _require_known(self, prompt: Prompt) -> None:
         if not prompt.ids:
             raise EmptyPromptError("the prompt is empty; send at least one word, e.g. 宝玉笑道")
@@ -162,9 +199,31 @@ class Decoder:
 
     def _run_prompt(self, prompt: Prompt) -> tuple[np.ndarray, Any]:
         """One pass over the prompt: the head output after its last token (1, .) and the LSTM state."""
+        output, state, _ = self._prefill(prompt, logprobs=False)
+        return output, state
+
+    def _prefill(self, prompt: Prompt, logprobs: bool) -> tuple[np.ndarray, Any, list[float | None] | None]:
+        """`_run_prompt`, plus (when asked) every prompt token's log-probability given the tokens before it:
+        the same pass already computed the head output at each position, so it costs one more (T-1, V)
+        scoring and no second LSTM pass. The model's next-word distribution as /predict gives it (temperature
+        1, no penalties, <unk> never predicted), as TGI's prefill details; None where there is nothing to
+        score: the first token, and a prompt character read as <unk>."""
         ids = np.asarray(prompt.ids, dtype=np.int64)[None, :]
         outputs, state = self.network.forward_sequence(ids)
-        return outputs[:, -1], state
+        prefill: list[float | None] | None = None
+        if logprobs:
+            prefill = [None]
+            if ids.shape[1] > 1:
+                logits = self.mask_unknown(self.network.scores(outputs[0, :-1]).astype(np.float64))
+                logits -= logits.max(axis=1, keepdims=True)
+                log_norm = np.log(np.exp(logits).sum(axis=1))
+                following = ids[0, 1:]
+                values = logits[np.arange(following.shape[0]), following] - log_norm
+                prefill += [
+                    None if token == self.unknown_id else float(value)
+                    for token, value in zip(following.tolist(), values.tolist(), strict=True)
+                ]
+        return outputs[:, -1], state, prefill
 
     # ----------------------------------------------------------------------------------------------------
     # next-word prediction
@@ -206,6 +265,9 @@ class Decoder:
         params.validate()
         prompt = self.encode(text)
         self._require_known(prompt)
+        if params.truncate is not None and len(prompt.ids) > params.truncate:
+            # TGI's truncate: only the last N tokens are read (the end of a prompt is what it continues).
+            prompt = replace(prompt, ids=prompt.ids[-params.truncate :])
         seed = params.seed if params.seed is not None else secrets.randbelow(_MAX_DRAWN_SEED)
         generation = Generation(prompt=prompt, params=params, seed=seed)
         generation._iterator = self._decode_alone(generation)
@@ -285,7 +347,8 @@ class DecodingBatch:
 
     def add(self, generation: Generation) -> None:
         """Prefill: run the prompt through the LSTM and append the sequence; it decodes from the next tick."""
-        output, state = self.decoder._run_prompt(generation.prompt)
+        output, state, prefill = self.decoder._prefill(generation.prompt, generation.params.prefill_logprobs)
+        generation.prefill_logprobs = prefill
         if self._has_vector is None:
             self._has_vector = self.network.similarity(output) is not None
         self.sequences.append(_Sequence(generation, self.decoder.vocab_size))
@@ -322,7 +385,11 @@ class DecodingBatch:
         next_ids: list[int] = []
         for row, (sequence, choice) in enumerate(zip(self.sequences, choices, strict=True)):
             token = GeneratedToken(
-                id=choice.id, text=self.words[choice.id], logprob=choice.logprob, similarity=similarities[row]
+                id=choice.id,
+                text=self.words[choice.id],
+                logprob=choice.logprob,
+                similarity=similarities[row],
+                top=choice.top,
             )
             if not sequence.record(token):
                 continuing.append(row)

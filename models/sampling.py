@@ -9,21 +9,28 @@ gets alone.
 Per token the logits go through, in this order (the order of Hugging Face `generate`):
 
 1. repetition penalty (CTRL paper / HF semantics): for every word id already in the prompt or in the generated
-   text, a positive logit is divided by the penalty and a negative one multiplied by it;
+   text, a positive logit is divided by the penalty and a negative one multiplied by it; then the frequency
+   penalty (TGI semantics): every word's logit minus `frequency_penalty` times its share of the tokens so far
+   (prompt and generated: occurrences / tokens), and the presence penalty (OpenAI semantics): minus
+   `presence_penalty` for every word that occurred at all;
 2. greedy decoding stops here and takes the argmax;
 3. temperature divides the logits;
 4. top-k keeps the k highest logits (the k-th largest found with `np.partition`), as candidates in ascending
    id order, so which word a seeded draw lands on never depends on a partition algorithm's output order;
 5. top-p (nucleus) keeps the smallest prefix of the sorted candidates whose probability mass reaches p;
-6. one draw from the renormalised distribution with a seeded `numpy.random.Generator`.
+6. typical-p (Meister et al. 2022, HF `TypicalLogitsWarper`, after top-p as in TGI) keeps the words whose
+   surprisal is closest to the distribution's entropy, as many as hold `typical_p` of the mass;
+7. one draw from the renormalised distribution with a seeded `numpy.random.Generator` (one uniform number per
+   token whatever the controls, so a seed means the same thing in every combination).
 
 `choose_batch` runs these steps for a whole batch of sequences at once (one NumPy call per step for all
 rows that decode the same way), with each sequence's own parameters, seen ids and seeded generator, and
 chooses exactly what each `Sampler.choose` would alone.
 
 `Choice.logprob` is the natural log of the chosen word's probability under the distribution it was drawn
-from, i.e. after steps 1-5 and renormalisation (for greedy decoding: softmax of the penalised logits at
-temperature 1).
+from, i.e. after steps 1-6 and renormalisation (for greedy decoding: softmax of the penalised logits at
+temperature 1). `Choice.top` (when `top_n_tokens` > 0) lists the most probable words of that same
+distribution with their log-probabilities, best first: fewer than n when top-k/top-p/typical-p kept fewer.
 """
 
 from __future__ import annotations
@@ -38,16 +45,27 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding controls; None means "off" (TGI semantics). Validated by `validate()`."""
+    """Decoding controls; None means "off" (TGI semantics). Validated by `validate()`.
+
+    Besides the token choice (see the module docstring) they hold what decoding reports or reads:
+    `top_n_tokens` alternatives per generated token, `prefill_logprobs` (the log-probability of every prompt
+    token given the ones before it, TGI's `decoder_input_details`) and `truncate` (only the last N prompt
+    tokens are read, TGI's `truncate`)."""
 
     max_new_tokens: int = 50
     do_sample: bool = False
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    typical_p: float | None = None
     repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_n_tokens: int = 0
+    prefill_logprobs: bool = False
+    truncate: int | None = None
 
     @property
     def sampling(self) -> bool:
@@ -58,6 +76,7 @@ class SamplingParams:
             or (self.temperature is not None and self.temperature != 1.0)
             or self.top_k is not None
             or (self.top_p is not None and self.top_p < 1.0)
+            or (self.typical_p is not None and self.typical_p < 1.0)
         )
 
     def validate(self) -> None:
@@ -69,8 +88,13 @@ class SamplingParams:
 
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        for name in ("temperature", "top_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "typical_p", "repetition_penalty"):
             finite(name, getattr(self, name))
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            finite(name, value)
+            if value is not None and not -2.0 <= value <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2] (0 = no penalty), got {value}")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(
                 f"temperature must be > 0, got {self.temperature}; "
@@ -80,6 +104,14 @@ class SamplingParams:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.typical_p is not None and not 0.0 < self.typical_p <= 1.0:
+            raise ValueError(f"typical_p must be in (0, 1] (1 = off), got {self.typical_p}")
+        if self.top_n_tokens < 0:
+            raise ValueError(f"top_n_tokens must be >= 0 (0 = off), got {self.top_n_tokens}")
+        if self.truncate is not None and self.truncate < 1:
+            raise ValueError(
+                f"truncate must be at least 1 (null = read the whole prompt), got {self.truncate}"
+            )
         if self.repetition_penalty is not None and self.repetition_penalty <= 0:
             raise ValueError(
                 f"repetition_penalty must be > 0 (1 = no penalty), got {self.repetition_penalty}"
@@ -92,10 +124,12 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Choice:
-    """The token a Sampler chose: its id and its log-probability (see the module docstring)."""
+    """The token a Sampler chose: its id, its log-probability and (top_n_tokens > 0) the most probable
+    (id, log-probability) pairs of the distribution it was drawn from (see the module docstring)."""
 
     id: int
     logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 class Sampler:
@@ -115,9 +149,23 @@ class Sampler:
         self.temperature = params.temperature if params.temperature is not None else 1.0
         self.top_k = params.top_k if params.top_k is not None and params.top_k < vocab_size else None
         self.top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
-        ordered = list(dict.fromkeys(int(i) for i in seen))
+        self.typical_p = params.typical_p if params.typical_p is not None and params.typical_p < 1.0 else None
+        self.top_n = params.top_n_tokens
+        seen = [int(i) for i in seen]
+        ordered = list(dict.fromkeys(seen))
         self._seen_set = set(ordered)
         self._seen_ids = np.asarray(ordered, dtype=np.int64)
+        # Occurrence counts for the frequency/presence penalties, over the whole vocabulary (one O(V) pass
+        # per token, small next to scoring the (V, D) output matrix); kept only when a penalty is on.
+        self.frequency = params.frequency_penalty or None
+        self.presence = params.presence_penalty or None
+        self._counts: np.ndarray | None = None
+        self._total = len(seen)
+        if self.frequency is not None or self.presence is not None:
+            self._counts = np.zeros(vocab_size, dtype=np.float32)
+            np.add.at(self._counts, np.asarray(seen, dtype=np.int64), 1.0)
+        # Rows without any penalty skip the _penalise call altogether.
+        self.penalises = self.penalty is not None or self._counts is not None
         # Rows that decode the same way (greedy; or sampling with the same top-k, with or without top-p) go
         # through `choose_batch` together. A parameter the vectorised steps do not know (any field outside
         # _VECTORISED left at a non-default value) sends this sampler down `_choose_row` instead, so adding a
@@ -131,28 +179,46 @@ class Sampler:
         return choose_batch([self], logits[None, :])[0]
 
     def _penalise(self, logits: np.ndarray) -> None:
-        """Repetition penalty on this sequence's row, in place."""
+        """Repetition, frequency and presence penalties on this sequence's row, in place."""
         if self.penalty is not None and self._seen_ids.size:
             values = logits[self._seen_ids]
             logits[self._seen_ids] = np.where(values > 0, values / self.penalty, values * self.penalty)
+        counts = self._counts
+        if counts is not None and self._total:
+            if self.frequency is not None:
+                logits -= np.float32(self.frequency / self._total) * counts
+            if self.presence is not None:
+                logits -= np.float32(self.presence) * (counts > 0)
 
     def _remember(self, chosen: int) -> None:
         if self.penalty is not None and chosen not in self._seen_set:
             self._seen_set.add(chosen)
             self._seen_ids = np.append(self._seen_ids, chosen)
+        if self._counts is not None:
+            self._counts[chosen] += 1.0
+        self._total += 1
 
-    def _choose_row(self, logits: np.ndarray) -> tuple[int, float]:
+    def _choose_row(self, logits: np.ndarray) -> tuple[int, float, _Top]:
         """The one-row form of the steps `choose_batch` vectorises (after the penalty): the reference the
-        batched path is tested against, and the path for parameters it does not vectorise."""
+        batched path is tested against, and the path for parameters it does not vectorise (typical_p,
+        top_n_tokens)."""
         if self.sampling:
-            return _sample(logits, self.temperature, self.top_k, self.top_p, self.rng)
-        return _greedy(logits)
+            return _sample(
+                logits, self.temperature, self.top_k, self.top_p, self.rng, self.typical_p, self.top_n
+            )
+        return _greedy(logits, self.top_n)
 
 
 # SamplingParams fields the vectorised steps of choose_batch implement (or that do not touch the choice).
 _VECTORISED = frozenset(
-    {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop"}
-)
+    {
+        "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop",
+        # applied per row in Sampler._penalise, before the grouped steps
+        "frequency_penalty", "presence_penalty",
+        # read by decoding, not by the choice
+        "prefill_logprobs", "truncate",
+    }
+)  # fmt: skip
 
 
 @functools.cache
@@ -175,18 +241,18 @@ def choose_batch(samplers: Sequence[Sampler], logits: np.ndarray) -> list[Choice
     choices: list[Choice | None] = [None] * len(samplers)
     groups: dict[tuple, list[int]] = {}
     for row, sampler in enumerate(samplers):
-        if sampler.penalty is not None:
+        if sampler.penalises:
             sampler._penalise(logits[row])
         if sampler._group is None:  # a control only the one-row steps implement
-            chosen, logprob = sampler._choose_row(logits[row])
+            chosen, logprob, top = sampler._choose_row(logits[row])
             sampler._remember(chosen)
-            choices[row] = Choice(id=chosen, logprob=logprob)
+            choices[row] = Choice(id=chosen, logprob=logprob, top=top)
         else:
             groups.setdefault(sampler._group, []).append(row)
     for group, rows in groups.items():
         if len(rows) == 1:  # the one-row steps make fewer NumPy calls; the result is the same (tested)
             sampler = samplers[rows[0]]
-            chosen, logprob = sampler._choose_row(logits[rows[0]])
+            chosen, logprob, _ = sampler._choose_row(logits[rows[0]])  # top_n_tokens is not vectorised
             sampler._remember(chosen)
             choices[rows[0]] = Choice(id=chosen, logprob=logprob)
             continue
@@ -262,12 +328,20 @@ def softmax_with_temperature(logits: np.ndarray, temperature: float | np.ndarray
     return probabilities
 
 
-def _greedy(logits: np.ndarray) -> tuple[int, float]:
+_Top = tuple[tuple[int, float], ...]
+
+
+def _greedy(logits: np.ndarray, top_n: int = 0) -> tuple[int, float, _Top]:
     chosen = int(np.argmax(logits))
-    top = float(logits[chosen])
+    best = float(logits[chosen])
     # log softmax of the winner = -log sum exp(l - l_max); computed in float64 for accuracy.
-    logsumexp = math.log(float(np.exp(logits - top, dtype=np.float64).sum()))
-    return chosen, -logsumexp
+    logsumexp = math.log(float(np.exp(logits - best, dtype=np.float64).sum()))
+    top: _Top = ()
+    if top_n:
+        ids = top_k_indices(logits, top_n)
+        ids = ids[np.argsort(-logits[ids], kind="stable")]
+        top = tuple((int(i), float(logits[i]) - best - logsumexp) for i in ids if np.isfinite(logits[i]))
+    return chosen, -logsumexp, top
 
 
 def _greedy_rows(logits: np.ndarray) -> tuple[list[int], list[float]]:
@@ -284,9 +358,12 @@ def _sample(
     top_k: int | None,
     top_p: float | None,
     rng: np.random.Generator,
-) -> tuple[int, float]:
-    """Temperature → top-k → top-p → one draw, for one row. Works on the k candidates only once top-k has
-    cut them. `_sample_rows` is the same for many rows."""
+    typical_p: float | None = None,
+    top_n: int = 0,
+) -> tuple[int, float, _Top]:
+    """Temperature → top-k → top-p → typical-p → one draw, for one row. Works on the k candidates only once
+    top-k has cut them; `kept` (indices into the candidates) is None while every candidate is still in.
+    `_sample_rows` is the same for many rows (without typical-p and top_n)."""
     if top_k is not None:
         candidates = top_k_ascending(logits, top_k)
         scaled = logits[candidates].astype(np.float64)
@@ -295,6 +372,7 @@ def _sample(
         scaled = logits.astype(np.float64)
     probabilities = softmax_with_temperature(scaled, temperature)
 
+    kept: np.ndarray | None = None
     if top_p is not None:
         order = np.argsort(-probabilities, kind="stable")
         sorted_probabilities = probabilities[order]
@@ -303,15 +381,38 @@ def _sample(
         # (and at most all of them, should rounding leave the total a hair below p).
         keep = min(int(np.searchsorted(cumulative, top_p, side="left")) + 1, cumulative.size)
         kept = order[:keep]
-        kept_probabilities = sorted_probabilities[:keep] / cumulative[keep - 1]
-        position = _draw(kept_probabilities, rng.random())
-        local = int(kept[position])
-        probability = float(kept_probabilities[position])
-    else:
-        local = _draw(probabilities, rng.random())
-        probability = float(probabilities[local])
-    chosen = int(candidates[local]) if candidates is not None else local
-    return chosen, math.log(probability) if probability > 0 else -math.inf
+        probabilities = sorted_probabilities[:keep] / cumulative[keep - 1]
+    if typical_p is not None:
+        typical = _typical(probabilities, typical_p)
+        kept = typical if kept is None else kept[typical]
+        probabilities = probabilities[typical]
+        probabilities /= probabilities.sum()
+    position = _draw(probabilities, rng.random())
+    probability = float(probabilities[position])
+
+    def word(position: int) -> int:
+        local = int(kept[position]) if kept is not None else position
+        return int(candidates[local]) if candidates is not None else local
+
+    top: _Top = ()
+    if top_n:
+        best = top_k_indices(probabilities, min(top_n, probabilities.shape[0]))
+        best = best[np.argsort(-probabilities[best], kind="stable")]
+        top = tuple((word(int(i)), math.log(probabilities[i])) for i in best if probabilities[i] > 0)
+    return word(position), math.log(probability) if probability > 0 else -math.inf, top
+
+
+def _typical(probabilities: np.ndarray, mass: float) -> np.ndarray:
+    """Indices of the locally typical set (HF TypicalLogitsWarper): sort the words by how far their
+    surprisal -log p lies from the entropy, keep the closest until they hold `mass` (at least one word)."""
+    nonzero = np.flatnonzero(probabilities > 0)
+    p = probabilities[nonzero]
+    surprisal = -np.log(p)
+    entropy = float((p * surprisal).sum())
+    order = np.argsort(np.abs(surprisal - entropy), kind="stable")
+    cumulative = np.cumsum(p[order])
+    last = min(int((cumulative < mass).sum()), order.shape[0] - 1)
+    return nonzero[order[: last + 1]]
 
 
 def _draw(probabilities: np.ndarray, uniform: float) -> int:

@@ -7,6 +7,7 @@ network's own scores); behaviour on a trained model is covered by the app tests 
 from __future__ import annotations
 
 import math
+import re
 import threading
 
 import numpy as np
@@ -249,12 +250,17 @@ def test_empty_prompt_raises(decoder: Decoder) -> None:
         (SamplingParams(repetition_penalty=float("inf")), "repetition_penalty must be a finite number"),
         (SamplingParams(repetition_penalty=0.0), "repetition_penalty must be > 0"),
         (SamplingParams(stop=("",)), "stop sequences must be non-empty"),
+        (SamplingParams(typical_p=0.0), "typical_p must be in (0, 1]"),
+        (SamplingParams(frequency_penalty=2.5), "frequency_penalty must be in [-2, 2]"),
+        (SamplingParams(presence_penalty=float("nan")), "presence_penalty must be a finite number"),
+        (SamplingParams(top_n_tokens=-1), "top_n_tokens must be >= 0"),
+        (SamplingParams(truncate=0), "truncate must be at least 1"),
     ],
 )
 def test_invalid_parameters_name_the_parameter(
     decoder: Decoder, params: SamplingParams, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         decoder.generate("宝玉", params)
 
 
@@ -353,10 +359,23 @@ def _sampled(seed: int, **extra: object) -> SamplingParams:
     return SamplingParams(max_new_tokens=30, do_sample=True, temperature=1.2, top_k=12, seed=seed, **extra)
 
 
+def _varied(seed: int) -> SamplingParams:
+    """Every control in turn, so the batch mixes all of them (each row with its own)."""
+    kinds = [
+        {},
+        {"typical_p": 0.7},
+        {"frequency_penalty": 1.5, "top_n_tokens": 3},
+        {"presence_penalty": 0.8, "top_p": 0.9},
+        {"typical_p": 0.9, "top_p": 0.95, "frequency_penalty": -0.5, "prefill_logprobs": True},
+        {"truncate": 2, "top_n_tokens": 5},
+    ]
+    return _sampled(seed, **kinds[seed % len(kinds)])
+
+
 def test_a_seeded_sequence_is_the_same_alone_and_among_31_others(decoder: Decoder) -> None:
     prompts = ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母便命人"]
     params = [
-        _sampled(seed) if seed % 3 else SamplingParams(max_new_tokens=30, repetition_penalty=1.3)
+        _varied(seed) if seed % 3 else SamplingParams(max_new_tokens=30, repetition_penalty=1.3)
         for seed in range(32)
     ]
     alone = [decoder.generate(prompts[i % 4], params[i]).run() for i in range(32)]
@@ -369,6 +388,10 @@ def test_a_seeded_sequence_is_the_same_alone_and_among_31_others(decoder: Decode
         assert [t.logprob for t in batched.tokens] == pytest.approx(
             [t.logprob for t in single.tokens], abs=1e-4
         )
+        assert [[i for i, _ in t.top] for t in batched.tokens] == [
+            [i for i, _ in t.top] for t in single.tokens
+        ]
+        assert batched.prefill_logprobs == pytest.approx(single.prefill_logprobs, abs=1e-5)
 
 
 def test_stop_sequences_and_max_new_tokens_end_each_sequence_on_its_own(decoder: Decoder) -> None:
@@ -420,3 +443,124 @@ def test_one_scoring_per_tick_for_the_whole_batch(decoder: Decoder, monkeypatch:
         decoder, [decoder.generate("宝玉", SamplingParams(max_new_tokens=5)) for _ in range(6)]
     )
     assert ticks == 5 and [shape[0] for shape in calls] == [6] * 5
+
+
+# ------------------------------------------------------------------------------------------------------------
+# TGI's remaining controls: typical_p, frequency/presence penalty, top_n_tokens, prefill logprobs, truncate
+
+
+def _first_logits(decoder: Decoder, word: str = "宝玉") -> np.ndarray:
+    """The logits decoding chooses from after `word` (<unk> masked, as DecodingBatch does)."""
+    logits = decoder.network.scores(_refed_output(decoder, [decoder.vectors.index[word]]))[0]
+    return decoder.mask_unknown(logits.astype(np.float64))
+
+
+def _typical_set(probabilities: np.ndarray, mass: float) -> set[int]:
+    """The locally typical set recomputed independently: words ordered by |surprisal - entropy| (words of
+    probability 0, like the masked <unk>, are never in it)."""
+    possible = [i for i in range(probabilities.size) if probabilities[i] > 0]
+    entropy = -sum(probabilities[i] * math.log(probabilities[i]) for i in possible)
+    order = sorted(possible, key=lambda i: abs(-math.log(probabilities[i]) - entropy))
+    kept, total = [], 0.0
+    for i in order:
+        kept.append(i)
+        total += probabilities[i]
+        if total >= mass:
+            break
+    return set(kept)
+
+
+def test_typical_p_draws_only_from_the_typical_set(decoder: Decoder) -> None:
+    probabilities = np.exp(_log_softmax(_first_logits(decoder)))
+    # The smallest mass whose typical set holds several words but not all (the random weights decide).
+    mass = next(float(m) for m in np.arange(0.3, 1.0, 0.05) if len(_typical_set(probabilities, m)) > 2)
+    typical = _typical_set(probabilities, mass)
+    assert len(typical) < probabilities.size
+    drawn = set()
+    for seed in range(80):
+        params = SamplingParams(max_new_tokens=1, typical_p=mass, seed=seed)
+        token = decoder.generate("宝玉", params).run().tokens[0]
+        drawn.add(token.id)
+        kept = probabilities[sorted(typical)]
+        assert token.logprob == pytest.approx(math.log(probabilities[token.id] / kept.sum()), abs=1e-6)
+    assert drawn <= typical and len(drawn) > 1
+    # typical_p alone turns sampling on (as in TGI); 1 is off.
+    assert SamplingParams(typical_p=0.9).sampling and not SamplingParams(typical_p=1.0).sampling
+
+
+def test_frequency_and_presence_penalties_lower_seen_words_by_their_share(decoder: Decoder) -> None:
+    prompt = decoder.encode("宝玉宝玉笑道")
+    ids = prompt.ids
+    logits = decoder.mask_unknown(decoder.network.scores(_refed_output(decoder, ids))[0].astype(np.float64))
+    counts = np.bincount(ids, minlength=logits.size)
+    for penalty, name in ((1.5, "frequency_penalty"), (-2.0, "frequency_penalty"), (0.9, "presence_penalty")):
+        params = SamplingParams(max_new_tokens=1, top_n_tokens=len(counts), **{name: penalty})
+        token = decoder.generate("宝玉宝玉笑道", params).run().tokens[0]
+        if name == "frequency_penalty":
+            expected = logits - penalty * counts / len(ids)
+        else:
+            expected = logits - penalty * (counts > 0)
+        assert token.id == int(np.argmax(expected))
+        assert token.logprob == pytest.approx(_log_softmax(expected)[token.id], abs=1e-5)
+        reported = dict(token.top)
+        for word, logprob in reported.items():
+            assert logprob == pytest.approx(_log_softmax(expected)[word], abs=1e-5)
+
+
+def test_frequency_penalty_counts_generated_tokens_too(decoder: Decoder) -> None:
+    """Over many steps the share is of every token so far: the prompt and each token generated before."""
+    generation = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12, frequency_penalty=2.0)).run()
+    ids = list(generation.prompt.ids)
+    for token in generation.tokens:
+        logits = decoder.network.scores(_refed_output(decoder, ids))[0].astype(np.float64)
+        logits = decoder.mask_unknown(logits)
+        expected = logits - 2.0 * np.bincount(ids, minlength=logits.size) / len(ids)
+        assert token.id == int(np.argmax(expected))
+        assert token.logprob == pytest.approx(_log_softmax(expected)[token.id], abs=1e-4)
+        ids.append(token.id)
+    # The repeated word (these random weights repeat one) is less certain than without the penalty.
+    plain = decoder.generate("宝玉笑道", SamplingParams(max_new_tokens=12)).run()
+    assert generation.tokens[-1].logprob < plain.tokens[-1].logprob
+
+
+def test_top_n_tokens_are_the_best_of_the_distribution_drawn_from(decoder: Decoder) -> None:
+    logits = _first_logits(decoder)
+    greedy = decoder.generate("宝玉", SamplingParams(max_new_tokens=1, top_n_tokens=4)).run().tokens[0]
+    expected = np.argsort(-logits)[:4].tolist()
+    assert [i for i, _ in greedy.top] == expected and greedy.top[0][0] == greedy.id
+    assert [lp for _, lp in greedy.top] == pytest.approx(_log_softmax(logits)[expected].tolist(), abs=1e-5)
+    # Under top_k=2 only two words can be drawn: only they are listed, renormalised.
+    sampled = decoder.generate(
+        "宝玉", SamplingParams(max_new_tokens=1, top_k=2, top_n_tokens=4, seed=1)
+    ).run()
+    top = sampled.tokens[0].top
+    assert [i for i, _ in top] == expected[:2]
+    assert sum(math.exp(lp) for _, lp in top) == pytest.approx(1.0)
+    assert dict(top)[sampled.tokens[0].id] == pytest.approx(sampled.tokens[0].logprob)
+    assert decoder.generate("宝玉", SamplingParams(max_new_tokens=1)).run().tokens[0].top == ()
+
+
+def test_prefill_logprobs_are_the_model_probabilities_of_each_prompt_token(decoder: Decoder) -> None:
+    generation = decoder.generate(
+        "宝玉笑道：好妹妹", SamplingParams(max_new_tokens=2, prefill_logprobs=True)
+    ).run()
+    ids = generation.prompt.ids
+    assert len(generation.prefill_logprobs) == len(ids) and generation.prefill_logprobs[0] is None
+    for position in range(1, len(ids)):
+        logits = decoder.network.scores(_refed_output(decoder, ids[:position]))[0].astype(np.float64)
+        expected = _log_softmax(decoder.mask_unknown(logits))[ids[position]]
+        assert generation.prefill_logprobs[position] == pytest.approx(expected, abs=1e-5)
+    assert decoder.generate("宝玉", SamplingParams(max_new_tokens=1)).run().prefill_logprobs is None
+
+
+def test_truncate_reads_only_the_last_tokens_of_the_prompt(decoder: Decoder) -> None:
+    full = decoder.encode("黛玉听了，宝玉笑道")
+    truncated = decoder.generate("黛玉听了，宝玉笑道", SamplingParams(max_new_tokens=8, truncate=2)).run()
+    assert truncated.prompt.ids == full.ids[-2:]
+    # Exactly what the last two tokens alone give.
+    text = "".join(decoder.vectors.words[i] for i in full.ids[-2:])
+    assert [t.id for t in truncated.tokens] == [
+        t.id for t in decoder.generate(text, SamplingParams(max_new_tokens=8)).run().tokens
+    ]
+    untouched = decoder.generate("宝玉", SamplingParams(max_new_tokens=1, truncate=50)).run()
+    assert untouched.prompt.ids == decoder.encode("宝玉").ids

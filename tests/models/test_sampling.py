@@ -61,7 +61,7 @@ def test_subnormal_temperature_is_finite_and_greedy() -> None:
 
 def _mixed_params(i: int) -> SamplingParams:
     """A different decoding mode per i: greedy, penalties, temperatures, top-k (multiples of the SIMD width
-    and not), top-p, and both together."""
+    and not), top-p, both together, and the frequency/presence penalties."""
     modes = [
         SamplingParams(),
         SamplingParams(repetition_penalty=1.4),
@@ -71,6 +71,11 @@ def _mixed_params(i: int) -> SamplingParams:
         SamplingParams(do_sample=True, top_p=0.5 + 0.04 * (i % 10)),
         SamplingParams(do_sample=True, temperature=1.3, top_k=40, top_p=0.8),
         SamplingParams(do_sample=True, top_k=1),
+        # Per-row penalties before the grouped steps (TGI's frequency, OpenAI's presence).
+        SamplingParams(frequency_penalty=1.5),
+        SamplingParams(
+            do_sample=True, temperature=0.8, top_k=40, presence_penalty=0.7, frequency_penalty=-0.5
+        ),
     ]
     return modes[i % len(modes)]
 
@@ -87,7 +92,7 @@ def test_choose_batch_is_each_row_alone_bit_for_bit() -> None:
         for i, sampler in enumerate(alone):  # the one-row reference, one sequence at a time
             row = logits[i].copy()
             sampler._penalise(row)
-            chosen, logprob = sampler._choose_row(row)
+            chosen, logprob, _ = sampler._choose_row(row)
             sampler._remember(chosen)
             assert (batched[i].id, batched[i].logprob) == (chosen, logprob), (step, i)
 
