@@ -8,3 +8,6 @@ import os
 # worker processes instead. An explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment wins.
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
+
+# The server's version: the OpenAPI document's and TGI's /info `version`.
+__version__ = "0.1.0"

@@ -28,6 +28,21 @@ _FIELD_HINTS = {
     "top_p": "1 switches nucleus sampling off",
     "repetition_penalty": "1 means no penalty, values like 1.1-1.3 discourage repeats",
     "inputs": 'send the prompt as a string, e.g. "宝玉笑道"',
+    # TGI's and OpenAI's features this model cannot honour: say why, not only which values are allowed.
+    "best_of": "best_of > 1 is not supported: this server generates one sequence per request; to choose "
+    "among several texts make several requests with different seeds",
+    "watermark": "watermark is not supported: the green-list watermark (Kirchenbauer et al. 2023) is not "
+    "implemented for this model; send false",
+    "grammar": "grammar is not supported: this word-level LSTM writes the novel's prose and has no "
+    "constrained (JSON/regex) decoding; send null",
+    "adapter_id": "adapter_id is not supported: the server serves one model and no LoRA adapters (GET "
+    "/info); send null",
+    "n": "n > 1 is not supported: one completion per request; make several requests with different seeds",
+    "suffix": "suffix is not supported: the LSTM only continues text; put it in the prompt",
+    "logit_bias": "logit_bias is not supported: its keys are token ids of OpenAI's tokenizers, which mean "
+    "nothing to this model's word vocabulary; send null",
+    "prompt": "send exactly one prompt, as a string (or a list of one string): this server completes one "
+    "text per request",
 }
 
 

@@ -1,17 +1,25 @@
 """Request and response bodies. The generation shapes follow Hugging Face text-generation-inference (TGI), so
-its clients (`text_generation.Client`, `huggingface_hub.InferenceClient`) work unchanged; the examples are
-real requests that succeed when pressed "Try it out" in Swagger (/docs).
+its clients (`text_generation.Client`, `huggingface_hub.InferenceClient`, LangChain's HuggingFaceEndpoint)
+work unchanged; the examples are real requests that succeed when pressed "Try it out" in Swagger (/docs).
 
-Models are strict: a string where a number belongs is an error, not silently converted, and NaN/Infinity are
-refused. Unknown fields are refused too (typos must not be ignored), except the TGI parameters that those
-clients always send, which are accepted at their "off" values.
+Values are strict: a string where a number belongs is an error, not silently converted, and NaN/Infinity are
+refused. As in TGI, `null` means "the default" for every generation parameter and fields this server does not
+know are ignored (and logged: app/routes/generate.py), since TGI clients send fields of newer TGI versions.
+What this model cannot do (`best_of` > 1, `watermark`, `grammar`, `adapter_id`) is refused with a 422 that
+says why, never silently ignored.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+logger = logging.getLogger("app")
+
+# max_new_tokens when the request leaves it out or sends null.
+DEFAULT_MAX_NEW_TOKENS = 50
 
 # The sampling settings shown in Swagger's examples (GenerateParameters alone, and inside GenerateRequest).
 EXAMPLE_PARAMETERS: dict[str, Any] = {
@@ -27,20 +35,40 @@ EXAMPLE_PARAMETERS: dict[str, Any] = {
 }
 
 
-class GenerateParameters(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={"example": EXAMPLE_PARAMETERS},
-    )
+def unknown_fields(model: type[BaseModel], data: Any) -> list[str]:
+    """Keys of a JSON object that `model` does not declare (they are ignored, as TGI ignores them)."""
+    if not isinstance(data, dict):
+        return []
+    known = set(model.model_fields)
+    return [key for key in data if key not in known]
 
-    max_new_tokens: int = Field(
-        50, ge=1, description="how many words to generate at most (server limit: /info)"
+
+class _IgnoresUnknown(BaseModel):
+    """Ignores undeclared fields like TGI (serde's default) and logs their names: a typo shows in the log."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _log_unknown(cls, data: Any) -> Any:
+        unknown = unknown_fields(cls, data)
+        if unknown:
+            logger.info("%s: ignoring unknown fields %s", cls.__name__, ", ".join(map(repr, unknown[:10])))
+        return data
+
+
+class GenerateParameters(_IgnoresUnknown):
+    model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PARAMETERS})
+
+    max_new_tokens: int | None = Field(
+        DEFAULT_MAX_NEW_TOKENS,
+        ge=1,
+        description=f"how many words to generate at most (null: {DEFAULT_MAX_NEW_TOKENS}; limit: /info)",
     )
-    do_sample: bool = Field(
+    do_sample: bool | None = Field(
         False,
         description="sample instead of always taking the most probable word; as in TGI, setting temperature, "
-        "top_k or top_p (< 1) also turns sampling on",
+        "top_k, top_p < 1 or typical_p < 1 also turns sampling on",
     )
     temperature: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="divides the logits: < 1 sharper, > 1 more varied"
@@ -51,68 +79,73 @@ class GenerateParameters(BaseModel):
         gt=0,
         le=1,
         allow_inf_nan=False,
-        description="nucleus sampling: smallest set with this much mass",
+        description="nucleus sampling: smallest set with this much mass (1 or null: off)",
+    )
+    typical_p: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="typical decoding (Meister et al. 2022): keep the words whose surprisal is closest to "
+        "the entropy, as many as hold this much mass (1 or null: off)",
     )
     repetition_penalty: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="> 1 discourages words already in the prompt or output"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="> 1 discourages words already in the prompt or output (1 or null: off)",
+    )
+    frequency_penalty: float | None = Field(
+        None,
+        ge=-2,
+        le=2,
+        allow_inf_nan=False,
+        description="as in TGI: subtracts this times a word's share of the tokens so far (prompt and output) "
+        "from its logit; > 0 discourages repeats, < 0 encourages them (0 or null: off)",
     )
     seed: int | None = Field(
         None, ge=0, le=2**64 - 1, description="same seed and parameters give the same text; drawn if absent"
     )
-    stop: list[str] = Field(
-        default_factory=list, description="stop once the generated text contains one of these"
+    stop: list[str] | None = Field(
+        default_factory=list,
+        description="stop once the generated text contains one of these (server limit: /info)",
     )
-    return_full_text: bool = Field(False, description="prepend the prompt to generated_text")
-    details: bool = Field(False, description="return per-token ids, logprobs and similarities")
+    return_full_text: bool | None = Field(
+        None, description="prepend the prompt to generated_text (null: false on /generate, true on POST /)"
+    )
+    details: bool | None = Field(False, description="return per-token ids, logprobs and similarities")
+    decoder_input_details: bool | None = Field(
+        False,
+        description="also return each prompt token's logprob given the tokens before it (details.prefill; "
+        "implies details; not with streaming, as in TGI)",
+    )
+    top_n_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="also return the n most probable words at each step (details.top_tokens, stream "
+        "top_tokens; 0 or null: off; server limit: /info)",
+    )
+    truncate: int | None = Field(
+        None, ge=1, description="read only the last N tokens of the prompt (null: all of it)"
+    )
 
-    # Sent by TGI clients with every request; accepted at their "off" values, refused otherwise.
-    best_of: int | None = Field(None, description="not supported (only null or 1)")
-    watermark: bool = Field(False, description="not supported (only false)")
-    truncate: int | None = Field(None, description="not supported (only null)")
-    typical_p: float | None = Field(None, description="not supported (only null)")
-    decoder_input_details: bool = Field(
-        False, description="accepted for TGI compatibility; prefill is listed"
-    )
-    top_n_tokens: int | None = Field(None, description="not supported (only null); use POST /predict")
-    grammar: Any = Field(None, description="not supported (only null)")
-    frequency_penalty: float | None = Field(
-        None, description="not supported (only null); use repetition_penalty"
-    )
-    adapter_id: str | None = Field(None, description="not supported (only null)")
+    # Parameters of TGI that this model cannot honour: the schema admits only their "off" values (so it says
+    # exactly what is accepted); any other value is a 422 whose message says why (app/errors.py's hints).
+    best_of: int | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
+    watermark: Literal[False, None] = Field(False, description="only false (or null): no watermarking")
+    grammar: None = Field(None, description="only null: no constrained decoding")
+    adapter_id: None = Field(None, description="only null: no LoRA adapters")
 
     @field_validator("stop")
     @classmethod
-    def _non_empty_stops(cls, value: list[str]) -> list[str]:
-        if any(stop == "" for stop in value):
+    def _non_empty_stops(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(stop == "" for stop in value):
             raise ValueError("stop sequences must be non-empty strings")
         return value
 
-    @field_validator("best_of")
-    @classmethod
-    def _best_of(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError("best_of is not supported by this server; send null or 1")
-        return value
 
-    @field_validator("watermark")
-    @classmethod
-    def _watermark(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("watermarking is not supported by this server; send false")
-        return value
-
-    @field_validator("truncate", "typical_p", "top_n_tokens", "grammar", "frequency_penalty", "adapter_id")
-    @classmethod
-    def _unsupported(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("not supported by this server; leave it out or send null (see /docs)")
-        return value
-
-
-class GenerateRequest(BaseModel):
+class GenerateRequest(_IgnoresUnknown):
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -124,10 +157,18 @@ class GenerateRequest(BaseModel):
     )
 
     inputs: str = Field(description="the prompt: a few words in the novel's language")
-    parameters: GenerateParameters = Field(default_factory=GenerateParameters)
-    stream: bool = Field(
-        False, description="ignored (TGI clients send it); use POST /generate_stream to stream"
+    parameters: GenerateParameters | None = Field(
+        default_factory=GenerateParameters, description="null: all defaults"
     )
+    stream: bool | None = Field(
+        False,
+        description="on POST / and POST /generate: true answers Server-Sent Events as /generate_stream does "
+        "(as TGI's compatibility route); /generate_stream always streams",
+    )
+
+    @property
+    def params(self) -> GenerateParameters:
+        return self.parameters if self.parameters is not None else GenerateParameters()
 
 
 class Token(BaseModel):
@@ -136,14 +177,20 @@ class Token(BaseModel):
     logprob: float = Field(description="log-probability under the distribution the token was drawn from")
     special: bool = False
     similarity: float | None = Field(
-        description="cosine between the predicted vector and the word's word2vec vector (null: one-hot head)"
+        None,
+        description="cosine between the predicted vector and the word's output vector (null: one-hot head, "
+        "and in top_tokens)",
     )
 
 
 class PrefillToken(BaseModel):
     id: int
     text: str
-    logprob: float | None = None
+    logprob: float | None = Field(
+        None,
+        description="with decoder_input_details: log P(token | the prompt tokens before it), as /predict "
+        "gives it; null for the first token, a character read as <unk>, and without decoder_input_details",
+    )
 
 
 class Details(BaseModel):
@@ -154,6 +201,9 @@ class Details(BaseModel):
         description="the prompt as the model read it: its tokens, rare words as their characters"
     )
     tokens: list[Token]
+    top_tokens: list[list[Token]] | None = Field(
+        None, description="with top_n_tokens: the most probable words at each step, best first"
+    )
     unknown_words: list[str] = Field(
         description="prompt words not in the vocabulary as whole words: read through their characters "
         "(a character too rare to learn as <unk>), never skipped"
@@ -178,8 +228,22 @@ class StreamResponse(BaseModel):
 
     index: int
     token: Token
+    top_tokens: list[Token] | None = Field(None, description="with top_n_tokens: the most probable words")
     generated_text: str | None = None
     details: StreamDetails | None = None
+
+
+class SimpleToken(BaseModel):
+    """One token of POST /tokenize (TGI's SimpleToken plus `known` and `spelled`)."""
+
+    id: int = Field(description="the vocabulary id the model reads")
+    text: str
+    start: int = Field(description="offset of the first character in inputs (Unicode characters)")
+    stop: int = Field(description="offset after the last character")
+    known: bool = Field(description="false for a character the model never learnt: it reads <unk> there")
+    spelled: bool = Field(
+        description="a character of a word outside the vocabulary (the model reads it through its characters)"
+    )
 
 
 class PredictRequest(BaseModel):
@@ -240,4 +304,8 @@ class HealthResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(examples=["parameters.top_p: input should be less than or equal to 1 (got 1.5)"])
-    error_type: str = Field(examples=["validation"])
+    error_type: str = Field(
+        examples=["validation"],
+        description="validation (422), generation (424), overloaded (429), as TGI; not_found, "
+        "method_not_allowed and the request guard's kinds otherwise",
+    )

@@ -33,8 +33,8 @@ from starlette.requests import Request
 
 from app.errors import APIError
 from app.metrics import Metrics
-from app.scheduler import Overloaded, Scheduler, Ticket
-from app.schemas import GenerateParameters
+from app.scheduler import GenerationFailed, Overloaded, Scheduler, Ticket
+from app.schemas import DEFAULT_MAX_NEW_TOKENS, GenerateParameters
 from app.settings import Settings
 from models.artifacts import ArtifactError
 from models.decoding import (
@@ -113,9 +113,9 @@ class ModelService:
         self.scheduler = Scheduler(self.decoder, settings.max_batch_size, settings.max_waiting, metrics)
 
     # -------------------------------------------------------------------------------------------- generation
-    async def prepare(self, text: str, params: SamplingParams) -> Generation:
+    async def prepare(self, text: str, params: SamplingParams, field: str = "inputs") -> Generation:
         """Check and cut the prompt into a Generation ready to submit. Raises APIError 422 for a prompt the
-        model cannot condition on. Nothing is queued yet.
+        model cannot condition on (naming `field`, the prompt's name in the request). Nothing is queued yet.
 
         jieba is CPU work, so a long prompt is cut in a worker thread; a short one (the usual case) is cut
         right here: its few tens of microseconds cost less than the hop to a thread and back, which hands
@@ -125,7 +125,7 @@ class ModelService:
                 return self.decoder.generate(text, params)
             return await to_thread.run_sync(self.decoder.generate, text, params)
         except EmptyPromptError as error:
-            raise prompt_error(error) from None
+            raise prompt_error(error, field) from None
         except ValueError as error:  # parameter ranges; sampling_params already checked them
             raise APIError(422, "validation", f"parameters.{error}") from None
 
@@ -139,7 +139,10 @@ class ModelService:
         overloaded."""
         ticket = self._submit(generation, stream=False)
         if request is None:
-            return await ticket.wait()
+            try:
+                return await ticket.wait()
+            except GenerationFailed as error:
+                raise generation_error(error) from None
         finished = asyncio.ensure_future(ticket.wait())
         gone = asyncio.ensure_future(_disconnected(request))
         try:
@@ -150,7 +153,10 @@ class ModelService:
                 finished.cancel()  # Ticket.wait cancels the generation on its way out
         if finished.cancelled():
             raise ClientDisconnected("the client disconnected before the generation ended")
-        return finished.result()
+        try:
+            return finished.result()
+        except GenerationFailed as error:
+            raise generation_error(error) from None
 
     def _submit(self, generation: Generation, stream: bool) -> Ticket:
         try:
@@ -198,18 +204,22 @@ class ModelService:
         self.scheduler.stop()
 
     # -------------------------------------------------------------------------------------------- validation
-    def check_prompt(self, text: str) -> None:
+    def check_prompt(self, text: str, field: str = "inputs") -> None:
         if not text.strip():
             raise APIError(
-                422, "validation", "inputs is empty; send a few words of the novel to continue, e.g. 宝玉笑道"
+                422,
+                "validation",
+                f"{field} is empty; send a few words of the novel to continue, e.g. 宝玉笑道",
+                param=field,
             )
         limit = self.settings.max_prompt_chars
         if len(text) > limit:
             raise APIError(
                 422,
                 "validation",
-                f"inputs is {len(text)} characters long, the limit is {limit}; shorten the prompt (only its "
+                f"{field} is {len(text)} characters long, the limit is {limit}; shorten the prompt (only its "
                 "last words matter most) or raise MAX_PROMPT_CHARS on the server",
+                param=field,
             )
 
     def check_top_k(self, top_k: int | None, field: str) -> None:
@@ -217,32 +227,92 @@ class ModelService:
         if top_k is not None and top_k > limit:
             raise APIError(422, "validation", f"{field} is {top_k}, the limit is {limit}; ask for fewer")
 
-    def sampling_params(self, parameters: GenerateParameters) -> SamplingParams:
+    @property
+    def max_input_tokens(self) -> int:
+        """TGI's max_input_tokens: every token is at least one character, so the prompt limit in characters
+        bounds the tokens too."""
+        return self.settings.max_prompt_chars
+
+    def check_generation_limits(
+        self,
+        max_new_tokens: int,
+        stop: list[str],
+        top_n_tokens: int = 0,
+        truncate: int | None = None,
+        prefix: str = "parameters.",
+        names: dict[str, str] | None = None,
+    ) -> None:
+        """The server limits of /info, for TGI's parameters (prefix "parameters.") and OpenAI's (names maps
+        TGI's names to the route's, e.g. max_new_tokens -> max_tokens)."""
+        names = names or {}
+
+        def field(name: str) -> str:
+            return prefix + names.get(name, name)
+
         limit = self.settings.max_new_tokens
-        if parameters.max_new_tokens > limit:
+        if max_new_tokens > limit:
             raise APIError(
                 422,
                 "validation",
-                f"parameters.max_new_tokens is {parameters.max_new_tokens}, the limit is {limit}; "
+                f"{field('max_new_tokens')} is {max_new_tokens}, the limit is {limit}; "
                 "ask for fewer (or raise MAX_NEW_TOKENS on the server)",
+                param=field("max_new_tokens"),
             )
-        self.check_top_k(parameters.top_k, "parameters.top_k")
-        if len(parameters.stop) > self.settings.max_stop_sequences:
+        if len(stop) > self.settings.max_stop_sequences:
             raise APIError(
                 422,
                 "validation",
-                f"parameters.stop has {len(parameters.stop)} sequences, the limit is "
-                f"{self.settings.max_stop_sequences}",
+                f"{field('stop')} has {len(stop)} sequences, the limit is {self.settings.max_stop_sequences}",
+                param=field("stop"),
+            )
+        top_n_limit = self.settings.max_top_n_tokens
+        if top_n_tokens > top_n_limit:
+            raise APIError(
+                422,
+                "validation",
+                f"{field('top_n_tokens')} is {top_n_tokens}, the limit is {top_n_limit} (MAX_TOP_N_TOKENS); "
+                "ask for fewer, or use POST /predict for a longer list of candidates",
+                param=field("top_n_tokens"),
+            )
+        if truncate is not None and truncate > self.max_input_tokens:
+            raise APIError(
+                422,
+                "validation",
+                f"{field('truncate')} is {truncate}, it must be at most max_input_tokens = "
+                f"{self.max_input_tokens} (GET /info)",
+                param=field("truncate"),
+            )
+
+    def sampling_params(self, parameters: GenerateParameters, stream: bool = False) -> SamplingParams:
+        """TGI's parameters (null: the default) -> SamplingParams, checked against the server limits."""
+        max_new_tokens = (
+            parameters.max_new_tokens if parameters.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+        )
+        stop = parameters.stop or []
+        self.check_top_k(parameters.top_k, "parameters.top_k")
+        self.check_generation_limits(max_new_tokens, stop, parameters.top_n_tokens or 0, parameters.truncate)
+        if stream and parameters.decoder_input_details:
+            raise APIError(
+                422,
+                "validation",
+                "parameters.decoder_input_details is not supported when streaming tokens (as in TGI); "
+                "use POST /generate, or send false",
+                param="parameters.decoder_input_details",
             )
         params = SamplingParams(
-            max_new_tokens=parameters.max_new_tokens,
-            do_sample=parameters.do_sample,
+            max_new_tokens=max_new_tokens,
+            do_sample=bool(parameters.do_sample),
             temperature=parameters.temperature,
             top_k=parameters.top_k,
             top_p=parameters.top_p,
+            typical_p=parameters.typical_p,
             repetition_penalty=parameters.repetition_penalty,
+            frequency_penalty=parameters.frequency_penalty,
             seed=parameters.seed,
-            stop=tuple(parameters.stop),
+            stop=tuple(stop),
+            top_n_tokens=parameters.top_n_tokens or 0,
+            prefill_logprobs=bool(parameters.decoder_input_details),
+            truncate=parameters.truncate,
         )
         try:
             params.validate()
@@ -260,7 +330,14 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-def prompt_error(error: EmptyPromptError) -> APIError:
+def prompt_error(error: EmptyPromptError, field: str = "inputs") -> APIError:
     """The 422 for a prompt the model cannot condition on: only an empty one, since unknown words are read
     through their characters (models/vocabulary.py)."""
-    return APIError(422, "validation", str(error))
+    return APIError(422, "validation", str(error), param=field)
+
+
+def generation_error(error: GenerationFailed) -> APIError:
+    """TGI's 424 `generation`: the request was valid but decoding failed on the server's side."""
+    return APIError(
+        424, "generation", f"the generation failed on the server ({error}); the server log has the details"
+    )

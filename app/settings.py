@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(512, ge=1, description="upper limit for parameters.max_new_tokens")
     top_k_limit: int = Field(1000, ge=1, description="upper limit for top_k in /generate and /predict")
     max_stop_sequences: int = Field(8, ge=0, description="how many stop sequences one request may send")
+    max_top_n_tokens: int = Field(
+        5, ge=0, description="upper limit for top_n_tokens (TGI) and logprobs (OpenAI completions)"
+    )
     max_batch_size: int = Field(
         64,
         ge=1,

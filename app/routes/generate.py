@@ -1,10 +1,17 @@
-"""POST /generate and POST /generate_stream: text-generation-inference compatible generation.
+"""TGI's generation routes: POST / (the compatibility route), POST /generate, POST /generate_stream.
+
+As in text-generation-inference: `POST /` with `"stream": false` answers a one-item JSON list (what
+`text_generation.Client` and `huggingface_hub.InferenceClient` read), with `"stream": true` the Server-Sent
+Events of /generate_stream, and `return_full_text` defaults to true there; `POST /generate` honours
+`"stream": true` the same way (a client pointed at .../generate still gets its stream). Plain answers carry
+TGI's timing and token-count headers (x-compute-time, x-prompt-tokens, x-generated-tokens, ...).
 
 Model work never runs on the event loop: a validated request is handed to the worker's scheduler
-(app/scheduler.py), which decodes it in its batch with every other running generation. /generate waits for
-the end (and cancels the generation if its client disconnects first); the stream receives tokens as the
+(app/scheduler.py), which decodes it in its batch with every other running generation. A plain request waits
+for the end (and cancels the generation if its client disconnects first); a stream receives tokens as the
 scheduler decodes them, so a slow SSE reader only ever waits on its own socket while the loop serves everyone
-else. Errors in the request (422) and "overloaded" (429 with Retry-After) come before any response starts.
+else. Errors in the request (422) and "overloaded" (429 with Retry-After) come before any response starts; a
+failure while decoding is TGI's 424 `generation` (an error event inside a stream that already started).
 """
 
 from __future__ import annotations
@@ -12,13 +19,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from app.errors import error_body
+from app.metrics import Metrics
 from app.routes.dependencies import AppMetrics, Service
+from app.scheduler import GenerationFailed
 from app.schemas import (
     Details,
     ErrorResponse,
@@ -33,25 +45,43 @@ from app.service import ClientDisconnected, ModelService, TokenStream
 from models.decoding import GeneratedToken, Generation
 
 logger = logging.getLogger("app")
-router = APIRouter(tags=["generation"])
+router = APIRouter(tags=["generation (TGI compatible)"])
 
-_ERRORS = {
-    422: {"model": ErrorResponse, "description": "invalid parameters, empty prompt or only unknown words"},
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": ErrorResponse,
+        "description": "validation: invalid parameters, an empty prompt, only unknown words, or a TGI "
+        "feature this model cannot honour (best_of > 1, watermark, grammar, adapter_id)",
+    },
+    424: {"model": ErrorResponse, "description": "generation: decoding failed on the server's side"},
     429: {
         "model": ErrorResponse,
         "description": "overloaded: every batch slot and the waiting queue are taken (MAX_BATCH_SIZE, "
         "MAX_WAITING); retry after the number of seconds in the Retry-After header",
     },
 }
+_STREAM_DESCRIPTION = (
+    "Server-Sent Events: one `data:` JSON (StreamResponse) per token; the last one also carries "
+    "generated_text and details"
+)
+_HEADERS = {
+    "x-compute-type": {"description": "cpu", "schema": {"type": "string"}},
+    "x-compute-time": {"description": "seconds from request to answer", "schema": {"type": "string"}},
+    "x-compute-characters": {"description": "characters in inputs", "schema": {"type": "integer"}},
+    "x-total-time": {"description": "milliseconds from request to answer", "schema": {"type": "integer"}},
+    "x-time-per-token": {"description": "milliseconds per generated token", "schema": {"type": "integer"}},
+    "x-prompt-tokens": {"description": "prompt tokens the model read", "schema": {"type": "integer"}},
+    "x-generated-tokens": {"description": "tokens generated", "schema": {"type": "integer"}},
+}
 
 # nginx's "client closed request": only ever seen in logs and metrics, since the client is gone.
 CLIENT_CLOSED_REQUEST = 499
 
 
-async def start_generation(service: ModelService, body: GenerateRequest) -> Generation:
+async def start_generation(service: ModelService, body: GenerateRequest, stream: bool = False) -> Generation:
     """Validate against the server limits and cut the prompt (no tokens yet, nothing queued)."""
     service.check_prompt(body.inputs)
-    params = service.sampling_params(body.parameters)
+    params = service.sampling_params(body.params, stream=stream)
     return await service.prepare(body.inputs, params)
 
 
@@ -61,79 +91,116 @@ def _token(token: GeneratedToken) -> Token:
     return Token(id=token.id, text=token.text, logprob=logprob, similarity=token.similarity)
 
 
-def _full_text(body: GenerateRequest, generation: Generation) -> str:
-    return body.inputs + generation.text if body.parameters.return_full_text else generation.text
+def _top_tokens(token: GeneratedToken, words: list[str]) -> list[Token]:
+    return [Token(id=i, text=words[i], logprob=logprob) for i, logprob in token.top]
 
 
-@router.post(
-    "/generate",
-    response_model=GenerateResponse,
-    response_model_exclude_none=False,
-    responses=_ERRORS,
-    summary="Generate text after a prompt",
-)
-async def generate(
-    body: GenerateRequest, request: Request, service: Service, metrics: AppMetrics
-) -> GenerateResponse | Response:
+def _full_text(body: GenerateRequest, generation: Generation, default: bool) -> str:
+    full = body.params.return_full_text
+    return body.inputs + generation.text if (default if full is None else full) else generation.text
+
+
+def _details(generation: Generation, words: list[str]) -> Details:
+    logprobs = generation.prefill_logprobs or [None] * len(generation.prompt.ids)
+    return Details(
+        finish_reason=generation.finish_reason or "length",
+        generated_tokens=len(generation.tokens),
+        seed=generation.seed if generation.params.sampling else None,
+        prefill=[
+            PrefillToken(id=i, text=words[i], logprob=logprob)
+            for i, logprob in zip(generation.prompt.ids, logprobs, strict=True)
+        ],
+        tokens=[_token(token) for token in generation.tokens],
+        top_tokens=[_top_tokens(token, words) for token in generation.tokens]
+        if generation.params.top_n_tokens
+        else None,
+        unknown_words=generation.prompt.unknown,
+    )
+
+
+def timing_headers(inputs: str, generation: Generation, started: float) -> dict[str, str]:
+    """TGI's response headers for a finished generation."""
+    seconds = time.perf_counter() - started
+    generated = len(generation.tokens)
+    return {
+        "x-compute-type": "cpu",
+        "x-compute-time": f"{seconds:.6f}",
+        "x-compute-characters": str(len(inputs)),
+        "x-total-time": str(round(seconds * 1000)),
+        "x-time-per-token": str(round(seconds * 1000 / generated)) if generated else "0",
+        "x-prompt-tokens": str(len(generation.prompt.ids)),
+        "x-generated-tokens": str(generated),
+    }
+
+
+async def _finish(
+    body: GenerateRequest,
+    request: Request,
+    service: ModelService,
+    metrics: Metrics,
+    route: str,
+    full_text_default: bool,
+) -> tuple[GenerateResponse | None, dict[str, str]]:
+    """Run a plain (non-streamed) generation to its end; (None, {}) when the client disconnected."""
+    started = time.perf_counter()
     generation = await start_generation(service, body)
     try:
         generation = await service.complete(generation, request)
     except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    metrics.tokens.labels("/generate").inc(len(generation.tokens))
-    details = None
-    if body.parameters.details:
-        words = service.model.vectors.words
-        details = Details(
-            finish_reason=generation.finish_reason or "length",
-            generated_tokens=len(generation.tokens),
-            seed=generation.seed if generation.params.sampling else None,
-            prefill=[PrefillToken(id=i, text=words[i]) for i in generation.prompt.ids],
-            tokens=[_token(token) for token in generation.tokens],
-            unknown_words=generation.prompt.unknown,
-        )
-    return GenerateResponse(generated_text=_full_text(body, generation), details=details)
+        return None, {}
+    metrics.tokens.labels(route).inc(len(generation.tokens))
+    params = body.params
+    details = (
+        _details(generation, service.model.vectors.words)
+        if params.details or params.decoder_input_details
+        else None
+    )
+    response = GenerateResponse(
+        generated_text=_full_text(body, generation, full_text_default), details=details
+    )
+    return response, timing_headers(body.inputs, generation, started)
 
 
-@router.post(
-    "/generate_stream",
-    responses={
-        200: {
-            "content": {"text/event-stream": {}},
-            "description": "Server-Sent Events: one `data:` JSON (StreamResponse) per token; the last one "
-            "also carries generated_text and details",
-        },
-        **_ERRORS,
-    },
-    summary="Generate text after a prompt, streamed token by token (Server-Sent Events)",
-)
-async def generate_stream(
-    body: GenerateRequest, service: Service, metrics: AppMetrics
+async def _stream(
+    body: GenerateRequest, service: ModelService, metrics: Metrics, route: str, full_text_default: bool
 ) -> EventSourceResponse:
     # Errors in the request (422) and overload (429) are plain JSON, raised before the stream starts.
-    generation = await start_generation(service, body)
+    generation = await start_generation(service, body, stream=True)
     tokens = service.stream(generation)
-    return EventSourceResponse(_events(body, tokens, metrics), ping=15)
+    headers = {
+        "x-compute-type": "cpu",
+        "x-compute-characters": str(len(body.inputs)),
+        "x-prompt-tokens": str(len(generation.prompt.ids)),
+        "X-Accel-Buffering": "no",
+    }
+    events = _events(body, tokens, metrics.tokens.labels(route), service, full_text_default)
+    return EventSourceResponse(events, ping=15, headers=headers)
 
 
-async def _events(body: GenerateRequest, tokens: TokenStream, metrics: AppMetrics) -> AsyncIterator[dict]:
+async def _events(
+    body: GenerateRequest, tokens: TokenStream, counter: Any, service: ModelService, full_text_default: bool
+) -> AsyncIterator[dict]:
     """One event per token. A disconnect cancels the task iterating this, which cancels the generation."""
     generation = tokens.generation
-    counter = metrics.tokens.labels("/generate_stream")
+    words = service.model.vectors.words
     index = 0
     try:
         async for token in tokens:
             index += 1
             counter.inc()
             event = StreamResponse(index=index, token=_token(token))
+            if generation.params.top_n_tokens:
+                event.top_tokens = _top_tokens(token, words)
             if tokens.finish_reason is not None:  # set before the last token is handed out
-                event.generated_text = _full_text(body, generation)
+                event.generated_text = _full_text(body, generation, full_text_default)
                 event.details = _stream_details(tokens.finish_reason, generation)
             yield {"data": event.model_dump_json()}
-    except Exception:
-        logger.exception("generation failed in the middle of a stream")
-        failure = error_body("generation failed; the server log has the details", "internal")
-        yield {"data": json.dumps(failure)}
+    except GenerationFailed as error:
+        logger.error("generation failed in the middle of a stream: %s", error)
+        failure = error_body(
+            "the generation failed on the server; the server log has the details", "generation"
+        )
+        yield {"data": json.dumps(failure, ensure_ascii=False)}
 
 
 def _stream_details(finish_reason: str, generation: Generation) -> StreamDetails:
@@ -144,3 +211,64 @@ def _stream_details(finish_reason: str, generation: Generation) -> StreamDetails
         input_length=len(generation.prompt.ids),
         unknown_words=generation.prompt.unknown,
     )
+
+
+@router.post(
+    "/",
+    response_model=list[GenerateResponse],
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": 'a one-item JSON list; with "stream": true, ' + _STREAM_DESCRIPTION,
+            "headers": _HEADERS,
+        },
+        **_ERRORS,
+    },
+    summary="TGI's compatibility route: generate (a one-item list) or stream, by `stream`",
+)
+async def compat_generate(
+    body: GenerateRequest, request: Request, service: Service, metrics: AppMetrics
+) -> list[GenerateResponse] | Response:
+    # return_full_text defaults to true here, as TGI does for text-generation models.
+    if body.stream:
+        return await _stream(body, service, metrics, "/", full_text_default=True)
+    response, headers = await _finish(body, request, service, metrics, "/", full_text_default=True)
+    if response is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return JSONResponse([response.model_dump(mode="json")], headers=headers)
+
+
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    response_model_exclude_none=False,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": 'the generated text; with "stream": true, ' + _STREAM_DESCRIPTION,
+            "headers": _HEADERS,
+        },
+        **_ERRORS,
+    },
+    summary="Generate text after a prompt",
+)
+async def generate(
+    body: GenerateRequest, request: Request, service: Service, metrics: AppMetrics
+) -> GenerateResponse | Response:
+    if body.stream:
+        return await _stream(body, service, metrics, "/generate", full_text_default=False)
+    response, headers = await _finish(body, request, service, metrics, "/generate", full_text_default=False)
+    if response is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return JSONResponse(response.model_dump(mode="json"), headers=headers)
+
+
+@router.post(
+    "/generate_stream",
+    responses={200: {"content": {"text/event-stream": {}}, "description": _STREAM_DESCRIPTION}, **_ERRORS},
+    summary="Generate text after a prompt, streamed token by token (Server-Sent Events)",
+)
+async def generate_stream(
+    body: GenerateRequest, service: Service, metrics: AppMetrics
+) -> EventSourceResponse:
+    return await _stream(body, service, metrics, "/generate_stream", full_text_default=False)

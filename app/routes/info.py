@@ -1,14 +1,18 @@
-"""GET /info (model card), GET /health, GET /metrics (Prometheus)."""
+"""GET /info (TGI's endpoint info next to the model card), GET /health and /ping, GET /metrics (Prometheus),
+POST /tokenize (the prompt as the model reads it: clients cannot run jieba to count tokens)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
 
+from app import __version__
 from app.routes.dependencies import AppMetrics, Service
-from app.schemas import HealthResponse
+from app.schemas import ErrorResponse, GenerateRequest, HealthResponse, SimpleToken
 
 router = APIRouter(tags=["service"])
 
@@ -28,12 +32,70 @@ _CARD_SECTIONS = (
 )
 
 
-@router.get("/info", summary="Model card: corpus, vocabulary, settings, held-out metrics, server limits")
+class Info(BaseModel):
+    """TGI's Info fields (what `InferenceClient.get_endpoint_info` returns), then this project's model card:
+    the manifest's sections (corpus, vocabulary, network, training, evaluation, ...) and `limits`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_id: str = Field(description="the model directory's name")
+    model_sha: str | None = Field(description="sha256 of the model's manifest.json")
+    model_dtype: str = "float32"
+    model_device_type: str = "cpu"
+    model_pipeline_tag: str = "text-generation"
+    max_concurrent_requests: int = Field(description="per worker: MAX_BATCH_SIZE + MAX_WAITING")
+    max_best_of: int = Field(1, description="best_of > 1 is refused")
+    max_stop_sequences: int
+    max_input_tokens: int = Field(description="MAX_PROMPT_CHARS: a token is at least one character")
+    max_input_length: int = Field(description="the same, under TGI's older name")
+    max_total_tokens: int = Field(description="max_input_tokens + MAX_NEW_TOKENS")
+    max_batch_size: int = Field(description="per worker: sequences decoded together (MAX_BATCH_SIZE)")
+    max_batch_total_tokens: int | None = None
+    max_waiting_tokens: int | None = None
+    waiting_served_ratio: float | None = None
+    validation_workers: int = 1
+    max_client_batch_size: int = Field(1, description="one prompt per request")
+    router: str = "novel-lstm"
+    version: str = Field(description="this server's version")
+    sha: str | None = None
+    docker_label: str | None = None
+
+
+@router.get(
+    "/info",
+    response_model=Info,
+    summary="TGI's endpoint info and the model card: corpus, vocabulary, settings, metrics, limits",
+)
 def info(service: Service) -> dict[str, Any]:
     manifest = service.model.manifest
     settings = service.settings
+    manifest_file = service.model.directory / "manifest.json"
+    sha = hashlib.sha256(manifest_file.read_bytes()).hexdigest() if manifest_file.is_file() else None
+    card: dict[str, Any] = {
+        "model_id": service.name,
+        "model_sha": sha,
+        "model_dtype": "float32",
+        "model_device_type": "cpu",
+        "model_pipeline_tag": "text-generation",
+        "max_concurrent_requests": settings.max_batch_size + settings.max_waiting,
+        "max_best_of": 1,
+        "max_stop_sequences": settings.max_stop_sequences,
+        "max_input_tokens": service.max_input_tokens,
+        "max_input_length": service.max_input_tokens,
+        "max_total_tokens": service.max_input_tokens + settings.max_new_tokens,
+        "max_batch_size": settings.max_batch_size,
+        "max_batch_total_tokens": None,
+        "max_waiting_tokens": None,
+        "waiting_served_ratio": None,
+        "validation_workers": 1,
+        "max_client_batch_size": 1,
+        "router": "novel-lstm",
+        "version": __version__,
+        "sha": None,
+        "docker_label": None,
+    }
     # Only names, never absolute paths: the card is public and paths disclose the server's layout.
-    card: dict[str, Any] = {"model_id": service.name, "model_dir": service.model.directory.name}
+    card["model_dir"] = service.model.directory.name
     card.update({key: manifest[key] for key in _CARD_SECTIONS if key in manifest})
     if isinstance(card.get("corpus"), dict):
         corpus = {key: value for key, value in card["corpus"].items() if key != "input"}
@@ -45,6 +107,7 @@ def info(service: Service) -> dict[str, Any]:
         "max_new_tokens": settings.max_new_tokens,
         "top_k": settings.top_k_limit,
         "max_stop_sequences": settings.max_stop_sequences,
+        "max_top_n_tokens": settings.max_top_n_tokens,
         "max_topn": settings.max_topn,
         "max_body_bytes": settings.max_body_bytes,
         # Per worker process: sequences decoded together, and requests that may wait (429 beyond).
@@ -57,6 +120,36 @@ def info(service: Service) -> dict[str, Any]:
 @router.get("/health", response_model=HealthResponse, summary="Liveness: the model is loaded")
 def health(service: Service) -> HealthResponse:
     return HealthResponse(status="ok", model=service.name, vocab_size=len(service.model.vectors))
+
+
+@router.get("/ping", response_model=HealthResponse, summary="The same as /health (SageMaker's name)")
+def ping(service: Service) -> HealthResponse:
+    return health(service)
+
+
+@router.post(
+    "/tokenize",
+    response_model=list[SimpleToken],
+    responses={422: {"model": ErrorResponse, "description": "empty or too long inputs"}},
+    summary="The prompt's tokens as the model reads them, with character offsets (TGI's /tokenize)",
+)
+async def tokenize(body: GenerateRequest, service: Service) -> list[SimpleToken]:
+    """Only `inputs` is read (the body is TGI's GenerateRequest, so a client can send the one it generates
+    with). The number of tokens is x-prompt-tokens / usage.prompt_tokens of the same prompt."""
+    service.check_prompt(body.inputs)
+    pieces = await service.run_model(service.decoder.pieces, body.inputs)
+    unknown = service.decoder.unknown_id
+    return [
+        SimpleToken(
+            id=piece.id,
+            text=piece.text,
+            start=piece.start,
+            stop=piece.stop,
+            known=piece.id != unknown,
+            spelled=piece.spelled,
+        )
+        for piece in pieces
+    ]
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -40,17 +40,43 @@ GENERATE_ERRORS = [
     ({"inputs": "宝玉", "parameters": {"temperature": "hot"}}, "parameters.temperature"),
     ({"inputs": "宝玉", "parameters": {"stop": "。"}}, "parameters.stop"),
     ({"inputs": "宝玉", "parameters": []}, "parameters"),
-    ({"inputs": "宝玉", "parameters": {"temprature": 0.5}}, "parameters.temprature is not a known field"),
     ({"prompt": "宝玉"}, "inputs is required"),
-    ({"inputs": "宝玉", "parameters": {"watermark": True}}, "watermark"),
-    ({"inputs": "宝玉", "parameters": {"top_n_tokens": 5}}, "parameters.top_n_tokens"),
+    # TGI parameters: out of range, over a server limit, or a feature this model lacks (the message says why).
+    ({"inputs": "宝玉", "parameters": {"watermark": True}}, "watermark is not supported"),
+    ({"inputs": "宝玉", "parameters": {"best_of": 2, "do_sample": True}}, "best_of > 1 is not supported"),
+    ({"inputs": "宝玉", "parameters": {"best_of": 0}}, "parameters.best_of"),
+    ({"inputs": "宝玉", "parameters": {"grammar": {"type": "regex", "value": "a+"}}}, "grammar is not supp"),
+    ({"inputs": "宝玉", "parameters": {"adapter_id": "lora-1"}}, "adapter_id is not supported"),
+    ({"inputs": "宝玉", "parameters": {"top_n_tokens": 6}}, "the limit is 5 (MAX_TOP_N_TOKENS)"),
+    ({"inputs": "宝玉", "parameters": {"top_n_tokens": -1}}, "parameters.top_n_tokens"),
+    ({"inputs": "宝玉", "parameters": {"truncate": 0}}, "parameters.truncate"),
+    ({"inputs": "宝玉", "parameters": {"truncate": 201}}, "max_input_tokens = 200"),
+    ({"inputs": "宝玉", "parameters": {"typical_p": 0}}, "parameters.typical_p"),
+    ({"inputs": "宝玉", "parameters": {"typical_p": 1.5}}, "parameters.typical_p"),
+    ({"inputs": "宝玉", "parameters": {"frequency_penalty": 2.5}}, "parameters.frequency_penalty"),
+    ({"inputs": "宝玉", "parameters": {"frequency_penalty": "high"}}, "parameters.frequency_penalty"),
 ]
 
 
-@pytest.mark.parametrize("path", ["/generate", "/generate_stream"])
+@pytest.mark.parametrize("path", ["/", "/generate", "/generate_stream"])
 @pytest.mark.parametrize(("payload", "fragment"), GENERATE_ERRORS)
 def test_invalid_generate_requests(client: TestClient, path: str, payload: dict, fragment: str) -> None:
     _assert_error(client.post(path, json=payload), 422, "validation", fragment)
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/generate_stream", {}),
+        ("/generate", {"stream": True}),
+        ("/", {"stream": True}),
+    ],
+)
+def test_decoder_input_details_is_refused_when_streaming_like_tgi(
+    client: TestClient, path: str, payload: dict
+) -> None:
+    body = {"inputs": "宝玉", "parameters": {"decoder_input_details": True}, **payload}
+    _assert_error(client.post(path, json=body), 422, "validation", "not supported when streaming")
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])

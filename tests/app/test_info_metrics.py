@@ -72,9 +72,10 @@ def test_playground_page_and_assets(client: TestClient) -> None:
 def test_openapi_lists_every_endpoint_with_chinese_examples(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    assert {"/generate", "/generate_stream", "/predict", "/similar", "/info", "/health", "/metrics"} <= set(
-        paths
-    )
+    assert {
+        "/", "/generate", "/generate_stream", "/predict", "/similar", "/info", "/health", "/ping", "/metrics",
+        "/tokenize", "/v1/models", "/v1/completions",
+    } <= set(paths)  # fmt: skip
     assert {"get", "post"} <= set(paths["/similar"])
     components = schema["components"]["schemas"]
     assert components["GenerateRequest"]["examples"][0]["inputs"] == "宝玉笑道"
@@ -84,9 +85,11 @@ def test_openapi_lists_every_endpoint_with_chinese_examples(client: TestClient) 
 def test_openapi_examples_succeed(client: TestClient) -> None:
     components = client.get("/openapi.json").json()["components"]["schemas"]
     for path, schema in (
+        ("/", "GenerateRequest"),
         ("/generate", "GenerateRequest"),
         ("/predict", "PredictRequest"),
         ("/similar", "SimilarRequest"),
+        ("/v1/completions", "CompletionRequest"),
     ):
         example = components[schema]["examples"][0]
         response = client.post(path, json=example)

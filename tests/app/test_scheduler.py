@@ -128,8 +128,20 @@ def test_a_request_failing_validation_never_enters_the_batch(one_slot_url: str) 
 
 
 def test_seeded_requests_are_the_same_alone_and_among_31_others(server_url: str) -> None:
+    # Every TGI control in the mix, each sequence with its own (issue 8's typical_p, frequency_penalty,
+    # top_n_tokens, decoder_input_details and truncate as well as the sampling basics).
+    extras = [
+        {},
+        {"typical_p": 0.8},
+        {"frequency_penalty": 1.2, "top_n_tokens": 3},
+        {"repetition_penalty": 1.3, "top_p": 0.9},
+        {"decoder_input_details": True, "truncate": 2},
+        {"typical_p": 0.95, "top_p": 0.95, "frequency_penalty": -0.5},
+    ]
+
     def payload(i: int) -> dict:
         parameters = {"max_new_tokens": 60, "do_sample": True, "temperature": 1.1, "top_k": 30, "seed": i}
+        parameters.update(extras[i % len(extras)], details=True)
         if i % 4 == 0:
             parameters["stop"] = ["。"]  # some end early, the others continue in the batch
         return {"inputs": ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母道"][i % 4], "parameters": parameters}
@@ -147,6 +159,16 @@ def test_seeded_requests_are_the_same_alone_and_among_31_others(server_url: str)
     batched = asyncio.run(together())
     assert _histogram_over(server_url, 16) > before, "the 32 requests never shared a tick"
     assert [r["generated_text"] for r in batched] == [r["generated_text"] for r in alone]
+    for single, together_ in zip(alone, batched, strict=True):
+        details, other = single["details"], together_["details"]
+        assert [t["id"] for t in other["tokens"]] == [t["id"] for t in details["tokens"]]
+        assert [p["logprob"] for p in other["prefill"]] == pytest.approx(
+            [p["logprob"] for p in details["prefill"]]
+        )
+        if details["top_tokens"] is not None:
+            assert [[t["id"] for t in top] for top in other["top_tokens"]] == [
+                [t["id"] for t in top] for top in details["top_tokens"]
+            ]
 
 
 def _histogram_over(url: str, size: int) -> float:
