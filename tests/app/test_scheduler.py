@@ -101,13 +101,20 @@ def test_a_full_batch_and_queue_answer_429_with_retry_after(one_slot_url: str) -
         with client.stream("POST", "/generate_stream", json=LONG, timeout=60) as waiting:
             assert waiting.status_code == 200  # queued: its events start once the slot is free
             _wait_for(lambda: _metric(one_slot_url, "novel_lstm_queue_size") == 1)
-            for path in ("/generate", "/generate_stream"):
+            for path in ("/", "/generate", "/generate_stream"):
                 refused = client.post(path, json=SHORT, timeout=30)
                 assert refused.status_code == 429, refused.text
                 assert int(refused.headers["Retry-After"]) >= 1
                 error = refused.json()
                 assert error["error_type"] == "overloaded"
                 assert "MAX_BATCH_SIZE=1" in error["error"] and "MAX_WAITING=1" in error["error"]
+            # Under /v1 the same refusal in OpenAI's shape (the openai client raises RateLimitError).
+            for stream in (False, True):
+                body = {"prompt": "黛玉听了", "max_tokens": 5, "stream": stream}
+                refused = client.post("/v1/completions", json=body, timeout=30)
+                assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+                error = refused.json()["error"]
+                assert error["type"] == "rate_limit_error" and error["code"] == "overloaded"
             # A request that fails validation is answered 422 as always: it never needed a place.
             invalid = client.post("/generate", json={"inputs": "", "parameters": {}}, timeout=30)
             assert invalid.status_code == 422
