@@ -15,8 +15,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from app.openai_api import is_openai_path, openai_error_body
 
@@ -160,17 +161,38 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(request, 422, "validation", message, param=param, fields=fields)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path, found by asking the router about each method.
+    Starlette's own 405 names only the first route that matched the path (`Allow: GET` on /similar, which
+    also takes POST). Mounted apps (/static) match any method, so they are not asked; they serve GET."""
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return allowed or ["GET", "HEAD"]
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}; the API is listed at /docs"
         error_type = "not_found"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}; the API is listed at /docs"
+        allow = ", ".join(allowed_methods(request))
+        headers["Allow"] = allow
+        if request.method == "OPTIONS":  # RFC 9110: OPTIONS asks which methods the resource supports
+            return Response(status_code=204, headers=headers)
+        message = f"{request.method} is not allowed on {request.url.path} (only {allow}); see /docs"
         error_type = "method_not_allowed"
     else:
         message = str(exc.detail)
         error_type = "http"
-    return error_response(request, exc.status_code, error_type, message, exc.headers)
+    return error_response(request, exc.status_code, error_type, message, headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
-from app.request_guard import RequestGuardMiddleware
+from app.openapi import install_openapi
+from app.request_guard import RequestGuardMiddleware, install_json_parse_errors
 from app.routes import generate, info, openai, playground, predict, similar
 from app.routes.playground import STATIC_DIR
 from app.security_headers import SecurityHeadersMiddleware
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (generate, openai, predict, similar, info, playground):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_openapi(app, settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(StartupErrorMiddleware)
+    install_json_parse_errors()  # uvicorn imports this module before it serves, in every worker
     return app
 
 

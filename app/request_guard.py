@@ -172,3 +172,54 @@ class RequestGuardMiddleware:
                     "which is not text; send valid Unicode",
                 )
         return None
+
+
+# uvicorn answers a request it cannot parse by itself, in plain text ("Invalid HTTP request received."),
+# before any ASGI app or middleware sees it: a URL longer than 65,535 bytes (httptools cannot split it),
+# a malformed request line or header. Clients of this API parse JSON errors, so that answer is replaced by
+# the app's error shape (issue 12 item 12: a 90 KB URL was plain text). uvicorn has no hook for this; both
+# of its HTTP/1.1 protocol classes route every such answer through `send_400_response`.
+_LONGEST_URL = 65_535
+
+
+def _parse_error_response(url_length: int) -> bytes:
+    if url_length > _LONGEST_URL:
+        status, reason, error_type = 414, "URI Too Long", "uri_too_long"
+        message = (
+            f"the URL is {url_length} bytes long, the limit is {_LONGEST_URL}; "
+            "send long inputs in a POST body instead"
+        )
+    else:
+        status, reason, error_type = 400, "Bad Request", "invalid_http"
+        message = (
+            "the request could not be parsed as HTTP/1.1 (malformed request line or header, or headers "
+            "too long); check the client"
+        )
+    body = json.dumps({"error": message, "error_type": error_type}).encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def _send_json_parse_error(self: Any, msg: str) -> None:
+    url = getattr(self, "url", b"")  # httptools' protocol accumulates the raw URL here
+    self.transport.write(_parse_error_response(len(url) if isinstance(url, bytes) else 0))
+    self.transport.close()
+
+
+def install_json_parse_errors() -> None:
+    """Make uvicorn's unparseable-request answers JSON (idempotent; a no-op for protocols not installed)."""
+    import importlib
+
+    for module_name, class_name in (
+        ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
+        ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
+    ):
+        try:
+            protocol = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue  # that HTTP implementation is not installed
+        if hasattr(protocol, "send_400_response"):
+            protocol.send_400_response = _send_json_parse_error

@@ -12,11 +12,23 @@ says why, never silently ignored.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 logger = logging.getLogger("app")
+
+
+def _integral_number(value: Any) -> Any:
+    # JSON Schema's "integer" is any number with a zero fractional part, so 18.0 is one and the schema
+    # promises it is accepted; strict mode would refuse it. Strings and booleans stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a request body (strict, but 18.0 is 18).
+JsonInt = Annotated[int, BeforeValidator(_integral_number)]
 
 # max_new_tokens when the request leaves it out or sends null.
 DEFAULT_MAX_NEW_TOKENS = 50
@@ -60,7 +72,7 @@ class _IgnoresUnknown(BaseModel):
 class GenerateParameters(_IgnoresUnknown):
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PARAMETERS})
 
-    max_new_tokens: int | None = Field(
+    max_new_tokens: JsonInt | None = Field(
         DEFAULT_MAX_NEW_TOKENS,
         ge=1,
         description=f"how many words to generate at most (null: {DEFAULT_MAX_NEW_TOKENS}; limit: /info)",
@@ -73,7 +85,7 @@ class GenerateParameters(_IgnoresUnknown):
     temperature: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="divides the logits: < 1 sharper, > 1 more varied"
     )
-    top_k: int | None = Field(None, ge=1, description="sample only among the k most probable words")
+    top_k: JsonInt | None = Field(None, ge=1, description="sample only among the k most probable words")
     top_p: float | None = Field(
         None,
         gt=0,
@@ -103,7 +115,7 @@ class GenerateParameters(_IgnoresUnknown):
         description="as in TGI: subtracts this times a word's share of the tokens so far (prompt and output) "
         "from its logit; > 0 discourages repeats, < 0 encourages them (0 or null: off)",
     )
-    seed: int | None = Field(
+    seed: JsonInt | None = Field(
         None, ge=0, le=2**64 - 1, description="same seed and parameters give the same text; drawn if absent"
     )
     stop: list[str] | None = Field(
@@ -119,19 +131,19 @@ class GenerateParameters(_IgnoresUnknown):
         description="also return each prompt token's logprob given the tokens before it (details.prefill; "
         "implies details; not with streaming, as in TGI)",
     )
-    top_n_tokens: int | None = Field(
+    top_n_tokens: JsonInt | None = Field(
         None,
         ge=0,
         description="also return the n most probable words at each step (details.top_tokens, stream "
         "top_tokens; 0 or null: off; server limit: /info)",
     )
-    truncate: int | None = Field(
+    truncate: JsonInt | None = Field(
         None, ge=1, description="read only the last N tokens of the prompt (null: all of it)"
     )
 
     # Parameters of TGI that this model cannot honour: the schema admits only their "off" values (so it says
     # exactly what is accepted); any other value is a 422 whose message says why (app/errors.py's hints).
-    best_of: int | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
+    best_of: JsonInt | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
     watermark: Literal[False, None] = Field(False, description="only false (or null): no watermarking")
     grammar: None = Field(None, description="only null: no constrained decoding")
     adapter_id: None = Field(None, description="only null: no LoRA adapters")
@@ -252,7 +264,7 @@ class PredictRequest(BaseModel):
     )
 
     inputs: str = Field(description="the context; the candidates are for the word after it")
-    top_k: int = Field(10, ge=1, description="how many candidates (server limit: /info)")
+    top_k: JsonInt = Field(10, ge=1, description="how many candidates (server limit: /info)")
     temperature: float = Field(
         1.0, gt=0, allow_inf_nan=False, description="divides the logits before softmax"
     )
@@ -275,14 +287,21 @@ class SimilarRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [{"positive": ["宝玉", "姐姐"], "negative": ["哥哥"], "topn": 10}]},
+        json_schema_extra={
+            "examples": [{"positive": ["宝玉", "姐姐"], "negative": ["哥哥"], "topn": 10}],
+            # At least one word, in either list (the route answers 422 otherwise).
+            "anyOf": [
+                {"required": ["positive"], "properties": {"positive": {"minItems": 1}}},
+                {"required": ["negative"], "properties": {"negative": {"minItems": 1}}},
+            ],
+        },
     )
 
     positive: list[str] = Field(
         default_factory=list, description="words added (gensim most_similar semantics)"
     )
     negative: list[str] = Field(default_factory=list, description="words subtracted")
-    topn: int = Field(10, ge=1, description="how many neighbours (server limit: /info)")
+    topn: JsonInt = Field(10, ge=1, description="how many neighbours (server limit: /info)")
 
 
 class Neighbour(BaseModel):

@@ -299,6 +299,14 @@ class ModelService:
                 "use POST /generate, or send false",
                 param="parameters.decoder_input_details",
             )
+        longest = max(parameters.stop, key=len, default="")
+        if len(longest) > self.settings.max_stop_chars:
+            raise APIError(
+                422,
+                "validation",
+                f"parameters.stop has a sequence of {len(longest)} characters, the limit is "
+                f"{self.settings.max_stop_chars}; a stop sequence is a few characters such as 」",
+            )
         params = SamplingParams(
             max_new_tokens=max_new_tokens,
             do_sample=bool(parameters.do_sample),

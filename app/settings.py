@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     max_top_n_tokens: int = Field(
         5, ge=0, description="upper limit for top_n_tokens (TGI) and logprobs (OpenAI completions)"
     )
+    max_stop_chars: int = Field(100, ge=1, description="longest stop sequence accepted, in characters")
     max_batch_size: int = Field(
         64,
         ge=1,
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
         256, ge=0, description="requests that may wait for a batch slot per worker; beyond it, 429 overloaded"
     )
     max_topn: int = Field(100, ge=1, description="upper limit for topn in /similar")
+    max_similar_words: int = Field(
+        20, ge=1, description="how many words /similar accepts in positive and in negative (each)"
+    )
+    max_word_chars: int = Field(50, ge=1, description="longest word accepted by /similar, in characters")
     max_body_bytes: int = Field(
         262_144, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -408,7 +409,7 @@ class Network:
                     f"{path}: no network config ({FORMAT_KEY}); this is not a novel-lstm network file"
                 )
             try:
-                config = NetworkConfig.from_dict(json.loads(str(archive[FORMAT_KEY])))
+                config = NetworkConfig.from_dict(json.loads(str(read_array(archive, FORMAT_KEY, path))))
                 network = cls(config, embedding, np.random.default_rng(0))
             except (ValueError, TypeError) as error:
                 raise ValueError(f"{path}: {error}") from None
@@ -421,7 +422,7 @@ class Network:
                     "the file is damaged or was written by another version"
                 )
             for name, target in network.params.items():
-                value = archive[name]
+                value = read_array(archive, name, path)
                 if value.shape != target.shape:
                     raise ValueError(
                         f"{path}: array {name!r} has shape {value.shape}, expected {target.shape} "
@@ -431,6 +432,20 @@ class Network:
                     raise ValueError(f"{path}: array {name!r} contains NaN or infinity; retrain the model")
                 target[...] = value  # in place: the LSTM layers hold the same arrays
         return network
+
+
+def read_array(archive: Any, name: str, path: Path) -> np.ndarray:
+    """archive[name] from an np.load(allow_pickle=False) archive; an array of Python objects (which only
+    pickle could restore, and unpickling runs code) is a ValueError naming the file and the array."""
+    try:
+        return archive[name]
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise ValueError(f"{path}: array {name!r} is unreadable ({error})") from None
+        raise ValueError(
+            f"{path}: array {name!r} holds Python objects, which only pickle could load and pickle is never "
+            "used on loading paths; this is not a file novel-lstm wrote: retrain or restore it"
+        ) from None
 
 
 def _scatter_rows(ids: np.ndarray, rows: np.ndarray, vocab_size: int) -> np.ndarray:

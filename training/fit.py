@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.network import LOSSES, Network, NetworkConfig, State
+from models.network import LOSSES, Network, NetworkConfig, State, read_array
 from models.vectors import WordVectors
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -364,7 +364,13 @@ def _load_checkpoint(
             f"{path}: unreadable checkpoint ({error}); delete it and train without --resume"
         ) from None
     with archive:
-        meta = json.loads(str(archive["meta"]))
+        try:
+            meta = json.loads(str(read_array(archive, "meta", path)))
+            arrays = {name: read_array(archive, name, path) for name in archive.files if name != "meta"}
+        except (KeyError, ValueError) as error:
+            raise ValueError(
+                f"{error}; the checkpoint is damaged: delete {path} and train without --resume"
+            ) from None
         if meta["fingerprint"] != fingerprint:
             raise ValueError(
                 f"{path}: the checkpoint was made with other data or settings; "
@@ -372,11 +378,11 @@ def _load_checkpoint(
                 "train without --resume to start over"
             )
         for name, param in network.params.items():
-            param[...] = archive[f"param/{name}"]
+            param[...] = arrays[f"param/{name}"]
             for group, arrays_of_group in copies.items():
-                arrays_of_group[name][...] = archive[f"{group}/{name}"]
-            adam.m[name][...] = archive[f"adam_m/{name}"]
-            adam.v[name][...] = archive[f"adam_v/{name}"]
+                arrays_of_group[name][...] = arrays[f"{group}/{name}"]
+            adam.m[name][...] = arrays[f"adam_m/{name}"]
+            adam.v[name][...] = arrays[f"adam_v/{name}"]
     adam.t = int(meta["adam_t"])
     rng.bit_generator.state = meta["rng_state"]
     return _Progress(**meta["progress"])

@@ -108,8 +108,12 @@ def info(service: Service) -> dict[str, Any]:
         "top_k": settings.top_k_limit,
         "max_stop_sequences": settings.max_stop_sequences,
         "max_top_n_tokens": settings.max_top_n_tokens,
+        "max_stop_chars": settings.max_stop_chars,
         "max_topn": settings.max_topn,
+        "max_similar_words": settings.max_similar_words,
+        "max_word_chars": settings.max_word_chars,
         "max_body_bytes": settings.max_body_bytes,
+        "body_read_timeout": settings.body_read_timeout,
         # Per worker process: sequences decoded together, and requests that may wait (429 beyond).
         "max_batch_size": settings.max_batch_size,
         "max_waiting": settings.max_waiting,

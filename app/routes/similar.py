@@ -24,11 +24,27 @@ def _neighbours(
 ) -> SimilarResponse:
     if topn > service.settings.max_topn:
         raise APIError(422, "validation", f"topn is {topn}, the limit is {service.settings.max_topn}")
+    settings = service.settings
+    for field, given in (("positive", positive), ("negative", negative)):
+        if len(given) > settings.max_similar_words:
+            raise APIError(
+                422,
+                "validation",
+                f"{field} has {len(given)} words, the limit is {settings.max_similar_words}",
+            )
     words = positive + negative
     if not words:
         raise APIError(422, "validation", "give at least one word in positive or negative, e.g. 黛玉")
     if any(not word.strip() for word in words):
         raise APIError(422, "validation", "words must be non-empty, e.g. 黛玉")
+    longest = max(words, key=len)
+    if len(longest) > settings.max_word_chars:
+        raise APIError(
+            422,
+            "validation",
+            f"a word of {len(longest)} characters was sent, the limit is {settings.max_word_chars}; "
+            "send single words of the novel, e.g. 黛玉",
+        )
     vectors = service.model.vectors
     unknown = [word for word in dict.fromkeys(words) if word not in vectors]
     if unknown:

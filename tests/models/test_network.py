@@ -4,6 +4,7 @@ errors."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -117,6 +118,19 @@ def test_load_rejects_a_wrong_shape_with_a_message_naming_the_array(tmp_path: Pa
     with pytest.raises(
         ValueError, match=r"corrupt\.npz: array 'head\.W' has shape \(5, 5\), expected \(4, 5\)"
     ):
+        Network.load(path, network.embedding)
+
+
+@pytest.mark.parametrize("array", ["head.W", FORMAT_KEY])
+def test_load_refuses_pickled_arrays_naming_the_file_and_the_array(tmp_path: Path, array: str) -> None:
+    # Issue 12 item 12: the refusal said only "Object arrays cannot be loaded when allow_pickle=False".
+    network = _network(VARIANTS["cos_softmax"], dtype=np.float32)
+    arrays = {FORMAT_KEY: np.array(json.dumps(asdict(network.config))), **network.params}
+    arrays[array] = np.array([{"payload": 1}], dtype=object)  # np.savez pickles object arrays
+    path = tmp_path / "pickled.npz"
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(ValueError, match=rf"pickled\.npz: array '{re.escape(array)}' holds Python objects"):
         Network.load(path, network.embedding)
 
 
