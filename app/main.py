@@ -22,7 +22,7 @@ from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.openapi import install_openapi
 from app.request_guard import RequestGuardMiddleware, install_json_parse_errors
-from app.routes import generate, info, openai, playground, predict, similar
+from app.routes import docs, generate, info, openai, playground, predict, similar
 from app.routes.playground import STATIC_DIR
 from app.security_headers import SecurityHeadersMiddleware
 from app.service import ModelLoadError, ModelService
@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by app/routes/docs.py with local, pinned assets instead of FastAPI's CDN links.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # No automatic trailing-slash redirects: Starlette builds their absolute Location from the request's Host
@@ -101,9 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.redirect_slashes = False
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (generate, openai, predict, similar, info, playground):
+    for module in (generate, openai, predict, similar, info, playground, docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     install_openapi(app, settings)
     if settings.cors_origins:
         app.add_middleware(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
 
@@ -27,3 +29,14 @@ def test_static_redirect_does_not_echo_the_host_header(client: TestClient) -> No
         response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
         assert "evil.example" not in response.headers.get("location", ""), path
         assert "evil.example" not in response.text, path
+
+
+def test_docs_pages_and_their_csp_name_no_other_origin(client: TestClient) -> None:
+    # Issue 12 item 13: /docs and /redoc loaded Swagger UI and ReDoc from a CDN (floating versions).
+    for path in ("/docs", "/redoc"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert "https://" not in response.text and "http://" not in response.text, path
+        assert "http" not in response.headers["content-security-policy"], path
+        for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', response.text):
+            assert client.get(asset).status_code == 200, asset
