@@ -182,7 +182,13 @@ class Sampler:
         """Repetition, frequency and presence penalties on this sequence's row, in place."""
         if self.penalty is not None and self._seen_ids.size:
             values = logits[self._seen_ids]
-            logits[self._seen_ids] = np.where(values > 0, values / self.penalty, values * self.penalty)
+            # An extreme admitted penalty (5e-324, 1e308) overflows float32 to +-inf, and inf - inf in the
+            # softmax is NaN: garbage words with logprob -1e30. Saturating at a finite bound keeps the order
+            # that matters (a tiny penalty puts seen words far ahead, a huge one far behind) and every
+            # later step finite.
+            with np.errstate(over="ignore", divide="ignore"):
+                penalised = np.where(values > 0, values / self.penalty, values * self.penalty)
+            logits[self._seen_ids] = np.clip(penalised, -_LOGIT_BOUND, _LOGIT_BOUND)
         counts = self._counts
         if counts is not None and self._total:
             if self.frequency is not None:
@@ -272,6 +278,10 @@ def choose_batch(samplers: Sequence[Sampler], logits: np.ndarray) -> list[Choice
             sampler._remember(chosen)
             choices[row] = Choice(id=chosen, logprob=logprob)
     return choices  # type: ignore[return-value]  # every row was filled above
+
+
+# Larger than any logit the network produces, small enough that differences of two stay finite in float32.
+_LOGIT_BOUND = np.float32(1e30)
 
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:

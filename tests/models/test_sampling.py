@@ -115,3 +115,24 @@ def test_a_control_the_batched_path_does_not_know_is_never_ignored() -> None:
 
     assert Sampler(WithNewControl(do_sample=True), seed=0, vocab_size=50)._group is not None
     assert Sampler(WithNewControl(do_sample=True, new_control=0.5), seed=0, vocab_size=50)._group is None
+
+
+def test_extreme_repetition_penalties_are_finite_and_keep_their_meaning() -> None:
+    # Found by the extreme-parameter walk (issue 12, no NaN): 5e-324 overflowed the penalised logits to inf,
+    # inf - inf = NaN, and /generate answered a repeated word with logprob -1e30 per token.
+    logits = _logits(5)
+    seen = [4, 9]
+    logits[4], logits[9] = 0.5, -0.5  # one seen word with a positive logit, one with a negative
+    for do_sample in (False, True):
+        tiny = Sampler(SamplingParams(do_sample=do_sample, repetition_penalty=5e-324), 1, 50, seen=seen)
+        choice = tiny.choose(logits.copy())
+        assert choice.id == 4 and math.isfinite(choice.logprob)  # a tiny penalty favours seen words
+        for penalty in (1e-308, 1e308):
+            sampler = Sampler(
+                SamplingParams(do_sample=do_sample, repetition_penalty=penalty), 1, 50, seen=seen
+            )
+            for _ in range(5):
+                choice = sampler.choose(logits.copy())
+                assert math.isfinite(choice.logprob)
+        huge = Sampler(SamplingParams(do_sample=do_sample, repetition_penalty=1e308), 1, 50, seen=seen)
+        assert huge.choose(logits.copy()).id not in seen
