@@ -66,24 +66,62 @@ _KEYWORD_TYPES = {
 }
 
 
+# Cross-field rules the shared request models cannot state: TGI refuses prefill logprobs for a streamed
+# answer (app/service.py), so decoder_input_details must be false or null where the answer is a stream.
+_NO_PREFILL = {
+    "properties": {
+        "parameters": {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "object", "properties": {"decoder_input_details": {"enum": [False, None]}}},
+            ]
+        }
+    }
+}
+_NOT_STREAMED = {"properties": {"stream": {"enum": [False, None]}}}
+_REQUEST_RULES = {
+    ("post", "/generate_stream"): _NO_PREFILL,
+    ("post", "/generate"): {"anyOf": [_NOT_STREAMED, _NO_PREFILL]},
+    ("post", "/"): {"anyOf": [_NOT_STREAMED, _NO_PREFILL]},
+}
+
+
 def field_limits(settings: Settings) -> dict[str, dict[str, Any]]:
     """JSON Schema constraints per field name, from the settings the service checks requests against."""
     word = {"minLength": 1, "maxLength": settings.max_word_chars, "pattern": NON_BLANK}
     words = {"maxItems": settings.max_similar_words, "items": word}
+    prompt = {"maxLength": settings.max_prompt_chars, "pattern": NON_BLANK}
     return {
-        "inputs": {"maxLength": settings.max_prompt_chars, "pattern": NON_BLANK},
+        "inputs": prompt,
+        "prompt": {**prompt, "items": prompt},  # OpenAI completions: a string or a list of one
+        # TGI's max_input_tokens, which is MAX_PROMPT_CHARS (a token is at least one character).
+        "truncate": {"maximum": settings.max_prompt_chars},
         "max_new_tokens": {"maximum": settings.max_new_tokens},
         "top_k": {"maximum": settings.top_k_limit},
-        "stop": {
+        "stop": {  # a list (TGI, OpenAI) or one string (OpenAI)
             "maxItems": settings.max_stop_sequences,
             "items": {"minLength": 1, "maxLength": settings.max_stop_chars},
+            "minLength": 1,
+            "maxLength": settings.max_stop_chars,
         },
         "top_n_tokens": {"maximum": settings.max_top_n_tokens},
         "topn": {"maximum": settings.max_topn},
+        # TGI's u64; pydantic prints le=2**64-1 as the float 1.8446744073709552e19, which is 2**64.
+        "seed": {"maximum": 2**64 - 1},
         "word": word,
         "positive": words,
         "negative": words,
     }
+
+
+def _integer_bounds(schema: dict[str, Any]) -> None:
+    # pydantic prints the bounds of `int | None` fields as floats (minimum: 1.0); an integer's are integers.
+    for branch in schema.get("anyOf") or schema.get("oneOf") or [schema]:
+        if branch.get("type") == "integer":
+            for keyword in ("minimum", "maximum"):
+                value = branch.get(keyword)
+                if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+                    branch[keyword] = int(value)
 
 
 def _constrain(schema: dict[str, Any], limits: dict[str, Any]) -> None:
@@ -110,13 +148,19 @@ def describe_server(document: dict[str, Any], settings: Settings) -> dict[str, A
     limits = field_limits(settings)
     for component in document.get("components", {}).get("schemas", {}).values():
         for name, prop in component.get("properties", {}).items():
+            _integer_bounds(prop)
             if name in limits:
                 _constrain(prop, limits[name])
     for path, item in document.get("paths", {}).items():
-        for operation in item.values():
+        for method, operation in item.items():
             for parameter in operation.get("parameters", []):
+                _integer_bounds(parameter.get("schema", {}))
                 if parameter.get("name") in limits:
                     _constrain(parameter["schema"], limits[parameter["name"]])
+            rule = _REQUEST_RULES.get((method, path))
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if rule is not None and body is not None:
+                body["schema"] = {"allOf": [body["schema"], rule]}
             responses = operation.setdefault("responses", {})
             for response in responses.values():
                 schema = response.get("content", {}).get("application/json", {}).get("schema", {})

@@ -12,23 +12,12 @@ says why, never silently ignored.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 logger = logging.getLogger("app")
-
-
-def _integral_number(value: Any) -> Any:
-    # JSON Schema's "integer" is any number with a zero fractional part, so 18.0 is one and the schema
-    # promises it is accepted; strict mode would refuse it. Strings and booleans stay refused.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# An integer field of a request body (strict, but 18.0 is 18).
-JsonInt = Annotated[int, BeforeValidator(_integral_number)]
 
 # max_new_tokens when the request leaves it out or sends null.
 DEFAULT_MAX_NEW_TOKENS = 50
@@ -55,7 +44,34 @@ def unknown_fields(model: type[BaseModel], data: Any) -> list[str]:
     return [key for key in data if key not in known]
 
 
-class _IgnoresUnknown(BaseModel):
+def _is_int_field(annotation: Any) -> bool:
+    return annotation is int or (get_origin(annotation) in (Union, UnionType) and int in get_args(annotation))
+
+
+class _JsonIntegers(BaseModel):
+    """Strict models, except that an integer field takes 18.0 as 18: JSON Schema's "integer" is any number
+    with a zero fractional part, so the schema promises 18.0 is accepted (Schemathesis sent it). Strings
+    and booleans stay refused. Done before validation so the fields keep plain `int` types, whose bounds
+    the JSON schema prints as integer minimum/maximum."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            key: int(value)
+            if isinstance(value, float)
+            and value.is_integer()
+            and key in fields
+            and _is_int_field(fields[key].annotation)
+            else value
+            for key, value in data.items()
+        }
+
+
+class _IgnoresUnknown(_JsonIntegers):
     """Ignores undeclared fields like TGI (serde's default) and logs their names: a typo shows in the log."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -72,7 +88,7 @@ class _IgnoresUnknown(BaseModel):
 class GenerateParameters(_IgnoresUnknown):
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PARAMETERS})
 
-    max_new_tokens: JsonInt | None = Field(
+    max_new_tokens: int | None = Field(
         DEFAULT_MAX_NEW_TOKENS,
         ge=1,
         description=f"how many words to generate at most (null: {DEFAULT_MAX_NEW_TOKENS}; limit: /info)",
@@ -85,7 +101,7 @@ class GenerateParameters(_IgnoresUnknown):
     temperature: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="divides the logits: < 1 sharper, > 1 more varied"
     )
-    top_k: JsonInt | None = Field(None, ge=1, description="sample only among the k most probable words")
+    top_k: int | None = Field(None, ge=1, description="sample only among the k most probable words")
     top_p: float | None = Field(
         None,
         gt=0,
@@ -115,7 +131,7 @@ class GenerateParameters(_IgnoresUnknown):
         description="as in TGI: subtracts this times a word's share of the tokens so far (prompt and output) "
         "from its logit; > 0 discourages repeats, < 0 encourages them (0 or null: off)",
     )
-    seed: JsonInt | None = Field(
+    seed: int | None = Field(
         None, ge=0, le=2**64 - 1, description="same seed and parameters give the same text; drawn if absent"
     )
     stop: list[str] | None = Field(
@@ -131,22 +147,30 @@ class GenerateParameters(_IgnoresUnknown):
         description="also return each prompt token's logprob given the tokens before it (details.prefill; "
         "implies details; not with streaming, as in TGI)",
     )
-    top_n_tokens: JsonInt | None = Field(
+    top_n_tokens: int | None = Field(
         None,
         ge=0,
         description="also return the n most probable words at each step (details.top_tokens, stream "
         "top_tokens; 0 or null: off; server limit: /info)",
     )
-    truncate: JsonInt | None = Field(
+    truncate: int | None = Field(
         None, ge=1, description="read only the last N tokens of the prompt (null: all of it)"
     )
 
     # Parameters of TGI that this model cannot honour: the schema admits only their "off" values (so it says
     # exactly what is accepted); any other value is a 422 whose message says why (app/errors.py's hints).
-    best_of: JsonInt | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
+    best_of: int | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
     watermark: Literal[False, None] = Field(False, description="only false (or null): no watermarking")
     grammar: None = Field(None, description="only null: no constrained decoding")
     adapter_id: None = Field(None, description="only null: no LoRA adapters")
+
+    @field_validator("watermark", mode="before")
+    @classmethod
+    def _watermark_is_a_boolean(cls, value: Any) -> Any:
+        # Literal[False] alone lets 0 through (0 == False); the schema says false or null.
+        if value is not None and value is not False:
+            raise ValueError("watermarking is not supported by this server; send false or leave it out")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -258,13 +282,13 @@ class SimpleToken(BaseModel):
     )
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(_JsonIntegers):
     model_config = ConfigDict(
         extra="forbid", strict=True, json_schema_extra={"examples": [{"inputs": "黛玉听了", "top_k": 10}]}
     )
 
     inputs: str = Field(description="the context; the candidates are for the word after it")
-    top_k: JsonInt = Field(10, ge=1, description="how many candidates (server limit: /info)")
+    top_k: int = Field(10, ge=1, description="how many candidates (server limit: /info)")
     temperature: float = Field(
         1.0, gt=0, allow_inf_nan=False, description="divides the logits before softmax"
     )
@@ -283,7 +307,7 @@ class PredictResponse(BaseModel):
     candidates: list[Candidate]
 
 
-class SimilarRequest(BaseModel):
+class SimilarRequest(_JsonIntegers):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
@@ -301,7 +325,7 @@ class SimilarRequest(BaseModel):
         default_factory=list, description="words added (gensim most_similar semantics)"
     )
     negative: list[str] = Field(default_factory=list, description="words subtracted")
-    topn: JsonInt = Field(10, ge=1, description="how many neighbours (server limit: /info)")
+    topn: int = Field(10, ge=1, description="how many neighbours (server limit: /info)")
 
 
 class Neighbour(BaseModel):

@@ -265,6 +265,15 @@ class ModelService:
                 f"{field('stop')} has {len(stop)} sequences, the limit is {self.settings.max_stop_sequences}",
                 param=field("stop"),
             )
+        longest = max(stop, key=len, default="")
+        if len(longest) > self.settings.max_stop_chars:
+            raise APIError(
+                422,
+                "validation",
+                f"{field('stop')} has a sequence of {len(longest)} characters, the limit is "
+                f"{self.settings.max_stop_chars}; a stop sequence is a few characters such as 」",
+                param=field("stop"),
+            )
         top_n_limit = self.settings.max_top_n_tokens
         if top_n_tokens > top_n_limit:
             raise APIError(
@@ -298,14 +307,6 @@ class ModelService:
                 "parameters.decoder_input_details is not supported when streaming tokens (as in TGI); "
                 "use POST /generate, or send false",
                 param="parameters.decoder_input_details",
-            )
-        longest = max(parameters.stop, key=len, default="")
-        if len(longest) > self.settings.max_stop_chars:
-            raise APIError(
-                422,
-                "validation",
-                f"parameters.stop has a sequence of {len(longest)} characters, the limit is "
-                f"{self.settings.max_stop_chars}; a stop sequence is a few characters such as 」",
             )
         params = SamplingParams(
             max_new_tokens=max_new_tokens,

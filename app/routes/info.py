@@ -141,6 +141,9 @@ async def tokenize(body: GenerateRequest, service: Service) -> list[SimpleToken]
     """Only `inputs` is read (the body is TGI's GenerateRequest, so a client can send the one it generates
     with). The number of tokens is x-prompt-tokens / usage.prompt_tokens of the same prompt."""
     service.check_prompt(body.inputs)
+    # The parameters are not used, but they are checked as /generate checks them: the schema this body
+    # shares with /generate states the server's limits, and a request is valid on both or on neither.
+    service.sampling_params(body.params)
     pieces = await service.run_model(service.decoder.pieces, body.inputs)
     unknown = service.decoder.unknown_id
     return [
