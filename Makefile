@@ -60,6 +60,7 @@ bench: install
 	$(PY) benchmarks/lstm_step.py
 	$(PY) benchmarks/vector_search.py
 	$(PY) benchmarks/serve.py --model-dir $(MODEL_DIR)
+	$(PY) benchmarks/load.py --model-dir $(MODEL_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ from app import __version__
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.openapi import install_openapi
-from app.request_guard import RequestGuardMiddleware, install_json_parse_errors
+from app.request_guard import RequestGuardMiddleware, install_header_timeout, install_json_parse_errors
 from app.routes import docs, generate, info, openai, playground, predict, similar
 from app.routes.playground import STATIC_DIR
 from app.security_headers import SecurityHeadersMiddleware
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(StartupErrorMiddleware)
     install_json_parse_errors()  # uvicorn imports this module before it serves, in every worker
+    install_header_timeout(settings.header_read_timeout)
     return app
 
 

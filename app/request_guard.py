@@ -5,8 +5,9 @@ anything (issue 12 items 2, 8, 10, 12):
 
 * a body larger than `max_body_bytes` is refused with 413 before it is read in full (Content-Length first,
   then counted while reading), so one client cannot make a worker hold 100 MB;
-* a body that stalls for `body_read_timeout` seconds between chunks is answered 408 and the connection
-  freed (a half-sent body would otherwise hold a worker's request forever);
+* a body that has not arrived in full `body_read_timeout` seconds after the headers is answered 408 and
+  the connection freed (a half-sent or dripping body would otherwise hold a worker's request forever);
+  the headers themselves have their own deadline (`install_header_timeout`, below);
 * an explicit non-JSON Content-Type is 415 naming the type received;
 * bytes that are not UTF-8 are 400 "not valid UTF-8 JSON" with the byte offset;
 * a JSON string holding a lone UTF-16 surrogate (`"\\ud800"`, valid JSON but not encodable text) is 422
@@ -98,9 +99,13 @@ class RequestGuardMiddleware:
 
         chunks: list[bytes] = []
         size = 0
+        # One deadline for the whole body, not per chunk: a byte every few seconds would otherwise hold the
+        # request (and a worker's memory for it) for as long as the client likes.
+        deadline = asyncio.get_running_loop().time() + self.body_read_timeout
         while True:
             try:
-                message = await asyncio.wait_for(receive(), self.body_read_timeout)
+                remaining = deadline - asyncio.get_running_loop().time()
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
             except TimeoutError:
                 await send_json_error(
                     scope,
@@ -223,3 +228,78 @@ def install_json_parse_errors() -> None:
             continue  # that HTTP implementation is not installed
         if hasattr(protocol, "send_400_response"):
             protocol.send_400_response = _send_json_parse_error
+
+
+# uvicorn starts no timer while a client sends its request line and headers: a connection that sends half
+# its headers (or one byte every few seconds) is held forever (issue 12 item 10: 900 held after 45 s). This
+# arms one deadline per request, from the connection's start or the first byte of the next request on a
+# kept-alive connection, until the headers are complete; past it the client gets a JSON 408 and the
+# connection is closed. Only the httptools protocol (what uvicorn[standard] uses) is covered.
+def _headers_timed_out(protocol: Any) -> None:
+    protocol._header_timer = None
+    if protocol.transport.is_closing():
+        return
+    seconds = type(protocol)._header_read_timeout
+    body = json.dumps(
+        {
+            "error": f"the request headers did not arrive within {seconds:g} s; send the whole request",
+            "error_type": "request_timeout",
+        }
+    ).encode("utf-8")
+    protocol.transport.write(
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode("ascii")
+        + body
+    )
+    protocol.transport.close()
+
+
+def _arm(protocol: Any) -> None:
+    if getattr(protocol, "_header_timer", None) is None:
+        protocol._header_timer = protocol.loop.call_later(
+            type(protocol)._header_read_timeout, _headers_timed_out, protocol
+        )
+
+
+def _disarm(protocol: Any) -> None:
+    timer = getattr(protocol, "_header_timer", None)
+    if timer is not None:
+        timer.cancel()
+        protocol._header_timer = None
+
+
+def install_header_timeout(seconds: float) -> None:
+    """Give every request `seconds` to send its headers (idempotent; the latest value wins)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return  # httptools is not installed
+    already = hasattr(HttpToolsProtocol, "_header_read_timeout")
+    HttpToolsProtocol._header_read_timeout = seconds
+    if already:
+        return
+    connection_made = HttpToolsProtocol.connection_made
+    on_message_begin = HttpToolsProtocol.on_message_begin
+    on_headers_complete = HttpToolsProtocol.on_headers_complete
+    connection_lost = HttpToolsProtocol.connection_lost
+
+    def patched_connection_made(self: Any, transport: Any) -> None:
+        connection_made(self, transport)
+        _arm(self)
+
+    def patched_on_message_begin(self: Any) -> None:
+        on_message_begin(self)
+        _arm(self)  # a kept-alive connection's next request: its own deadline from its first byte
+
+    def patched_on_headers_complete(self: Any) -> None:
+        _disarm(self)
+        on_headers_complete(self)
+
+    def patched_connection_lost(self: Any, exc: Exception | None) -> None:
+        _disarm(self)
+        connection_lost(self, exc)
+
+    HttpToolsProtocol.connection_made = patched_connection_made
+    HttpToolsProtocol.on_message_begin = patched_on_message_begin
+    HttpToolsProtocol.on_headers_complete = patched_on_headers_complete
+    HttpToolsProtocol.connection_lost = patched_connection_lost

@@ -151,7 +151,9 @@ class ModelService:
             gone.cancel()
             if not finished.done():
                 finished.cancel()  # Ticket.wait cancels the generation on its way out
-        if finished.cancelled():
+        # cancel() only asks: the task is not cancelled() until it next runs, so "not done" means the client
+        # left first too (checking cancelled() alone read the result of an unfinished task: a 500).
+        if not finished.done() or finished.cancelled():
             raise ClientDisconnected("the client disconnected before the generation ended")
         try:
             return finished.result()

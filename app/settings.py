@@ -44,7 +44,10 @@ class Settings(BaseSettings):
         262_144, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
     )
     body_read_timeout: float = Field(
-        30.0, gt=0, description="seconds a request body may stall between chunks before 408"
+        30.0, gt=0, description="seconds a request body may take to arrive in full before 408"
+    )
+    header_read_timeout: float = Field(
+        10.0, gt=0, description="seconds a request's line and headers may take to arrive before 408"
     )
     # Comma-separated in the environment (CORS_ORIGINS=http://a.example,http://b.example); empty = no CORS.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

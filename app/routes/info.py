@@ -114,6 +114,7 @@ def info(service: Service) -> dict[str, Any]:
         "max_word_chars": settings.max_word_chars,
         "max_body_bytes": settings.max_body_bytes,
         "body_read_timeout": settings.body_read_timeout,
+        "header_read_timeout": settings.header_read_timeout,
         # Per worker process: sequences decoded together, and requests that may wait (429 beyond).
         "max_batch_size": settings.max_batch_size,
         "max_waiting": settings.max_waiting,
@@ -121,14 +122,16 @@ def info(service: Service) -> dict[str, Any]:
     return card
 
 
+# async: answered on the event loop itself, never queued behind busy worker threads (a sync route waits for
+# a thread of the pool, which prompt cutting and model work share), so a health check stays fast under load.
 @router.get("/health", response_model=HealthResponse, summary="Liveness: the model is loaded")
-def health(service: Service) -> HealthResponse:
+async def health(service: Service) -> HealthResponse:
     return HealthResponse(status="ok", model=service.name, vocab_size=len(service.model.vectors))
 
 
 @router.get("/ping", response_model=HealthResponse, summary="The same as /health (SageMaker's name)")
-def ping(service: Service) -> HealthResponse:
-    return health(service)
+async def ping(service: Service) -> HealthResponse:
+    return await health(service)
 
 
 @router.post(

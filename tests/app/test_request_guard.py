@@ -7,6 +7,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from live_server import running_server
@@ -95,3 +96,67 @@ def test_stalled_body_is_answered_408_and_the_connection_freed(tiny_model_dir: P
     assert b" 408 " in answer.split(b"\r\n", 1)[0], answer
     assert b"did not arrive within 1 s" in answer
     assert 0.5 < waited < 15
+
+
+def _closed_after(sock: socket.socket, drip: bytes = b"", every: float = 0.3) -> tuple[bytes, float]:
+    """Read until the server closes the connection, sending one byte of `drip` every `every` seconds."""
+    sock.settimeout(every)
+    answer = b""
+    started = time.monotonic()
+    position = 0
+    while time.monotonic() - started < 20:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if position < len(drip):
+                sock.sendall(drip[position : position + 1])
+                position += 1
+            continue
+        if not chunk:
+            break
+        answer += chunk
+    return answer, time.monotonic() - started
+
+
+def test_stalled_or_dripping_headers_are_answered_408_and_the_connection_closed(tiny_model_dir: Path) -> None:
+    # Issue 12 item 10 (header part): half a request line or headers held the connection forever, and so
+    # did one byte every few seconds.
+    with running_server(tiny_model_dir, HEADER_READ_TIMEOUT="1") as server_url:
+        url = urllib.parse.urlsplit(server_url)
+        cases = {
+            "nothing sent": b"",
+            "half the headers": b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Ty",
+        }
+        for name, sent in cases.items():
+            with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
+                sock.sendall(sent)
+                answer, waited = _closed_after(sock)
+            if sent:
+                assert b" 408 " in answer.split(b"\r\n", 1)[0], (name, answer)
+                assert b"headers did not arrive within 1 s" in answer, name
+            assert 0.5 < waited < 10, name
+        with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            answer, waited = _closed_after(sock, drip=b"Host: x\r\nX-Drip: " + b"a" * 100)
+        assert b" 408 " in answer.split(b"\r\n", 1)[0] and waited < 5, answer
+        # A prompt client on a kept-alive connection is not affected: two requests, one connection.
+        with httpx.Client(base_url=server_url) as client:
+            assert client.get("/health").status_code == 200
+            time.sleep(1.5)
+            assert client.get("/health").status_code == 200
+
+
+def test_a_dripping_body_is_answered_408_within_the_body_timeout(tiny_model_dir: Path) -> None:
+    # The body timeout is for the whole body, not between chunks: a byte every 0.3 s used to keep a
+    # request alive for as long as the client liked.
+    with running_server(tiny_model_dir, BODY_READ_TIMEOUT="1") as server_url:
+        url = urllib.parse.urlsplit(server_url)
+        with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
+            sock.sendall(
+                b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n"
+            )
+            answer, waited = _closed_after(sock, drip=b'{"inputs": "' + b"a" * 80)
+    assert b" 408 " in answer.split(b"\r\n", 1)[0], answer
+    assert b"did not arrive within 1 s" in answer
+    assert waited < 5

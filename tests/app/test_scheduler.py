@@ -87,6 +87,9 @@ def test_a_disconnected_plain_generate_stops_generating(one_slot_url: str) -> No
     assert _metric(one_slot_url, "novel_lstm_scheduler_tokens_total") == decoded
     response = httpx.post(f"{one_slot_url}/generate", json=SHORT, timeout=30)
     assert response.status_code == 200
+    # Found by benchmarks/load.py: the cancelled request used to end in a 500 (InvalidStateError) in the log.
+    metrics = httpx.get(f"{one_slot_url}/metrics", timeout=30).text
+    assert 'status="500"' not in metrics, [line for line in metrics.splitlines() if 'status="500"' in line]
 
 
 def test_a_full_batch_and_queue_answer_429_with_retry_after(one_slot_url: str) -> None:
