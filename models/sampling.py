@@ -186,9 +186,13 @@ class Sampler:
             # softmax is NaN: garbage words with logprob -1e30. Saturating at a finite bound keeps the order
             # that matters (a tiny penalty puts seen words far ahead, a huge one far behind) and every
             # later step finite.
-            with np.errstate(over="ignore", divide="ignore"):
-                penalised = np.where(values > 0, values / self.penalty, values * self.penalty)
-            logits[self._seen_ids] = np.clip(penalised, -_LOGIT_BOUND, _LOGIT_BOUND)
+            # In float64, where 5e-324 is not 0 (float32 would divide by zero); a masked word's -inf (the
+            # network's <unk>) stays -inf: -inf * a tiny penalty would be NaN.
+            wide = values.astype(np.float64)
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                penalised = np.where(wide > 0, wide / self.penalty, wide * self.penalty)
+            penalised = np.clip(penalised, -_LOGIT_BOUND, _LOGIT_BOUND)
+            logits[self._seen_ids] = np.where(np.isfinite(values), penalised, values)
         counts = self._counts
         if counts is not None and self._total:
             if self.frequency is not None:

@@ -136,3 +136,16 @@ def test_extreme_repetition_penalties_are_finite_and_keep_their_meaning() -> Non
                 assert math.isfinite(choice.logprob)
         huge = Sampler(SamplingParams(do_sample=do_sample, repetition_penalty=1e308), 1, 50, seen=seen)
         assert huge.choose(logits.copy()).id not in seen
+
+
+def test_extreme_repetition_penalty_keeps_a_masked_word_masked() -> None:
+    # Found by Schemathesis (seed 7): a prompt of <unk> tokens made the network's -inf for <unk> a seen
+    # word; -inf * 5e-324 was NaN, and top-k over a row with a NaN failed (424 "could not broadcast").
+    logits = _logits(6)
+    logits[3] = -np.inf  # masked, as the network masks <unk>
+    for do_sample, top_k in ((False, None), (True, 1), (True, 5), (True, None)):
+        for penalty in (5e-324, 1e308):
+            params = SamplingParams(do_sample=do_sample, top_k=top_k, repetition_penalty=penalty)
+            sampler = Sampler(params, 1, 50, seen=[3, 7])
+            choice = sampler.choose(logits.copy())
+            assert choice.id != 3 and math.isfinite(choice.logprob), (do_sample, top_k, penalty)
