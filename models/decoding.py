@@ -7,8 +7,9 @@ Choosing each token from the logits (penalties, temperature, top-k, top-p, the s
 the sequence's own `models.sampling.Sampler`; this module runs the network and the stop/length bookkeeping.
 
 `DecodingBatch` advances many sequences together (one batched `Network.step` and one batched
-`Network.scores` per tick, then each sequence's own Sampler): the server's scheduler (app/scheduler.py) keeps
-one per worker process. `Decoder.generate` is the in-process API and runs the same code as a batch of one.
+`Network.scores` per tick, then `models.sampling.choose_batch`, which applies every sequence's own Sampler
+with one NumPy call per step for the whole batch): the server's scheduler (app/scheduler.py) keeps one per
+worker process. `Decoder.generate` is the in-process API and runs the same code as a batch of one.
 
 `GeneratedToken.similarity` is the cosine between the network's predicted vector and the chosen word's output
 vector (the vector it was scored against), which is what `Network.similarity` computes for every word; the
@@ -317,9 +318,9 @@ class DecodingBatch:
     The sequences' LSTM states are stacked (layer by layer, one row per sequence) next to their last head
     outputs. A tick scores every row at once (a (B, D) x (D, V) matrix product instead of B matrix-vector
     products: the output matrix is read once per tick, not once per sequence), lets each sequence's own
-    Sampler choose from its row, drops the sequences that finished, and steps the rest with one batched
-    `Network.step`. Sequences join with `add` (their prompt is run through the LSTM on its own, since prompts
-    differ in length) and leave with `remove` or by finishing.
+    Sampler choose from its row (all rows at once, `choose_batch`), drops the sequences that finished, and
+    steps the rest with one batched `Network.step`. Sequences join with `add` (their prompt is run through
+    the LSTM on its own, since prompts differ in length) and leave with `remove` or by finishing.
 
     Nothing is shared between rows except the matrix products, so a seeded sequence draws the same numbers
     alone or in a batch. The products themselves may round differently in the last bit when the batch shape
@@ -377,7 +378,7 @@ class DecodingBatch:
             # cos(predicted, chosen word's output vector) for every row at once.
             unit = self.network.output_unit_vectors()
             chosen = np.fromiter((choice.id for choice in choices), dtype=np.int64, count=len(choices))
-            norms = np.linalg.norm(outputs, axis=1)
+            norms = np.sqrt(np.einsum("ij,ij->i", outputs, outputs))
             dots = np.einsum("ij,ij->i", outputs, unit[chosen])
             similarities = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0).tolist()
         events: list[tuple[Generation, GeneratedToken]] = []
