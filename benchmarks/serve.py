@@ -4,10 +4,12 @@ Starts the real server (`uvicorn app.main:app`, subprocesses on free loopback po
 directory, both with one worker process: batching on (MAX_BATCH_SIZE=64, the default) and off
 (MAX_BATCH_SIZE=1: one sequence at a time, the others wait in the queue). For each concurrency level (1, 4,
 8, 16, 64) it drives POST /generate (100 new tokens, sampling, a different seed per request) against one
-server and then the other, with an async httpx client, and prints aggregate tokens/s and p50/p99 latency for
-both and their ratio. The in-process decoder (`Decoder.generate`, sequential, in this process) on the same
-requests is the reference for the HTTP overhead. Then a batching server with two worker processes at
-concurrency 64. The last two lines are the ratios issue 11 asks for:
+server and then the other, `--rounds` times alternately (the machine is shared and its load changes within
+seconds, so each round's ratio compares measurements taken seconds apart; the medians are printed), with a
+lean asyncio HTTP/1.1 client (see `drive`), and prints aggregate tokens/s and p50/p99 latency for both and
+their ratio. The in-process decoder (`Decoder.generate`, sequential, in this process) on the same requests,
+measured in each round at concurrency 8, is the reference for the HTTP overhead. Then a batching server with
+two worker processes at concurrency 64. The last two lines are the ratios issue 11 asks for:
 
     batched/unbatched throughput at concurrency 16: X.XX
     http/in-process throughput at concurrency 8: X.XX
@@ -50,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16, 64])
     parser.add_argument("--batch-size", type=int, default=64, help="MAX_BATCH_SIZE of the batching server")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating measurements of the two servers per level"
+    )
+    parser.add_argument(
         "--multi-workers", type=int, default=2, help="worker processes of the last measurement (0: skip it)"
     )
     parser.add_argument(
@@ -80,20 +85,39 @@ def request_body(i: int, new_tokens: int) -> dict:
     }
 
 
-def in_process_tokens_per_second(model_dir: Path, requests: int, new_tokens: int) -> float:
+def in_process_decoder(model_dir: Path) -> object:
     from models.decoding import Decoder, SamplingParams
     from models.trained import TrainedModel
 
     model = TrainedModel.load(model_dir)
     decoder = Decoder(model.network, model.vectors, model.tokenizer)
-    bodies = [request_body(i, new_tokens) for i in range(requests)]
-    for body in bodies[:4]:  # warm-up: jieba's dictionary, BLAS
+    for i in range(4):  # warm-up: jieba's dictionary, BLAS
+        body = request_body(i, 5)
         decoder.generate(body["inputs"], SamplingParams(**body["parameters"])).run()
+    return decoder
+
+
+def in_process_tokens_per_second(decoder: object, requests: int, new_tokens: int) -> float:
+    """The same requests decoded one after another in this process (`Decoder.generate`, a batch of one)."""
+    from models.decoding import SamplingParams
+
+    bodies = [request_body(i, new_tokens) for i in range(requests)]
     tokens = 0
     started = time.perf_counter()
     for body in bodies:
         tokens += len(decoder.generate(body["inputs"], SamplingParams(**body["parameters"])).run().tokens)
     return tokens / (time.perf_counter() - started)
+
+
+def _pooled(rounds: list[dict]) -> dict:
+    """One level's rounds: median tokens/s, p50/p99 over all requests, every failure."""
+    latencies = sorted(latency for result in rounds for latency in result["latencies"])
+    return {
+        "tokens_per_second": statistics.median(result["tokens_per_second"] for result in rounds),
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else float("nan"),
+        "failures": [failure for result in rounds for failure in result["failures"]],
+    }
 
 
 def free_port() -> int:
@@ -217,6 +241,7 @@ def _summary(tokens: int, elapsed: float, latencies: list[float], failures: list
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else float("nan"),
         "failures": failures,
+        "latencies": latencies,
     }
 
 
@@ -276,44 +301,70 @@ def main() -> None:
             f"`python -m training --corpus hongloumeng --out {args.model_dir}`"
         )
 
-    reference = in_process_tokens_per_second(model_dir, args.requests, args.new_tokens)
     print(f"model: {args.model_dir}   new tokens: {args.new_tokens}   cores: {os.cpu_count()}")
-    print(f"in-process decoder (sequential, batch of one): {reference:9.1f} tokens/s")
     print(
         f"one worker; batched = MAX_BATCH_SIZE={args.batch_size}, unbatched = MAX_BATCH_SIZE=1; "
-        "requests per level: max(--requests, 2 x concurrency)"
+        f"requests per level and round: max(--requests, 2 x concurrency); {args.rounds} rounds per level, "
+        "the two servers driven alternately; tokens/s and ratios are medians over the rounds, p50/p99 over "
+        "all of a level's requests"
     )
     header = f"{'tokens/s':>9}  {'p50 ms':>8}  {'p99 ms':>8}  {'err':>3}"
     print(f"{'':>11}  {'batched':^33}  {'unbatched':^33}")
     print(f"{'concurrency':>11}  {header}  {header}  {'batched/unbatched':>17}  {'http/in-process':>15}")
 
+    decoder = in_process_decoder(model_dir)
     servers = {
         "batched": start_server(model_dir, 1, args.new_tokens, args.batch_size),
         "unbatched": start_server(model_dir, 1, args.new_tokens, 1),
     }
     results: dict[str, dict[int, dict]] = {"batched": {}, "unbatched": {}}
+    ratios: dict[int, float] = {}
+    http_in_process: dict[int, float] = {}
+    references: list[float] = []
     multi = None
     try:
         for _, url in servers.values():
             check_token_count(url, args.new_tokens)
         for concurrency in args.concurrency:
             requests = max(args.requests, 2 * concurrency)
-            # Both servers are started; only the one being driven works, the other is idle.
-            for name, (_, url) in servers.items():
-                results[name][concurrency] = asyncio.run(
-                    drive(url, concurrency, requests, args.new_tokens, args.client)
+            rounds: dict[str, list[dict]] = {"batched": [], "unbatched": []}
+            level_references: list[float] = []
+            # The machine is shared: load changes within seconds, so the servers (and, at concurrency 8, the
+            # in-process reference) are measured alternately, round after round, and each round's ratio is
+            # taken between measurements seconds apart. Only the server being driven works.
+            for _ in range(args.rounds):
+                for name, (_, url) in servers.items():
+                    rounds[name].append(
+                        asyncio.run(drive(url, concurrency, requests, args.new_tokens, args.client))
+                    )
+                if concurrency == 8:
+                    level_references.append(in_process_tokens_per_second(decoder, requests, args.new_tokens))
+            for name in servers:
+                results[name][concurrency] = _pooled(rounds[name])
+            ratios[concurrency] = statistics.median(
+                b["tokens_per_second"] / u["tokens_per_second"]
+                for b, u in zip(rounds["batched"], rounds["unbatched"], strict=True)
+            )
+            if level_references:
+                references += level_references
+                http_in_process[concurrency] = statistics.median(
+                    b["tokens_per_second"] / r
+                    for b, r in zip(rounds["batched"], level_references, strict=True)
                 )
             batched, unbatched = results["batched"][concurrency], results["unbatched"][concurrency]
-            print(
-                f"{concurrency:>11}  {_row(batched)}  {_row(unbatched)}  "
-                f"{batched['tokens_per_second'] / unbatched['tokens_per_second']:17.2f}  "
-                f"{batched['tokens_per_second'] / reference:15.2f}"
-            )
+            in_process = f"{http_in_process[concurrency]:15.2f}" if concurrency in http_in_process else ""
+            ratio = ratios[concurrency]
+            print(f"{concurrency:>11}  {_row(batched)}  {_row(unbatched)}  {ratio:17.2f}  {in_process}")
             for failure in (batched["failures"] + unbatched["failures"])[:5]:
                 print(f"    {failure}")
     finally:
         for process, _ in servers.values():
             stop_server(process)
+    if references:
+        print(
+            f"in-process decoder (sequential, batch of one), measured beside concurrency 8: "
+            f"{statistics.median(references):.1f} tokens/s (median of {len(references)})"
+        )
 
     if args.multi_workers > 1:
         concurrency = max(args.concurrency)
@@ -335,12 +386,10 @@ def main() -> None:
 
     failed = sum(len(r["failures"]) for by_level in results.values() for r in by_level.values())
     failed += len(multi["failures"]) if multi else 0
-    if 16 in results["batched"]:
-        ratio = results["batched"][16]["tokens_per_second"] / results["unbatched"][16]["tokens_per_second"]
-        print(f"batched/unbatched throughput at concurrency 16: {ratio:.2f}")
-    if 8 in results["batched"]:
-        ratio = results["batched"][8]["tokens_per_second"] / reference
-        print(f"http/in-process throughput at concurrency 8: {ratio:.2f}")
+    if 16 in ratios:
+        print(f"batched/unbatched throughput at concurrency 16: {ratios[16]:.2f}")
+    if 8 in http_in_process:
+        print(f"http/in-process throughput at concurrency 8: {http_in_process[8]:.2f}")
     if failed:
         fail(f"{failed} requests failed")
 
