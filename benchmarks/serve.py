@@ -8,8 +8,10 @@ server and then the other, `--rounds` times alternately (the machine is shared a
 seconds, so each round's ratio compares measurements taken seconds apart; the medians are printed), with a
 lean asyncio HTTP/1.1 client (see `drive`), and prints aggregate tokens/s and p50/p99 latency for both and
 their ratio. The in-process decoder (`Decoder.generate`, sequential, in this process) on the same requests,
-measured in each round at concurrency 8, is the reference for the HTTP overhead. Then a batching server with
-two worker processes at concurrency 64. The last two lines are the ratios issue 11 asks for:
+measured in each round at concurrency 8, is the reference for the HTTP overhead. "per CPU s" is the ratio of
+tokens per second of each server's own CPU time, which does not depend on the share of the shared cores a
+server happened to get while it was measured. Then a batching server with two worker processes at concurrency
+64. The last two lines are the ratios issue 11 asks for:
 
     batched/unbatched throughput at concurrency 16: X.XX
     http/in-process throughput at concurrency 8: X.XX
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import socket
 import statistics
@@ -118,6 +121,15 @@ def _pooled(rounds: list[dict]) -> dict:
         "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else float("nan"),
         "failures": [failure for result in rounds for failure in result["failures"]],
     }
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -310,7 +322,10 @@ def main() -> None:
     )
     header = f"{'tokens/s':>9}  {'p50 ms':>8}  {'p99 ms':>8}  {'err':>3}"
     print(f"{'':>11}  {'batched':^33}  {'unbatched':^33}")
-    print(f"{'concurrency':>11}  {header}  {header}  {'batched/unbatched':>17}  {'http/in-process':>15}")
+    print(
+        f"{'concurrency':>11}  {header}  {header}  {'batched/unbatched':>17}  {'per CPU s':>9}  "
+        f"{'http/in-process':>15}"
+    )
 
     decoder = in_process_decoder(model_dir)
     servers = {
@@ -319,6 +334,7 @@ def main() -> None:
     }
     results: dict[str, dict[int, dict]] = {"batched": {}, "unbatched": {}}
     ratios: dict[int, float] = {}
+    cpu_ratios: dict[int, float] = {}
     http_in_process: dict[int, float] = {}
     references: list[float] = []
     multi = None
@@ -333,14 +349,24 @@ def main() -> None:
             # in-process reference) are measured alternately, round after round, and each round's ratio is
             # taken between measurements seconds apart. Only the server being driven works.
             for _ in range(args.rounds):
-                for name, (_, url) in servers.items():
-                    rounds[name].append(
-                        asyncio.run(drive(url, concurrency, requests, args.new_tokens, args.client))
+                for name, (process, url) in servers.items():
+                    cpu = process_cpu_seconds(process.pid)
+                    result = asyncio.run(drive(url, concurrency, requests, args.new_tokens, args.client))
+                    used = process_cpu_seconds(process.pid) - cpu
+                    # Tokens per second of the server's own CPU time (warm-up requests included): what the
+                    # server does with the CPU it gets, whatever share of the shared cores that was.
+                    result["tokens_per_cpu_second"] = (
+                        requests * args.new_tokens / used if used > 0 else math.nan
                     )
+                    rounds[name].append(result)
                 if concurrency == 8:
                     level_references.append(in_process_tokens_per_second(decoder, requests, args.new_tokens))
             for name in servers:
                 results[name][concurrency] = _pooled(rounds[name])
+            cpu_ratios[concurrency] = statistics.median(
+                b["tokens_per_cpu_second"] / u["tokens_per_cpu_second"]
+                for b, u in zip(rounds["batched"], rounds["unbatched"], strict=True)
+            )
             ratios[concurrency] = statistics.median(
                 b["tokens_per_second"] / u["tokens_per_second"]
                 for b, u in zip(rounds["batched"], rounds["unbatched"], strict=True)
@@ -353,8 +379,11 @@ def main() -> None:
                 )
             batched, unbatched = results["batched"][concurrency], results["unbatched"][concurrency]
             in_process = f"{http_in_process[concurrency]:15.2f}" if concurrency in http_in_process else ""
-            ratio = ratios[concurrency]
-            print(f"{concurrency:>11}  {_row(batched)}  {_row(unbatched)}  {ratio:17.2f}  {in_process}")
+            ratio, cpu_ratio = ratios[concurrency], cpu_ratios[concurrency]
+            print(
+                f"{concurrency:>11}  {_row(batched)}  {_row(unbatched)}  {ratio:17.2f}  {cpu_ratio:9.2f}  "
+                f"{in_process}"
+            )
             for failure in (batched["failures"] + unbatched["failures"])[:5]:
                 print(f"    {failure}")
     finally:
@@ -386,6 +415,8 @@ def main() -> None:
 
     failed = sum(len(r["failures"]) for by_level in results.values() for r in by_level.values())
     failed += len(multi["failures"]) if multi else 0
+    if 16 in cpu_ratios:
+        print(f"batched/unbatched tokens per server CPU-second at concurrency 16: {cpu_ratios[16]:.2f}")
     if 16 in ratios:
         print(f"batched/unbatched throughput at concurrency 16: {ratios[16]:.2f}")
     if 8 in http_in_process:
