@@ -185,6 +185,8 @@ class RequestGuardMiddleware:
 # the app's error shape (issue 12 item 12: a 90 KB URL was plain text). uvicorn has no hook for this; both
 # of its HTTP/1.1 protocol classes route every such answer through `send_400_response`.
 _LONGEST_URL = 65_535
+# These answers bypass the app and so its security headers middleware (item 14): the same headers, by hand.
+_RAW_SECURITY_HEADERS = "x-content-type-options: nosniff\r\nx-frame-options: DENY\r\n"
 
 
 def _parse_error_response(url_length: int) -> bytes:
@@ -202,7 +204,7 @@ def _parse_error_response(url_length: int) -> bytes:
         )
     body = json.dumps({"error": message, "error_type": error_type}).encode("utf-8")
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{_RAW_SECURITY_HEADERS}"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
@@ -248,6 +250,7 @@ def _headers_timed_out(protocol: Any) -> None:
     ).encode("utf-8")
     protocol.transport.write(
         b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        + _RAW_SECURITY_HEADERS.encode("ascii")
         + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode("ascii")
         + body
     )

@@ -138,6 +138,7 @@ def test_a_90_kb_url_and_a_malformed_request_are_answered_in_json(server_url: st
     )
     assert head.split(b" ")[1] == b"414", head
     assert b"content-type: application/json" in head.lower()
+    assert b"x-content-type-options: nosniff" in head.lower()
     assert json.loads(body)["error"].startswith("the URL is 90014 bytes long, the limit is 65535")
     head, body = _raw_exchange(server_url, b"GET /health HTTP/1.1\r\nHost x\r\n\r\n")
     assert head.split(b" ")[1] == b"400", head
