@@ -107,7 +107,7 @@ class ModelService:
         self.model = model
         self.settings = settings
         self.metrics = metrics
-        self.decoder = Decoder(model.network, model.vectors, model.tokenizer)
+        self.decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
         self.name = model.directory.name
         self._model_lane: CapacityLimiter | None = None
         self.scheduler = Scheduler(self.decoder, settings.max_batch_size, settings.max_waiting, metrics)

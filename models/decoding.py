@@ -19,12 +19,13 @@ one-hot ("softmax") head predicts no vector, so it is None there.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
+from models.ngram import Mixture
 from models.sampling import Sampler, SamplingParams, choose_batch, softmax_with_temperature, top_k_indices
 from models.vocabulary import UNKNOWN_TOKEN, spell
 
@@ -147,8 +148,16 @@ class Decoder:
     """Generation and next-word prediction for one loaded model. Holds no per-request state, so one Decoder
     serves concurrent requests (each request's LSTM state lives in its own Generation)."""
 
-    def __init__(self, network: NetworkLike, vectors: VectorsLike, tokenizer: TokenizerLike) -> None:
+    def __init__(
+        self,
+        network: NetworkLike,
+        vectors: VectorsLike,
+        tokenizer: TokenizerLike,
+        mixture: Mixture | None = None,
+    ) -> None:
         self.network = network
+        self.mixture = mixture  # with one, every next-token distribution is λ·LSTM + (1 − λ)·n-gram
+        self.context = mixture.context if mixture is not None else 0  # ids of history the n-gram reads
         self.vectors = vectors
         self.tokenizer = tokenizer
         self.vocab_size = len(vectors.words)
@@ -191,6 +200,15 @@ class Decoder:
         if not prompt.ids:
             raise EmptyPromptError("the prompt is empty; send at least one word, e.g. 宝玉笑道")
 
+    def next_logits(self, outputs: np.ndarray, recent: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, V) logits of the next token after head outputs (B, .): the network's scores, or with a mixture
+        log(λ·softmax(scores) + (1 − λ)·P_ngram(· | the last ids of each row's `recent`)), the distribution
+        the held-out bits per character measure; <unk> at -inf."""
+        logits = self.network.scores(outputs)
+        if self.mixture is not None:
+            logits = self.mixture.log_probs(logits, self.mixture.histories(recent)).astype(np.float32)
+        return self.mask_unknown(logits)
+
     def mask_unknown(self, logits: np.ndarray) -> np.ndarray:
         """<unk> names no character, so it is never predicted or generated: its logit becomes -inf (in place;
         the last axis is the vocabulary)."""
@@ -215,7 +233,9 @@ class Decoder:
         if logprobs:
             prefill = [None]
             if ids.shape[1] > 1:
-                logits = self.mask_unknown(self.network.scores(outputs[0, :-1]).astype(np.float64))
+                # With a mixture the n-gram reads the ids before each position, as in decoding.
+                before = [prompt.ids[: i + 1] for i in range(ids.shape[1] - 1)]
+                logits = self.next_logits(outputs[0, :-1], before).astype(np.float64)
                 logits -= logits.max(axis=1, keepdims=True)
                 log_norm = np.log(np.exp(logits).sum(axis=1))
                 following = ids[0, 1:]
@@ -236,7 +256,7 @@ class Decoder:
         prompt = self.encode(text)
         self._require_known(prompt)
         output, _ = self._run_prompt(prompt)
-        logits = self.mask_unknown(self.network.scores(output)[0].astype(np.float64))
+        logits = self.next_logits(output, [prompt.ids])[0].astype(np.float64)
         probabilities = softmax_with_temperature(logits, temperature)  # finite for any temperature > 0
         k = min(top_k, self.vocab_size)
         best = top_k_indices(probabilities, k)
@@ -286,10 +306,13 @@ class _Sequence:
     """One generation's place in a DecodingBatch: its sampler and its stop/length bookkeeping. Its LSTM state
     and head output are rows of the batch's stacked arrays, at the same index as the sequence itself."""
 
-    __slots__ = ("generation", "longest_stop", "sampler", "stops", "text")
+    __slots__ = ("context", "generation", "longest_stop", "recent", "sampler", "stops", "text")
 
-    def __init__(self, generation: Generation, vocab_size: int) -> None:
+    def __init__(self, generation: Generation, vocab_size: int, context: int = 0) -> None:
         self.generation = generation
+        self.context = context
+        # The last `context` ids (prompt, then generated): what the decoder's n-gram conditions on.
+        self.recent = list(generation.prompt.ids[len(generation.prompt.ids) - context :]) if context else []
         self.sampler = Sampler(generation.params, generation.seed, vocab_size, seen=generation.prompt.ids)
         self.stops = generation.params.stop
         self.longest_stop = max((len(stop) for stop in self.stops), default=0)
@@ -299,6 +322,9 @@ class _Sequence:
         """Append the token; True (and finish_reason set) when this sequence is done."""
         generation = self.generation
         generation.tokens.append(token)
+        if self.context:
+            self.recent.append(token.id)
+            del self.recent[: len(self.recent) - self.context]
         if self.stops:
             self.text = (self.text + token.text)[-(self.longest_stop + len(token.text)) :]
             if any(stop in self.text for stop in self.stops):
@@ -352,7 +378,7 @@ class DecodingBatch:
         generation.prefill_logprobs = prefill
         if self._has_vector is None:
             self._has_vector = self.network.similarity(output) is not None
-        self.sequences.append(_Sequence(generation, self.decoder.vocab_size))
+        self.sequences.append(_Sequence(generation, self.decoder.vocab_size, self.decoder.context))
         if self._outputs is None:
             self._outputs, self._state = output, state
         else:
@@ -371,7 +397,7 @@ class DecodingBatch:
             return []
         outputs = self._outputs
         # (B, V): rows are scratch space for each sampler; <unk> is never drawn.
-        logits = self.decoder.mask_unknown(self.network.scores(outputs))
+        logits = self.decoder.next_logits(outputs, [sequence.recent for sequence in self.sequences])
         choices = choose_batch([sequence.sampler for sequence in self.sequences], logits)
         similarities: list[float | None] = [None] * len(choices)
         if self._has_vector:

@@ -13,6 +13,8 @@ P(w | h) = λ·softmax(LSTM scores)(w) + (1 − λ)·P_KN(w | h), a proper distr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -28,7 +30,9 @@ def _modified_discounts(counts: np.ndarray) -> np.ndarray:
         2 - 3 * y * n[2] / n[1] if n[1] else y,
         3 - 4 * y * n[3] / n[2] if n[2] else y,
     ]
-    return np.clip(np.array(discounts), [0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+    # The floor keeps some mass for the lower order (ultimately the uniform) on tiny texts, where the
+    # estimate can reach 0 and leave unseen symbols with probability 0; on a novel it is far above the floor.
+    return np.clip(np.array(discounts), [0.1, 0.2, 0.3], [1.0, 2.0, 3.0])
 
 
 def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +202,24 @@ class Mixture:
             raise ValueError(f"mixture weight {lstm_weight} outside [0, 1]")
         self.ngram, self.lstm_weight = ngram, float(lstm_weight)
 
+    def save(self, path: str | Path) -> None:
+        """The n-gram's arrays and λ in one .npz (plain arrays: loadable with allow_pickle=False)."""
+        np.savez(path, lstm_weight=np.array([self.lstm_weight]), **self.ngram.arrays("ngram."))
+
+    @classmethod
+    def load(cls, path: str | Path, vocab_size: int) -> Mixture:
+        """Read what save wrote; ValueError naming the file if it does not fit a vocabulary of vocab_size."""
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                mixture = cls(KneserNey.from_arrays(arrays, "ngram."), float(arrays["lstm_weight"][0]))
+        except (OSError, KeyError, ValueError, IndexError) as error:
+            raise ValueError(f"{path}: not a readable n-gram mixture ({error})") from None
+        if mixture.ngram.alphabet != vocab_size + 1:
+            raise ValueError(
+                f"{path}: n-gram over {mixture.ngram.alphabet - 1} words, the vocabulary has {vocab_size}"
+            )
+        return mixture
+
     @property
     def context(self) -> int:
         return self.ngram.order - 1
@@ -210,6 +232,8 @@ class Mixture:
         lstm /= lstm.sum(axis=-1, keepdims=True)
         histories = np.asarray(histories, dtype=np.int64)
         ngram = self.ngram.distributions(np.where(histories >= 0, histories + 1, -1))[:, 1:]
+        # Symbol 0 ("unknown") keeps a sliver of the uniform base: renormalise over the real vocabulary.
+        ngram /= ngram.sum(axis=-1, keepdims=True)
         with np.errstate(divide="ignore"):
             return np.log(self.lstm_weight * lstm + (1.0 - self.lstm_weight) * ngram)
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from models.artifacts import ArtifactError, read_manifest
 from models.network import Network
+from models.ngram import Mixture
 from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
 
 VECTORS_FILE = "vectors.bin"
 NETWORK_FILE = "lstm.npz"
 USER_DICT_FILE = "userdict.txt"
+NGRAM_FILE = "ngram.npz"
 
 
 @dataclass
@@ -22,6 +24,7 @@ class TrainedModel:
     vectors: WordVectors
     network: Network
     tokenizer: Tokenizer
+    mixture: Mixture | None = None  # the LSTM + n-gram mixture the model serves, when it was trained with one
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TrainedModel:
@@ -42,6 +45,12 @@ class TrainedModel:
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{error}; {retrain}") from None
         network.prepare_inference()
+        mixture = None
+        if NGRAM_FILE in manifest.get("files", {}):
+            try:
+                mixture = Mixture.load(directory / NGRAM_FILE, len(vectors))
+            except ValueError as error:
+                raise ArtifactError(f"{error}; {retrain}") from None
         segmentation = manifest.get("segmentation") or {}
         user_dict = directory / USER_DICT_FILE if segmentation.get("user_dict") else None
         if user_dict is not None and not user_dict.is_file():
@@ -57,5 +66,10 @@ class TrainedModel:
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{directory}: cannot build the tokenizer ({error})") from None
         return cls(
-            directory=directory, manifest=manifest, vectors=vectors, network=network, tokenizer=tokenizer
+            directory=directory,
+            manifest=manifest,
+            vectors=vectors,
+            network=network,
+            tokenizer=tokenizer,
+            mixture=mixture,
         )

@@ -165,46 +165,59 @@ def model_metrics(
     }
 
 
+def next_logits(
+    network: Network,
+    output: np.ndarray,
+    recent: np.ndarray,
+    unk_id: int | None = None,
+    mixture: Mixture | None = None,
+) -> np.ndarray:
+    """(B, V) float64 logits the samples are drawn from: the network's scores, or with a mixture the log of
+    λ·LSTM + (1 − λ)·n-gram after the ids `recent` (B, ≥ order-1); <unk> at -inf (never drawn, as in
+    serving)."""
+    logits = network.scores(output).astype(np.float64)
+    if mixture is not None:
+        logits = mixture.log_probs(logits, recent[:, recent.shape[1] - mixture.context :])
+    if unk_id is not None:
+        logits[:, unk_id] = -np.inf
+    return logits
+
+
 def generate_sample(
-    network: Network, prompt: np.ndarray, n_new: int, rng: np.random.Generator, unk_id: int | None = None
+    network: Network,
+    prompt: np.ndarray,
+    n_new: int,
+    rng: np.random.Generator,
+    unk_id: int | None = None,
+    mixture: Mixture | None = None,
 ) -> list[int]:
-    """A minimal seeded sampler (temperature + top-k over scores) for the report; serving uses
-    models/decoding. <unk> is never drawn, as in serving."""
-    output, state = network.step(prompt[:1])
-    for token in prompt[1:]:
-        output, state = network.step(np.array([token]), state)
-    generated: list[int] = []
-    for _ in range(n_new):
-        logits = network.scores(output)[0].astype(np.float64) / SAMPLE_TEMPERATURE
-        if unk_id is not None:
-            logits[unk_id] = -np.inf
-        k = min(SAMPLE_TOP_K, len(logits) - 1)
-        top = np.argpartition(-logits, k)[:k]
-        weights = np.exp(logits[top] - logits[top].max())
-        token = int(top[rng.choice(len(top), p=weights / weights.sum())])
-        generated.append(token)
-        output, state = network.step(np.array([token]), state)
-    return generated
+    """A minimal seeded sampler (temperature + top-k) for the report; serving uses models/decoding."""
+    return generate_batch(network, np.asarray(prompt)[None, :], n_new, rng, unk_id, mixture)[0].tolist()
 
 
 def generate_batch(
-    network: Network, prompts: np.ndarray, n_new: int, rng: np.random.Generator, unk_id: int | None = None
+    network: Network,
+    prompts: np.ndarray,
+    n_new: int,
+    rng: np.random.Generator,
+    unk_id: int | None = None,
+    mixture: Mixture | None = None,
 ) -> np.ndarray:
-    """The sampler of generate_sample (temperature + top-k, seeded) for a batch of equal-length prompts at
-    once: (B, P) prompt ids -> (B, n_new) generated ids."""
+    """The report's sampler (temperature + top-k, seeded) for a batch of equal-length prompts at once:
+    (B, P) prompt ids -> (B, n_new) generated ids."""
     output, state = network.forward_sequence(prompts)
     output = output[:, -1]
+    recent = np.asarray(prompts, dtype=np.int64)
     generated = np.zeros((len(prompts), n_new), dtype=np.int64)
     for t in range(n_new):
-        logits = network.scores(output).astype(np.float64) / SAMPLE_TEMPERATURE
-        if unk_id is not None:
-            logits[:, unk_id] = -np.inf
+        logits = next_logits(network, output, recent, unk_id, mixture) / SAMPLE_TEMPERATURE
         k = min(SAMPLE_TOP_K, logits.shape[1] - 1)
         top = np.argpartition(-logits, k, axis=1)[:, :k]
         weights = np.exp(np.take_along_axis(logits, top, axis=1) - logits.max(axis=1, keepdims=True))
         cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
         choice = np.minimum((cumulative < rng.random((len(prompts), 1))).sum(axis=1), k - 1)
         generated[:, t] = top[np.arange(len(prompts)), choice]
+        recent = np.concatenate([recent[:, 1:], generated[:, t : t + 1]], axis=1)
         output, state = network.step(generated[:, t], state)
     return generated
 
@@ -221,7 +234,11 @@ def longest_copy(text: str, source: str) -> int:
 
 
 def generation_quality(
-    network: Network, held_out: np.ndarray, words: list[str], train_text: str
+    network: Network,
+    held_out: np.ndarray,
+    words: list[str],
+    train_text: str,
+    mixture: Mixture | None = None,
 ) -> dict[str, float | int | None]:
     """DESIGN §8: QUALITY_SAMPLES seeded samples of QUALITY_NEW_TOKENS tokens, prompted by held-out openings
     spread evenly over the held-out text: distinct-2 (share of distinct token bigrams) and the longest passage
@@ -232,7 +249,7 @@ def generation_quality(
     prompts = np.stack([held_out[s : s + SAMPLE_PROMPT_TOKENS] for s in starts])
     unk_id = words.index(UNKNOWN_AS_CHARACTER) if UNKNOWN_AS_CHARACTER in words else None
     rng = np.random.default_rng(SAMPLE_SEED)
-    generated = generate_batch(network, prompts, QUALITY_NEW_TOKENS, rng, unk_id)
+    generated = generate_batch(network, prompts, QUALITY_NEW_TOKENS, rng, unk_id, mixture)
     return {
         "samples": QUALITY_SAMPLES,
         "tokens": QUALITY_NEW_TOKENS,
@@ -248,7 +265,9 @@ def distinct_n(tokens: list[list[int]], n: int) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def samples(network: Network, held_out: np.ndarray, vectors: WordVectors) -> list[dict]:
+def samples(
+    network: Network, held_out: np.ndarray, vectors: WordVectors, mixture: Mixture | None = None
+) -> list[dict]:
     """Three seeded continuations of fixed prompts: the opening tokens at 0%, 33% and 67% of the held-out
     text, which works for any corpus (no hand-picked words that might be out of vocabulary)."""
     rng = np.random.default_rng(SAMPLE_SEED)
@@ -258,7 +277,8 @@ def samples(network: Network, held_out: np.ndarray, vectors: WordVectors) -> lis
         prompt = held_out[start : start + SAMPLE_PROMPT_TOKENS]
         if len(prompt) == 0:
             continue
-        generated = generate_sample(network, prompt, SAMPLE_NEW_TOKENS, rng, vectors.index.get(UNKNOWN_TOKEN))
+        unk_id = vectors.index.get(UNKNOWN_TOKEN)
+        generated = generate_sample(network, prompt, SAMPLE_NEW_TOKENS, rng, unk_id, mixture)
         result.append(
             {
                 "prompt": "".join(vectors.words[i] for i in prompt),
@@ -276,11 +296,13 @@ def evaluate(
     vectors: WordVectors,
     train_text: str | None = None,
     held_text: str | None = None,
+    mixture: Mixture | None = None,
 ) -> dict:
     """The §8 table as a dict for manifest.json: split sizes, model and baseline metrics, samples.
 
     train_text / held_text: the real text of each side (for the character baselines); by default the token
-    stream read back as text, with <unk> as one private-use character."""
+    stream read back as text, with <unk> as one private-use character. With a mixture, "model" is the
+    mixture (what is served) and "lstm" / "token_ngram" are its two parts alone."""
     token_ids = np.asarray(token_ids, dtype=np.int64)
     train, held_out = token_ids[:split_index], token_ids[split_index:]
     if len(held_out) < 2 or len(train) < 2:
@@ -294,7 +316,7 @@ def evaluate(
     targets = held_out
     unigram = unigram_top(train, vocab_size)
     bigram = bigram_table(train, vocab_size)
-    generated = samples(network, held_out, vectors)
+    generated = samples(network, held_out, vectors, mixture)
     sample_ids = [s.pop("ids") for s in generated]
 
     unk_id = vectors.index.get(UNKNOWN_TOKEN)
@@ -314,9 +336,31 @@ def evaluate(
             "bpc": bpc(log2_p),
         }
 
-    model = model_metrics(network, context, unk_id)
-    model_bits = model.pop("bits")
-    model.pop("log_probs")
+    lstm = model_metrics(network, context, unk_id)
+    lstm_bits = lstm.pop("bits")
+    lstm.pop("log_probs")
+    lstm = {"loss": network.config.loss, **lstm, "bpc": (lstm_bits + unk_bits) / held_chars}
+    rows: dict[str, dict] = {"model": lstm}
+    if mixture is not None:
+        histories = histories_before(token_ids, split_index, len(targets), mixture.context)
+        mixed = model_metrics(network, context, unk_id, mixture, histories)
+        mixed_bits = mixed.pop("bits")
+        mixed.pop("log_probs")
+        ngram_log2 = mixture.ngram.log2_probs(train[len(train) - mixture.context :] + 1, targets + 1)
+        rows = {
+            "model": {
+                "loss": network.config.loss,
+                "mixture": {"order": mixture.ngram.order, "lstm_weight": mixture.lstm_weight},
+                **mixed,
+                "bpc": (mixed_bits + unk_bits) / held_chars,
+            },
+            "lstm": lstm,
+            "token_ngram": {
+                "order": mixture.ngram.order,
+                "perplexity": float(2.0 ** -np.mean(ngram_log2)),
+                "bpc": bpc(ngram_log2),
+            },
+        }
     unigram_log2 = unigram_log2_probs(train, targets, vocab_size)
     # Token ids are 0..V-1; KneserNey reserves 0 for "unknown", so shift by one (V+1 symbols).
     bigram_log2 = KneserNey.fit(train + 1, vocab_size + 1, 2).log2_probs(train[-1:] + 1, targets + 1)
@@ -336,7 +380,7 @@ def evaluate(
             "held_out": "last 10% of chapters, every character (open-vocabulary stream, nothing deleted)",
             "deleted_tokens": 0,
         },
-        "model": {"loss": network.config.loss, **model, "bpc": (model_bits + unk_bits) / held_chars},
+        **rows,
         "unigram": token_row(np.tile(unigram, (len(targets), 1)), unigram_log2),
         # Accuracy from the most-frequent-successor table; bpc and perplexity from interpolated KN.
         "bigram": token_row(bigram[context[:-1]], bigram_log2),
@@ -345,8 +389,15 @@ def evaluate(
         "samples": generated,
         "distinct_1": distinct_n(sample_ids, 1),
         "distinct_2": distinct_n(sample_ids, 2),
-        "generation": generation_quality(network, held_out, words, stream_train_text),
+        "generation": generation_quality(network, held_out, words, stream_train_text, mixture),
     }
+
+
+def _model_label(model: dict) -> str:
+    mixture = model.get("mixture")
+    if not mixture:
+        return f"LSTM ({model['loss']})"
+    return f"LSTM + {mixture['order']}-gram, λ={mixture['lstm_weight']:.2f}"
 
 
 def format_table(result: dict) -> str:
@@ -354,14 +405,16 @@ def format_table(result: dict) -> str:
     lines = [
         f"held-out: {result['split']['targets']} next-token predictions "
         f"(train {result['split']['train_tokens']} tokens)",
-        f"{'method':<24}{'bpc':>7}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}",
+        f"{'method':<30}{'bpc':>7}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}",
     ]
     for key, label in (
         ("unigram", "unigram (add-one)"),
         ("bigram", "bigram (KN)"),
         ("char_5gram_kn", "char 5-gram (mod. KN)"),
         ("ppmd", "PPMd order 6"),
-        ("model", f"LSTM ({result['model']['loss']})"),
+        ("token_ngram", f"token {(result.get('token_ngram') or {}).get('order')}-gram (KN)"),
+        ("lstm", f"LSTM ({result['model']['loss']}) alone"),
+        ("model", _model_label(result["model"])),
     ):
         row = result.get(key)
         if not row:
@@ -370,7 +423,7 @@ def format_table(result: dict) -> str:
         acc1 = "–" if row.get("acc@1") is None else f"{row['acc@1']:.1%}"
         acc10 = "–" if row.get("acc@10") is None else f"{row['acc@10']:.1%}"
         bpc = "–" if row.get("bpc") is None else f"{row['bpc']:.2f}"
-        lines.append(f"{label:<24}{bpc:>7}{acc1:>8}{acc10:>9}{ppl:>12}")
+        lines.append(f"{label:<30}{bpc:>7}{acc1:>8}{acc10:>9}{ppl:>12}")
     for sample in result.get("samples", []):
         lines.append(f"  {sample['prompt']} | {sample['generated']}")
     quality = result.get("generation") or {}

@@ -49,6 +49,7 @@ from training.word2vec import Word2VecConfig, Word2VecResult, load_vectors, trai
 HELD_OUT_FRACTION = 0.1
 VECTORS_FILE = "vectors.bin"
 NETWORK_FILE = "lstm.npz"
+NGRAM_FILE = "ngram.npz"
 REPORT_FILE = "report.png"
 CHECKPOINT_VECTORS = "vectors.bin"
 CHECKPOINT_W2V_SETTINGS = "word2vec.json"
@@ -162,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--vectors-only", action="store_true", help="stop after word2vec (vectors.bin and manifest.json)"
+    )
+    run.add_argument(
+        "--ngram-mixture",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve and evaluate λ·LSTM + (1-λ)·token Kneser-Ney n-gram, order and λ chosen on the "
+        "validation tail of the training chapters (default on)",
     )
     try:
         from training.fit import add_fit_arguments
@@ -467,6 +475,7 @@ def run_training(args: argparse.Namespace) -> dict:
         "vocabulary": prepared.vocabulary(),
     }
     network = None
+    mixture = None
     checkpoint_dir = checkpoint_dir_for(args.out)
     if fit_config is not None:
         from training.evaluate import evaluate, format_table
@@ -495,6 +504,12 @@ def run_training(args: argparse.Namespace) -> dict:
         network = result.network
         manifest["network"] = asdict(network.config)
         manifest["training"] = result.summary
+        if args.ngram_mixture:
+            from training.mixture import choose_mixture
+
+            started = _now()
+            mixture, manifest["mixture"] = choose_mixture(network, prepared.token_ids, prepared.split_index)
+            _timed(timings, "mixture", started)
 
         started = _now()
         manifest["evaluation"] = evaluate(
@@ -504,6 +519,7 @@ def run_training(args: argparse.Namespace) -> dict:
             prepared.vectors,
             prepared.stream.text(held=False),
             prepared.stream.text(held=True),
+            mixture,
         )
         _timed(timings, "evaluate", started)
         print(format_table(manifest["evaluation"]))
@@ -515,6 +531,8 @@ def run_training(args: argparse.Namespace) -> dict:
         prepared.vectors.save_word2vec_format(tmp / VECTORS_FILE, binary=True)
         if network is not None:
             network.save(tmp / NETWORK_FILE)
+        if mixture is not None:
+            mixture.save(tmp / NGRAM_FILE)
         if args.user_dict is not None:
             shutil.copyfile(args.user_dict, tmp / USER_DICT_FILENAME)
         if network is not None:
@@ -593,6 +611,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         model.vectors,
         stream.text(held=False),
         stream.text(held=True),
+        model.mixture,
     )
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_table(result))
     return result

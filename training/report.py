@@ -50,7 +50,9 @@ def write_report(path: Path, manifest: dict) -> None:
         ("bigram", "bigram (KN)"),
         ("char_5gram_kn", "char 5-gram KN"),
         ("ppmd", "PPMd order 6"),
-        ("model", "LSTM"),
+        ("token_ngram", "token n-gram KN"),
+        ("lstm", "LSTM alone"),
+        ("model", "LSTM + n-gram" if (evaluation.get("model") or {}).get("mixture") else "LSTM"),
     ):
         metrics = evaluation.get(key)
         if metrics:

@@ -26,6 +26,7 @@ _CARD_SECTIONS = (
     "vocabulary",
     "network",
     "training",
+    "mixture",
     "evaluation",
     "timings",
     "library_versions",

@@ -194,7 +194,7 @@ function fmt(value) {
 }
 
 function metricsTable(evaluation) {
-  const rows = ["model", "unigram", "bigram", "char_5gram_kn", "ppmd"].filter(
+  const rows = ["model", "lstm", "token_ngram", "unigram", "bigram", "char_5gram_kn", "ppmd"].filter(
     (name) => evaluation[name] && typeof evaluation[name] === "object",
   );
   if (!rows.length) return null;

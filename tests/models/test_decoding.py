@@ -564,3 +564,29 @@ def test_truncate_reads_only_the_last_tokens_of_the_prompt(decoder: Decoder) -> 
     ]
     untouched = decoder.generate("宝玉", SamplingParams(max_new_tokens=1, truncate=50)).run()
     assert untouched.prompt.ids == decoder.encode("宝玉").ids
+
+
+def test_with_a_mixture_every_token_comes_from_lambda_lstm_plus_ngram(tokenizer: Tokenizer) -> None:
+    from models.ngram import KneserNey, Mixture
+
+    decoder = _build(tokenizer)
+    index = decoder.vectors.index
+    stream = np.array([index[t] for s in SENTENCES for t in spell(tokenizer.cut(s), index)]) + 1
+    mixture = Mixture(KneserNey.fit(stream, len(index) + 1, 3), 0.4)
+    mixed = Decoder(decoder.network, decoder.vectors, decoder.tokenizer, mixture)
+    generation = mixed.generate("宝玉笑道", SamplingParams(max_new_tokens=6)).run()
+    ids = list(generation.prompt.ids)
+    unk = index[UNKNOWN_TOKEN]
+    for token in generation.tokens:
+        logits = decoder.network.scores(_refed_output(decoder, ids))[0].astype(np.float64)
+        lstm = np.exp(logits - logits.max())
+        lstm /= lstm.sum()
+        ngram = mixture.ngram.distributions(np.array([[i + 1 for i in ids[-2:]]]))[0, 1:]
+        ngram /= ngram.sum()
+        p = 0.4 * lstm + 0.6 * ngram
+        p[unk] = 0.0  # never generated
+        assert token.id == int(np.argmax(p))  # greedy over the mixture, not over the LSTM alone
+        assert token.logprob == pytest.approx(math.log(p[token.id] / p.sum()), abs=1e-5)
+        ids.append(token.id)
+    _, candidates = mixed.predict_next("宝玉笑道", top_k=3)
+    assert candidates[0].id == generation.tokens[0].id

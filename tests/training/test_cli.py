@@ -171,8 +171,8 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     result = run("--corpus", novel, "--out", out, *SMALL, *TINY_FIT, "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(out)
-    assert sorted(manifest["files"]) == ["lstm.npz", "report.png", "vectors.bin"]
-    for section in ("network", "training", "evaluation", "timings"):
+    assert sorted(manifest["files"]) == ["lstm.npz", "ngram.npz", "report.png", "vectors.bin"]
+    for section in ("network", "training", "mixture", "evaluation", "timings"):
         assert manifest[section], section
     assert (
         manifest["network"]["hidden"] == 8
@@ -186,7 +186,8 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     again = run("evaluate", out, "--cache-dir", tmp_path / "cache", "--json")
     assert again.returncode == 0, again.stderr
     reevaluated = json.loads(again.stdout)
-    for key in ("model", "unigram", "bigram", "char_5gram_kn", "ppmd", "split"):
+    # The re-evaluation reads the mixture back from ngram.npz: the same figures, to the last digit.
+    for key in ("model", "lstm", "token_ngram", "unigram", "bigram", "char_5gram_kn", "ppmd", "split"):
         assert reevaluated[key] == manifest["evaluation"][key]
     # Scripts read the model's figure from the last line of the plain-text evaluation.
     table = run("evaluate", out, "--cache-dir", tmp_path / "cache")

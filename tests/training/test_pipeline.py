@@ -67,7 +67,13 @@ def test_changing_the_held_out_chapters_changes_nothing_learnt(tmp_path: Path) -
         assert sorted(arrays_a.files) == sorted(arrays_b.files)
         for name in arrays_a.files:
             assert np.array_equal(arrays_a[name], arrays_b[name]), name
+    # The n-gram mixture too: chosen on the validation tail, its n-gram counted on the training chapters.
+    with np.load(tmp_path / "a" / "ngram.npz") as arrays_a, np.load(tmp_path / "b" / "ngram.npz") as arrays_b:
+        assert sorted(arrays_a.files) == sorted(arrays_b.files)
+        for name in arrays_a.files:
+            assert np.array_equal(arrays_a[name], arrays_b[name]), name
     manifest_a, manifest_b = model_a.manifest, model_b.manifest
+    assert manifest_a["mixture"] == manifest_b["mixture"]
     for key in ("train_loss", "val_loss"):  # validation is the tail of the training chapters
         assert manifest_a["training"][key] == manifest_b["training"][key], key
     for key in ("min_count", "min_char_count", "size", "words", "split_index", "train"):
