@@ -181,7 +181,9 @@ class KneserNey:
             row_of = np.repeat(chosen, lengths)
             positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
             values = level.numerators[positions] / np.repeat(total, lengths)
-            np.add.at(prob, (row_of, level.keys[positions] % a), values)
+            # Each row has one context and a context's successors are distinct: no index repeats, so a plain
+            # fancy-indexed add is exact (and far faster than np.add.at).
+            prob[row_of, level.keys[positions] % a] += values
         return prob
 
 
