@@ -38,14 +38,12 @@ import random
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+from server_process import HOST, fail, start_server, stop_server
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"  # every request of this benchmark goes to the loopback interface only
 PROMPTS = ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母道", "袭人", "那僧道", "只见", "宝钗"]
 WORDS = ["宝玉", "黛玉", "宝钗", "袭人", "贾母", "凤姐"]
 HEALTH_P99_LIMIT_MS = 200.0
@@ -68,54 +66,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 # ------------------------------------------------------------------------------------------------ server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODEL_DIR": str(model_dir),
-        "BODY_READ_TIMEOUT": str(STALL_TIMEOUT_S),
-        "HEADER_READ_TIMEOUT": str(STALL_TIMEOUT_S),
-    }
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST, "--port", str(port)]
-    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
-    url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            fail(f"the server exited with code {process.returncode} before serving (see its output above)")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(process)
-    fail("the server did not answer /health within 120 s")
-    raise AssertionError("unreachable")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def start_load_server(model_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    timeouts = {"BODY_READ_TIMEOUT": str(STALL_TIMEOUT_S), "HEADER_READ_TIMEOUT": str(STALL_TIMEOUT_S)}
+    return start_server(model_dir, workers, timeouts)
 
 
 def server_processes(root: int) -> list[int]:
@@ -346,7 +302,7 @@ def main() -> None:
     args = parse_args()
     if not (args.model_dir / "manifest.json").is_file():
         fail(f"no trained model at {args.model_dir}; train one with `make train OUT={args.model_dir}`")
-    process, url = start_server(args.model_dir, args.workers)
+    process, url = start_load_server(args.model_dir, args.workers)
     failed: list[str] = []
     try:
         workers = server_processes(process.pid)

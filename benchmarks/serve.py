@@ -26,7 +26,6 @@ import asyncio
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,8 +37,8 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import httpx  # noqa: E402
+from server_process import REPO_ROOT, fail, start_server, stop_server  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 PROMPTS = ["宝玉笑道", "黛玉听了", "凤姐儿笑道", "贾母道", "袭人", "那僧道", "只见", "宝钗"]
@@ -67,11 +66,6 @@ def parse_args() -> argparse.Namespace:
         help="load generator: asyncio streams (default, ~0.1 ms CPU per request) or httpx (~2.5 ms)",
     )
     return parser.parse_args()
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def request_body(i: int, new_tokens: int) -> dict:
@@ -132,49 +126,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(
+def start_bench_server(
     model_dir: Path, workers: int, new_tokens: int, batch_size: int
 ) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODEL_DIR": str(model_dir),
+    settings = {
         "MAX_NEW_TOKENS": str(max(new_tokens, 512)),
         "MAX_BATCH_SIZE": str(batch_size),
         "MAX_WAITING": "1024",  # the benchmark measures throughput, not refusals
     }
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            fail(f"the server exited with code {process.returncode} before serving (see its output above)")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(process)
-    fail("the server did not answer /health within 120 s")
-    raise AssertionError("unreachable")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    return start_server(model_dir, workers, settings)
 
 
 async def drive(url: str, concurrency: int, requests: int, new_tokens: int, client: str = "raw") -> dict:
@@ -329,8 +289,8 @@ def main() -> None:
 
     decoder = in_process_decoder(model_dir)
     servers = {
-        "batched": start_server(model_dir, 1, args.new_tokens, args.batch_size),
-        "unbatched": start_server(model_dir, 1, args.new_tokens, 1),
+        "batched": start_bench_server(model_dir, 1, args.new_tokens, args.batch_size),
+        "unbatched": start_bench_server(model_dir, 1, args.new_tokens, 1),
     }
     results: dict[str, dict[int, dict]] = {"batched": {}, "unbatched": {}}
     ratios: dict[int, float] = {}
@@ -397,7 +357,7 @@ def main() -> None:
 
     if args.multi_workers > 1:
         concurrency = max(args.concurrency)
-        process, url = start_server(model_dir, args.multi_workers, args.new_tokens, args.batch_size)
+        process, url = start_bench_server(model_dir, args.multi_workers, args.new_tokens, args.batch_size)
         try:
             multi = asyncio.run(
                 drive(url, concurrency, max(args.requests, 2 * concurrency), args.new_tokens, args.client)
