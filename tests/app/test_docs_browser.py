@@ -3,41 +3,18 @@ from assets this server serves; no request leaves 127.0.0.1."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import httpx
 import pytest
+from headless_chromium import REQUIRES_CHROMIUM, launched_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-# Name resolution off for every host but the loopback server: a CDN link could not load even if it tried.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-        reason="Chromium is not installed at /usr/bin/chromium: `make browser` installs it",
-    ),
-]
+pytestmark = REQUIRES_CHROMIUM
 
 
 @pytest.fixture(scope="module")
 def offline_browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    # Name resolution off for every host but the loopback server: a CDN link could not load even if it tried.
+    with launched_chromium(["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]) as instance:
         yield instance
-        instance.close()
 
 
 def _offline_page(browser, server_url: str):
