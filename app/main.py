@@ -22,7 +22,7 @@ from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.openapi import install_openapi
 from app.request_guard import RequestGuardMiddleware, install_header_timeout, install_json_parse_errors
-from app.routes import docs, generate, info, openai, playground, predict, similar
+from app.routes import chat, docs, generate, info, openai, playground, predict, similar
 from app.routes.playground import STATIC_DIR
 from app.security_headers import SecurityHeadersMiddleware
 from app.service import ModelLoadError, ModelService
@@ -35,6 +35,7 @@ Text generation from an LSTM trained on a Chinese novel (word2vec vectors in, ne
 
 * `POST /generate`, `POST /generate_stream`: Hugging Face text-generation-inference compatible.
 * `POST /predict`: next-word candidates. `GET|POST /similar`: word2vec neighbours and analogies.
+* `POST /v1/chat/completions`: chat with the novel's characters (OpenAI compatible); `GET /characters`.
 * `GET /info`: the model card. `GET /health`, `GET /metrics` (Prometheus). `GET /`: the playground page.
 
 Every error is JSON `{"error": "...", "error_type": "..."}`.
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.redirect_slashes = False
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (generate, openai, predict, similar, info, playground, docs):
+    for module in (generate, openai, chat, predict, similar, info, playground, docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")

@@ -37,6 +37,7 @@ from app.scheduler import GenerationFailed, Overloaded, Scheduler, Ticket
 from app.schemas import DEFAULT_MAX_NEW_TOKENS, GenerateParameters
 from app.settings import Settings
 from models.artifacts import ArtifactError
+from models.chat import Chat
 from models.decoding import (
     Decoder,
     EmptyPromptError,
@@ -108,6 +109,8 @@ class ModelService:
         self.settings = settings
         self.metrics = metrics
         self.decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
+        # Chat renders whole conversations into one prompt, so it keeps within the prompt limit too.
+        self.chat = Chat(self.decoder, model.characters, settings.max_prompt_chars)
         self.name = model.directory.name
         self._model_lane: CapacityLimiter | None = None
         self.scheduler = Scheduler(self.decoder, settings.max_batch_size, settings.max_waiting, metrics)

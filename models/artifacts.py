@@ -1,8 +1,8 @@
 """The model directory format (DESIGN §6): atomic writing and verified reading of manifest.json.
 
-A model directory holds vectors.bin, lstm.npz, report.png, optional userdict.txt and manifest.json, which
-lists the sha256 of every other file. It is built in a hidden temporary sibling and renamed into place, so a
-crash or a bug never leaves a half-written model where a server would load it.
+A model directory holds vectors.bin, lstm.npz, characters.json, report.png, optional userdict.txt and
+manifest.json, which lists the sha256 of every other file. It is built in a hidden temporary sibling and
+renamed into place, so a crash or a bug never leaves a half-written model where a server would load it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 # 2: the open-vocabulary token stream (models/vocabulary.py: rare words spelled with their characters,
 # <unk>), vocabulary and word2vec from the training chapters only. A format-1 model deleted unknown
 # words from the text and from prompts.
-FORMAT_VERSION = 2
+# 3: characters.json (the novel's speakers, for chat) is part of every model directory.
+FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 MANIFEST_HASH_KEY = "manifest_sha256"
 # Killed runs leave these behind; older than this they cannot belong to a run still writing.
@@ -242,7 +243,8 @@ def read_manifest(model_dir: Path) -> dict:
     if isinstance(version, int) and version < FORMAT_VERSION:
         raise ArtifactError(
             f"{manifest_path}: written by an older version of novel-lstm (format_version {version}, this "
-            f"program reads {FORMAT_VERSION}: the open-vocabulary token stream); retrain it with "
+            f"program reads {FORMAT_VERSION}: the open-vocabulary token stream and characters.json); retrain "
+            "it with "
             "`make train OUT=DIR` or `python -m training --out DIR ...`"
         )
     if version != FORMAT_VERSION:

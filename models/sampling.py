@@ -8,6 +8,8 @@ gets alone.
 
 Per token the logits go through, in this order (the order of Hugging Face `generate`):
 
+0. chat's suppression: `suppress_ids` cannot be chosen before `min_new_tokens` tokens (a reply that closes its
+   quote before saying anything);
 1. repetition penalty (CTRL paper / HF semantics): for every word id already in the prompt or in the generated
    text, a positive logit is divided by the penalty and a negative one multiplied by it; then the frequency
    penalty (TGI semantics): every word's logit minus `frequency_penalty` times its share of the tokens so far
@@ -66,6 +68,10 @@ class SamplingParams:
     top_n_tokens: int = 0
     prefill_logprobs: bool = False
     truncate: int | None = None
+    # The first `min_new_tokens` tokens may not be any of `suppress_ids` (chat: a reply may not close its
+    # quote before saying anything). Both default to off.
+    min_new_tokens: int = 0
+    suppress_ids: tuple[int, ...] = ()
 
     @property
     def sampling(self) -> bool:
@@ -106,6 +112,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.typical_p is not None and not 0.0 < self.typical_p <= 1.0:
             raise ValueError(f"typical_p must be in (0, 1] (1 = off), got {self.typical_p}")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
         if self.top_n_tokens < 0:
             raise ValueError(f"top_n_tokens must be >= 0 (0 = off), got {self.top_n_tokens}")
         if self.truncate is not None and self.truncate < 1:
@@ -164,8 +172,11 @@ class Sampler:
         if self.frequency is not None or self.presence is not None:
             self._counts = np.zeros(vocab_size, dtype=np.float32)
             np.add.at(self._counts, np.asarray(seen, dtype=np.int64), 1.0)
-        # Rows without any penalty skip the _penalise call altogether.
-        self.penalises = self.penalty is not None or self._counts is not None
+        suppress = params.min_new_tokens > 0 and len(params.suppress_ids) > 0
+        self._suppress = np.asarray(params.suppress_ids, dtype=np.int64) if suppress else None
+        self._chosen = 0
+        # Rows without any penalty (or suppression) skip the _penalise call altogether.
+        self.penalises = self.penalty is not None or self._counts is not None or self._suppress is not None
         # Rows that decode the same way (greedy; or sampling with the same top-k, with or without top-p) go
         # through `choose_batch` together. A parameter the vectorised steps do not know (any field outside
         # _VECTORISED left at a non-default value) sends this sampler down `_choose_row` instead, so adding a
@@ -179,7 +190,9 @@ class Sampler:
         return choose_batch([self], logits[None, :])[0]
 
     def _penalise(self, logits: np.ndarray) -> None:
-        """Repetition, frequency and presence penalties on this sequence's row, in place."""
+        """Suppression, repetition, frequency and presence penalties on this sequence's row, in place."""
+        if self._suppress is not None:
+            logits[self._suppress] = -np.inf  # not allowed at all yet (before any temperature)
         if self.penalty is not None and self._seen_ids.size:
             values = logits[self._seen_ids]
             # An extreme admitted penalty (5e-324, 1e308) overflows float32 to +-inf, and inf - inf in the
@@ -201,6 +214,10 @@ class Sampler:
                 logits -= np.float32(self.presence) * (counts > 0)
 
     def _remember(self, chosen: int) -> None:
+        self._chosen += 1
+        if self._suppress is not None and self._chosen >= self.params.min_new_tokens:
+            self._suppress = None
+            self.penalises = self.penalty is not None or self._counts is not None
         if self.penalty is not None and chosen not in self._seen_set:
             self._seen_set.add(chosen)
             self._seen_ids = np.append(self._seen_ids, chosen)
@@ -224,7 +241,7 @@ _VECTORISED = frozenset(
     {
         "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop",
         # applied per row in Sampler._penalise, before the grouped steps
-        "frequency_penalty", "presence_penalty",
+        "frequency_penalty", "presence_penalty", "min_new_tokens", "suppress_ids",
         # read by decoding, not by the choice
         "prefill_logprobs", "truncate",
     }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.artifacts import ArtifactError, read_manifest
+from models.characters import CHARACTERS_FILE, CharacterList
 from models.network import Network
 from models.ngram import Mixture
 from models.tokenizer import Tokenizer
@@ -24,6 +25,7 @@ class TrainedModel:
     vectors: WordVectors
     network: Network
     tokenizer: Tokenizer
+    characters: CharacterList
     mixture: Mixture | None = None  # the LSTM + n-gram mixture the model serves, when it was trained with one
 
     @classmethod
@@ -33,7 +35,7 @@ class TrainedModel:
         directory = Path(model_dir)
         manifest = read_manifest(directory)
         retrain = "retrain it with `python -m training --out DIR ...`"
-        for name in (VECTORS_FILE, NETWORK_FILE):
+        for name in (VECTORS_FILE, NETWORK_FILE, CHARACTERS_FILE):
             if name not in manifest.get("files", {}):
                 raise ArtifactError(f"{directory / name}: not listed in manifest.json; {retrain}")
         try:
@@ -65,11 +67,16 @@ class TrainedModel:
             )
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{directory}: cannot build the tokenizer ({error})") from None
+        try:
+            characters = CharacterList.load(directory / CHARACTERS_FILE)
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"{directory / CHARACTERS_FILE}: {error}; {retrain}") from None
         return cls(
             directory=directory,
             manifest=manifest,
             vectors=vectors,
             network=network,
             tokenizer=tokenizer,
+            characters=characters,
             mixture=mixture,
         )

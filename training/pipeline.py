@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import ArtifactError, check_writable, write_model_dir
+from models.characters import CHARACTERS_FILE, CharacterList
+from models.network import Network
 from models.tokenizer import TOKENIZER_MODES, USER_DICT_FILENAME, Tokenizer
 from models.vectors import WordVectors
 from models.vocabulary import (
@@ -474,6 +476,18 @@ def run_training(args: argparse.Namespace) -> dict:
         "word2vec": prepared.word2vec,
         "vocabulary": prepared.vocabulary(),
     }
+    characters = None
+    if fit_config is not None:  # a servable model (--vectors-only writes vectors for other tools)
+        started = _now()
+        from training.characters import extract_characters
+
+        # Who speaks (for chat, DESIGN §10): a novel without quoted dialogue simply has no characters.
+        characters = extract_characters(prepared.corpus.chapters, user_dict=args.user_dict).characters
+        manifest["characters"] = {
+            **characters.summary(),
+            "top": [{"name": c.name, "utterances": c.utterances} for c in characters.characters[:10]],
+        }
+        _timed(timings, "characters", started)
     network = None
     mixture = None
     checkpoint_dir = checkpoint_dir_for(args.out)
@@ -523,12 +537,22 @@ def run_training(args: argparse.Namespace) -> dict:
         )
         _timed(timings, "evaluate", started)
         print(format_table(manifest["evaluation"]))
+        if characters is not None:
+            started = _now()
+            tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
+            manifest["chat_evaluation"] = _chat_evaluation(
+                network, prepared.vectors, tokenizer, characters, prepared.corpus.chapters,
+                prepared.held_out_chapters, args.user_dict,
+            )  # fmt: skip
+            _timed(timings, "chat_evaluation", started)
     manifest["timings"] = timings["seconds"]
     manifest["cpu_seconds"] = timings["cpu_seconds"]
 
     def build(tmp: Path) -> dict:
         started = _now()
         prepared.vectors.save_word2vec_format(tmp / VECTORS_FILE, binary=True)
+        if characters is not None:
+            characters.save(tmp / CHARACTERS_FILE)
         if network is not None:
             network.save(tmp / NETWORK_FILE)
         if mixture is not None:
@@ -571,9 +595,21 @@ def print_summary(out: Path, manifest: dict) -> None:
         "seconds     " + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in timings.items()),
         "cpu seconds "
         + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in manifest["cpu_seconds"].items()),
+        *([_characters_line(manifest["characters"])] if "characters" in manifest else []),
         f"model       {out}",
     ]
     print("\n".join(lines))
+
+
+def _characters_line(characters: dict) -> str:
+    if not characters.get("characters"):
+        return "characters  none (no attributed dialogue: chat uses a neutral narrator form)"
+    top = ", ".join(f"{c['name']} {c['utterances']:,}" for c in characters["top"])
+    share = characters["attributed_share"]
+    return (
+        f"characters  {characters['characters']} speakers, {characters['attributed']:,} of "
+        f"{characters['quoted']:,} quotes attributed ({share:.0%}); top: {top}"
+    )
 
 
 # -------------------------------------------------------------------------------------------- evaluate DIR
@@ -613,7 +649,40 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         stream.text(held=True),
         model.mixture,
     )
-    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_table(result))
+    held_out = (model.manifest.get("vocabulary") or {}).get("held_out_chapters", 0)
+    user_dict = model.tokenizer.user_dict
+    # Printed before the held-out table: scripts read the bpc from the table's last line.
+    chat = _chat_evaluation(
+        model.network, model.vectors, model.tokenizer, model.characters, corpus.chapters, held_out, user_dict,
+        quiet=args.json,
+    )  # fmt: skip
+    result = {**result, "chat": chat}
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(format_table(result))
+    return result
+
+
+def _chat_evaluation(
+    network: Network,
+    vectors: WordVectors,
+    tokenizer: Tokenizer,
+    characters: CharacterList,
+    chapters: list[str],
+    held_out: int,
+    user_dict: Path | None,
+    quiet: bool = False,
+) -> dict:
+    """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet."""
+    from models.chat import Chat
+    from models.decoding import Decoder
+    from training.chat_evaluation import evaluate_chat, format_chat_table
+
+    chat = Chat(Decoder(network, vectors, tokenizer), characters)
+    result = evaluate_chat(chat, chapters, held_out, user_dict)
+    if not quiet:
+        print(format_chat_table(result))
     return result
 
 

@@ -28,6 +28,8 @@ _CARD_SECTIONS = (
     "training",
     "mixture",
     "evaluation",
+    "characters",
+    "chat_evaluation",
     "timings",
     "library_versions",
 )

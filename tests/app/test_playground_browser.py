@@ -80,3 +80,73 @@ def test_errors_are_shown_on_the_page(browser, server_url: str) -> None:
     page.wait_for_selector("#error:not([hidden])")
     assert "inputs is empty" in page.locator("#error").inner_text()
     page.close()
+
+
+def test_chat_tab_holds_a_three_turn_conversation_with_a_chosen_character(browser, server_url: str) -> None:
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.goto(server_url + "/")
+    page.locator("#tab-chat").click()
+    assert page.locator("#continue-view").is_hidden() and page.locator("#chat-view").is_visible()
+    page.wait_for_selector("#chat-character option", state="attached")
+    characters = page.evaluate("fetch('/characters').then(r => r.json())")
+    names = [option.split("（")[0] for option in page.locator("#chat-character option").all_inner_texts()]
+    assert names == [c["name"] for c in characters["characters"]]
+    chosen = characters["characters"][1]["name"]  # not the default one
+    page.locator("#chat-character").select_option(chosen)
+    page.locator("#chat-seed").fill("3")
+
+    said = ["妹妹今日可好？", "我们去园子里逛逛罢", "明儿再来看你"]
+    for turn, text in enumerate(said, start=1):
+        page.locator("#chat-input").fill(text)
+        if turn % 2:  # Enter in the input field sends, and so does the button
+            page.locator("#chat-input").press("Enter")
+        else:
+            page.locator("#chat-send").click()
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#chat-log .bubble.assistant').length === {turn} && "
+            "!document.querySelector('#chat-log .streaming') && "
+            "!document.querySelector('#chat-send').disabled",
+            timeout=30_000,
+        )
+    users = page.locator("#chat-log .bubble.user .words").all_inner_texts()
+    bots = page.locator("#chat-log .bubble.assistant")
+    assert users == said and bots.count() == 3
+    for i in range(3):
+        assert bots.nth(i).locator(".speaker").inner_text() == chosen
+        reply = bots.nth(i).locator(".words").inner_text()
+        assert reply and "”" not in reply
+    # Each reply arrived as a stream of chunks (one per released token or so), not as one piece.
+    chunks = [int(bots.nth(i).get_attribute("data-chunks") or 0) for i in range(3)]
+    assert all(c >= 1 for c in chunks) and sum(chunks) > 3, chunks
+    assert "done" in page.locator("#chat-status").inner_text()
+    assert problems == []
+    page.close()
+
+
+def test_chat_stop_button_ends_a_reply_in_progress(browser, server_url: str) -> None:
+    page = browser.new_page()
+    page.goto(server_url + "/#chat")
+    page.wait_for_selector("#chat-character option", state="attached")
+    page.locator("#chat-input").fill("你好")
+    # Send and stop in one task: the tiny model answers in milliseconds, faster than a second click lands.
+    page.evaluate(
+        "() => { document.querySelector('#chat-send').click(); "
+        "document.querySelector('#chat-stop').click(); }"
+    )
+    page.wait_for_function("() => !document.querySelector('#chat-send').disabled", timeout=30_000)
+    assert "stopped" in page.locator("#chat-status").inner_text()
+    assert page.locator("#chat-log .bubble.user").count() == 1
+    assert page.locator("#chat-log .bubble.assistant").count() == 0  # nothing arrived: no empty bubble
+    # The conversation goes on after a stop.
+    page.locator("#chat-input").fill("再说一遍")
+    page.locator("#chat-send").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#chat-log .bubble.assistant').length === 1 && "
+        "!document.querySelector('#chat-send').disabled",
+        timeout=30_000,
+    )
+    assert page.locator("#chat-log .bubble.assistant .words").inner_text()
+    page.close()

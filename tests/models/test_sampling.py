@@ -149,3 +149,28 @@ def test_extreme_repetition_penalty_keeps_a_masked_word_masked() -> None:
             sampler = Sampler(params, 1, 50, seen=[3, 7])
             choice = sampler.choose(logits.copy())
             assert choice.id != 3 and math.isfinite(choice.logprob), (do_sample, top_k, penalty)
+
+
+def test_suppressed_ids_are_never_chosen_before_min_new_tokens() -> None:
+    logits = np.array([5.0, 1.0, 0.0], dtype=np.float32)
+    sampler = Sampler(SamplingParams(min_new_tokens=2, suppress_ids=(0,)), seed=0, vocab_size=3)
+    assert [sampler.choose(logits.copy()).id for _ in range(3)] == [1, 1, 0]
+
+
+def test_suppression_chooses_the_same_alone_and_in_a_batch() -> None:
+    from models.sampling import choose_batch
+
+    rng = np.random.default_rng(0)
+    steps = [rng.normal(size=(4, 50)).astype(np.float32) for _ in range(6)]
+    params = [
+        SamplingParams(do_sample=True, top_k=10, min_new_tokens=1, suppress_ids=(3,), seed=1),
+        SamplingParams(do_sample=True, top_k=10, min_new_tokens=3, suppress_ids=(1, 2)),
+        SamplingParams(min_new_tokens=2, suppress_ids=tuple(range(25))),
+        SamplingParams(do_sample=True, temperature=0.7, repetition_penalty=1.3),
+    ]
+    batched = [Sampler(p, seed=i, vocab_size=50) for i, p in enumerate(params)]
+    alone = [Sampler(p, seed=i, vocab_size=50) for i, p in enumerate(params)]
+    for logits in steps:
+        together = choose_batch(batched, logits.copy())
+        assert together == [sampler.choose(logits[i].copy()) for i, sampler in enumerate(alone)]
+    assert all(choice.id >= 25 for choice in choose_batch([Sampler(params[2], 0, 50)], steps[0][:1].copy()))

@@ -171,7 +171,13 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     result = run("--corpus", novel, "--out", out, *SMALL, *TINY_FIT, "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(out)
-    assert sorted(manifest["files"]) == ["lstm.npz", "ngram.npz", "report.png", "vectors.bin"]
+    assert sorted(manifest["files"]) == [
+        "characters.json",
+        "lstm.npz",
+        "ngram.npz",
+        "report.png",
+        "vectors.bin",
+    ]
     for section in ("network", "training", "mixture", "evaluation", "timings"):
         assert manifest[section], section
     assert (

@@ -1,0 +1,306 @@
+"""POST /v1/chat/completions (OpenAI's chat API) and GET /characters: chat with the novel's characters.
+
+The route only maps HTTP shapes: rendering the conversation into the novel's dialogue form, the generation
+and the cut at the closing quote are models/chat.py's, shared with the playground's chat tab (which calls
+this route) and the chat evaluation. The generation runs in the worker's batching scheduler like every
+other (app/service.py), so a chat reply is batched with /generate requests.
+
+OpenAI semantics: `temperature` defaults to 1 and 0 means greedy; `top_p` 1 is off; `stop` strings end the
+reply and are not part of it; `max_tokens` (or `max_completion_tokens`) defaults to 60 words; `n` must be 1;
+`presence_penalty` (OpenAI's: minus the penalty for every word already used) and `frequency_penalty` (as TGI's
+OpenAI route: minus the penalty times the share of the tokens so far) are applied by models/sampling.py.
+Extensions: `character` (who the model plays), `user_character` (who the user is), `top_k`,
+`repetition_penalty`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+
+from app.errors import APIError
+from app.openai_api import Usage, openai_error_body, openai_error_responses, usage_of
+from app.routes.dependencies import AppMetrics, Service
+from app.service import ClientDisconnected, ModelService, TokenStream
+from models.chat import DEFAULT_MAX_TOKENS, ChatError, ChatPrompt, Message
+from models.decoding import Generation, SamplingParams
+
+logger = logging.getLogger("app")
+router = APIRouter(tags=["OpenAI compatible"])
+ROUTE = "/v1/chat/completions"
+CLIENT_CLOSED_REQUEST = 499
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description='only "text" parts are accepted')
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str = Field(description="system, developer, user or assistant")
+    content: str | list[ContentPart] | None = Field(description="a string, or a list of text parts")
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+CHAT_EXAMPLE = {
+    "model": "hongloumeng",
+    "messages": [
+        {"role": "system", "content": "你是林黛玉"},
+        {"role": "user", "content": "妹妹今日可好？"},
+    ],
+    "max_tokens": 40,
+    "temperature": 0.8,
+    "top_p": 0.9,
+    "seed": 42,
+}
+
+
+class ChatCompletionRequest(BaseModel):
+    # Unknown fields are ignored, as OpenAI-compatible servers do: chat front-ends send many (user, tools,
+    # response_format, ...) and would break on a refusal. The ones that change the answer's meaning are
+    # checked below.
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                CHAT_EXAMPLE,
+                {**CHAT_EXAMPLE, "messages": [{"role": "user", "content": "你好"}], "character": "凤姐"},
+            ]
+        },
+    )
+
+    model: str | None = Field(None, description="any value: the server serves one model")
+    messages: list[ChatMessage] = Field(description="the conversation; the reply answers the last turns")
+    max_tokens: int | None = Field(
+        None, ge=1, description=f"words in the reply at most (default {DEFAULT_MAX_TOKENS})"
+    )
+    max_completion_tokens: int | None = Field(None, ge=1, description="the newer name of max_tokens")
+    temperature: float | None = Field(
+        None, ge=0, le=2, allow_inf_nan=False, description="0 = greedy; default 1"
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, allow_inf_nan=False, description="nucleus sampling; 1 = off"
+    )
+    top_k: int | None = Field(None, ge=1, description="extension: sample among the k most probable words")
+    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False, description="extension (TGI)")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    stop: str | list[str] | None = Field(None, description="strings that end the reply (not included)")
+    seed: int | None = Field(None, ge=0, le=2**64 - 1, description="same seed and parameters, same reply")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(None, description="only 1 is supported")
+    character: str | None = Field(
+        None, description="extension: the character the model plays (GET /characters)"
+    )
+    user_character: str | None = Field(None, description="extension: the name the user's turns are given")
+
+
+class ReplyMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ReplyMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    character: str | None = Field(description="extension: who answered")
+    user_character: str = Field(description="extension: who the user's turns were given to")
+    seed: int = Field(description="extension: the seed used (send it back to get the same reply)")
+
+
+def _fail(message: str, param: str | None) -> APIError:
+    return APIError(422, "validation", message, param=param)
+
+
+def _messages(body: ChatCompletionRequest) -> list[Message]:
+    messages = []
+    for index, message in enumerate(body.messages):
+        content = message.content
+        if isinstance(content, list):
+            texts = []
+            for part_index, part in enumerate(content):
+                where = f"messages[{index}].content[{part_index}]"
+                if part.type != "text":
+                    raise _fail(
+                        f"{where}.type is {part.type!r}: this model reads text only; send "
+                        '{"type": "text", "text": "..."} parts',
+                        where,
+                    )
+                if part.text is None:
+                    raise _fail(f"{where}.text is missing", where)
+                texts.append(part.text)
+            content = "".join(texts)
+        messages.append(Message(role=message.role, content=content or ""))
+    return messages
+
+
+def _sampling(body: ChatCompletionRequest, service: ModelService) -> SamplingParams:
+    if body.n not in (None, 1):
+        raise _fail(f"n is {body.n}: this server returns one choice per request; send n=1", "n")
+    limit = service.settings.max_new_tokens
+    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+    if max_tokens > limit:
+        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise _fail(
+            f"{field} is {max_tokens}, the limit is {limit}; ask for fewer (or raise MAX_NEW_TOKENS)", field
+        )
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if any(not s for s in stop):
+        raise _fail("stop strings must not be empty", "stop")
+    if len(stop) > service.settings.max_stop_sequences:
+        raise _fail(
+            f"stop has {len(stop)} strings, the limit is {service.settings.max_stop_sequences}", "stop"
+        )
+    service.check_top_k(body.top_k, "top_k")
+    temperature = 1.0 if body.temperature is None else body.temperature
+    greedy = temperature == 0
+    params = SamplingParams(
+        max_new_tokens=max_tokens,
+        do_sample=not greedy,
+        temperature=None if greedy else temperature,
+        top_k=body.top_k,
+        top_p=None if body.top_p is None or body.top_p >= 1 else body.top_p,
+        repetition_penalty=body.repetition_penalty,
+        presence_penalty=body.presence_penalty or None,
+        frequency_penalty=body.frequency_penalty or None,
+        seed=body.seed,
+        stop=tuple(stop),
+    )
+    try:
+        params.validate()
+    except ValueError as error:
+        raise _fail(str(error), None) from None
+    return params
+
+
+async def _prepare(body: ChatCompletionRequest, service: ModelService) -> tuple[ChatPrompt, Generation]:
+    params = _sampling(body, service)
+    try:
+        prompt = service.chat.render(_messages(body), body.character, body.user_character)
+    except ChatError as error:
+        raise _fail(str(error), error.param) from None
+    generation = await service.prepare(prompt.text, service.chat.sampling(params))
+    return prompt, generation
+
+
+@router.post(
+    ROUTE,
+    response_model=ChatCompletion,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "a chat.completion; with stream=true, Server-Sent Events of chat.completion.chunk "
+            "objects ending with `data: [DONE]`",
+        },
+        **openai_error_responses(422, 429),
+    },
+    summary="Chat with a character of the novel (OpenAI chat completions)",
+)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, service: Service, metrics: AppMetrics
+) -> Any:
+    prompt, generation = await _prepare(body, service)
+    completion_id = f"chatcmpl-{secrets.token_hex(12)}"
+    created = int(time.time())
+    if body.stream:
+        tokens = service.stream(generation)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _chunks(service, prompt, tokens, completion_id, created, include_usage, metrics)
+        return EventSourceResponse(events, ping=15)
+    try:
+        generation = await service.complete(generation, request)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    metrics.tokens.labels(ROUTE).inc(len(generation.tokens))
+    reply = service.chat.reply(prompt, generation)
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=service.name,
+        choices=[Choice(message=ReplyMessage(content=reply.text), finish_reason=reply.finish_reason)],
+        usage=usage_of(generation),
+        character=prompt.character,
+        user_character=prompt.user_character,
+        seed=generation.seed,
+    )
+
+
+async def _chunks(
+    service: ModelService,
+    prompt: ChatPrompt,
+    tokens: TokenStream,
+    completion_id: str,
+    created: int,
+    include_usage: bool,
+    metrics: AppMetrics,
+) -> AsyncIterator[dict]:
+    """OpenAI's stream: a role chunk, content chunks as the reply is released by the cutter, a chunk with
+    finish_reason, an optional usage chunk, then [DONE]. Leaving early (disconnect) cancels the generation."""
+    generation = tokens.generation
+    cutter = service.chat.cutter(generation.params)
+    counter = metrics.tokens.labels(ROUTE)
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": service.name}
+
+    def chunk(delta: dict, finish_reason: str | None = None) -> dict:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {"data": json.dumps({**base, "choices": [choice]}, ensure_ascii=False)}
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for token in tokens:
+            counter.inc()
+            text = cutter.feed(token.text)
+            if text:
+                yield chunk({"content": text})
+            if cutter.stopped:
+                # The closing quote (or a stop string) ended the reply; the decoder stops on the same token.
+                break
+        rest = cutter.finish()
+        if rest:
+            yield chunk({"content": rest})
+    except Exception:
+        logger.exception("chat generation failed in the middle of a stream")
+        failure = openai_error_body("generation failed; the server log has the details", 500, code="internal")
+        yield {"data": json.dumps(failure)}
+        return
+    yield chunk({}, "stop" if cutter.stopped else "length")
+    if include_usage:
+        usage = usage_of(generation).model_dump()
+        yield {"data": json.dumps({**base, "choices": [], "usage": usage})}
+    yield {"data": "[DONE]"}
+
+
+@router.get("/characters", summary="The novel's speakers a chat can pick (found at training time)")
+def characters(service: Service) -> dict[str, Any]:
+    found = service.model.characters
+    default = found.most_frequent
+    return {
+        "default": default.name if default is not None else None,
+        **found.to_json(),
+    }

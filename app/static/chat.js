@@ -1,0 +1,184 @@
+// Playground chat tab: talks to POST /v1/chat/completions (the same route OpenAI clients use) with
+// stream=true, and renders the reply as it streams in. The conversation lives in `history` while the page
+// is open; GET /characters fills the character list. No libraries, no build step.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const history = []; // [{role: "user"|"assistant", content}]
+  let running = null; // AbortController of the reply in progress
+
+  function showError(message) {
+    $("chat-error").textContent = message;
+    $("chat-error").hidden = !message;
+  }
+
+  async function errorOf(response) {
+    try {
+      const body = await response.json();
+      const error = body.error;
+      return (error && error.message) || error || `HTTP ${response.status}`;
+    } catch {
+      return `HTTP ${response.status} ${response.statusText}`;
+    }
+  }
+
+  function bubble(role, speaker, text) {
+    const item = document.createElement("li");
+    item.className = `bubble ${role}`;
+    const who = document.createElement("span");
+    who.className = "speaker";
+    who.textContent = speaker;
+    const words = document.createElement("span");
+    words.className = "words";
+    words.textContent = text;
+    item.append(who, words);
+    $("chat-log").append(item);
+    item.scrollIntoView({ block: "nearest" });
+    return words;
+  }
+
+  function setRunning(controller) {
+    running = controller;
+    $("chat-send").disabled = Boolean(controller);
+    $("chat-stop").disabled = !controller;
+    $("chat-log").setAttribute("aria-busy", String(Boolean(controller)));
+  }
+
+  // The data: payloads of complete Server-Sent Events in a growing text buffer.
+  function sseParser() {
+    let buffer = "";
+    return (chunk) => {
+      buffer += chunk.replace(/\r\n?/g, "\n");
+      const events = [];
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:"))
+          .map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+        if (data) events.push(data);
+      }
+      return events;
+    };
+  }
+
+  async function send() {
+    if (running) return;
+    const text = $("chat-input").value.trim();
+    if (!text) {
+      showError("先输入一句话 (type a message first)");
+      return;
+    }
+    showError("");
+    const character = $("chat-character").value;
+    const user = $("chat-user").value.trim();
+    history.push({ role: "user", content: text });
+    bubble("user", user || "你", text);
+    $("chat-input").value = "";
+    const words = bubble("assistant", character || "答", "");
+    words.parentElement.classList.add("streaming");
+    const body = { messages: history, stream: true, max_tokens: 60, top_p: 0.9 };
+    if (character) body.character = character;
+    if (user) body.user_character = user;
+    const temperature = $("chat-temperature").value.trim();
+    if (temperature !== "") body.temperature = Number(temperature);
+    const seed = $("chat-seed").value.trim();
+    if (seed !== "") body.seed = Number(seed);
+    const controller = new AbortController();
+    setRunning(controller);
+    $("chat-status").textContent = "回复中… replying";
+    let reply = "";
+    let finish = null;
+    try {
+      const response = await fetch("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error(await errorOf(response));
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      const parse = sseParser();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        for (const data of parse(value)) {
+          if (data === "[DONE]") continue;
+          const event = JSON.parse(data);
+          if (event.error) throw new Error(event.error.message || String(event.error));
+          const choice = event.choices && event.choices[0];
+          if (!choice) continue;
+          if (choice.delta && choice.delta.content) {
+            reply += choice.delta.content;
+            words.textContent = reply;
+            // How many pieces the reply arrived in (a streamed reply has one per token or so).
+            words.parentElement.dataset.chunks = String(Number(words.parentElement.dataset.chunks || 0) + 1);
+          }
+          if (choice.finish_reason) finish = choice.finish_reason;
+        }
+      }
+      $("chat-status").textContent = `完成 done (${finish === "length" ? "length: max_tokens reached" : "stop"})`;
+    } catch (error) {
+      if (error.name === "AbortError") {
+        $("chat-status").textContent = "已停止 stopped";
+      } else {
+        showError(String(error.message || error));
+        $("chat-status").textContent = "";
+      }
+    } finally {
+      words.parentElement.classList.remove("streaming");
+      // A stopped reply stays in the conversation as far as it got; a failed, empty one is dropped.
+      if (reply) history.push({ role: "assistant", content: reply });
+      else words.parentElement.remove();
+      setRunning(null);
+    }
+  }
+
+  async function loadCharacters() {
+    const response = await fetch("/characters");
+    if (!response.ok) throw new Error(await errorOf(response));
+    const data = await response.json();
+    const select = $("chat-character");
+    select.replaceChildren();
+    if (!data.characters.length) {
+      const option = new Option("（旁白 narrator: this novel has no attributed dialogue）", "");
+      select.append(option);
+      return;
+    }
+    for (const character of data.characters) {
+      select.append(new Option(`${character.name}（${character.utterances} 句）`, character.name));
+    }
+    select.value = data.default;
+  }
+
+  function selectTab(chat) {
+    $("tab-chat").setAttribute("aria-selected", String(chat));
+    $("tab-continue").setAttribute("aria-selected", String(!chat));
+    $("chat-view").hidden = !chat;
+    $("continue-view").hidden = chat;
+    if (chat) $("chat-input").focus();
+  }
+
+  $("tab-chat").addEventListener("click", () => selectTab(true));
+  $("tab-continue").addEventListener("click", () => selectTab(false));
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  $("chat-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  $("chat-stop").addEventListener("click", () => running && running.abort());
+  $("chat-clear").addEventListener("click", () => {
+    if (running) running.abort();
+    history.length = 0;
+    $("chat-log").replaceChildren();
+    $("chat-status").textContent = "";
+  });
+  if (location.hash === "#chat") selectTab(true);
+  loadCharacters().catch((error) => showError(String(error.message || error)));
+})();
