@@ -97,6 +97,9 @@ def field_limits(settings: Settings) -> dict[str, dict[str, Any]]:
         # TGI's max_input_tokens, which is MAX_PROMPT_CHARS (a token is at least one character).
         "truncate": {"maximum": settings.max_prompt_chars},
         "max_new_tokens": {"maximum": settings.max_new_tokens},
+        # OpenAI's names for it (/v1/completions, /v1/chat/completions).
+        "max_tokens": {"maximum": settings.max_new_tokens},
+        "max_completion_tokens": {"maximum": settings.max_new_tokens},
         "top_k": {"maximum": settings.top_k_limit},
         "stop": {  # a list (TGI, OpenAI) or one string (OpenAI)
             "maxItems": settings.max_stop_sequences,

@@ -41,6 +41,8 @@ SPEECH = "道"
 NARRATOR_USER = "有人问"  # no characters at all: "someone asked" ... "answered"
 NARRATOR_BOT = "答"
 MAX_USER_CHARACTER_CHARS = 10
+# A user_character: no whitespace and no quotation marks (either pair), which would break the dialogue form.
+USER_CHARACTER_PATTERN = r"^[^\s“”「」]+$"
 DEFAULT_MAX_TOKENS = 60
 # "你是林黛玉", "你扮演王熙凤", "you are 黛玉": the bot's character; "我是宝玉": the user's.
 _BOT_CUE = re.compile(r"(?:你是|你扮演|扮演|你叫|你就是|你现在是|you are|play)\s*", re.IGNORECASE)
@@ -168,15 +170,10 @@ class Chat:
 
     def user_character(self, name: str | None, messages: Sequence[Message], bot: Character | None) -> str:
         if name is not None:
-            name = name.strip()
-            if (
-                not name
-                or len(name) > MAX_USER_CHARACTER_CHARS
-                or any(q in name for q in (self.open, self.close))
-            ):
+            if not re.fullmatch(USER_CHARACTER_PATTERN, name) or len(name) > MAX_USER_CHARACTER_CHARS:
                 raise ChatError(
                     f"user_character must be a name of 1 to {MAX_USER_CHARACTER_CHARS} characters without "
-                    f"quotation marks, got {name!r}",
+                    f"spaces or quotation marks, got {name!r}",
                     "user_character",
                 )
             found = self.characters.find(name)
@@ -218,9 +215,8 @@ class Chat:
                     f"messages[{index}].content is empty; every message needs some text",
                     f"messages[{index}].content",
                 )
+        # Only system messages: the character speaks first (the prompt is just its opening quote).
         turns = [m for m in messages if m.role in ("user", "assistant")]
-        if not turns:
-            raise ChatError("messages has no user message; add one with role 'user'", "messages")
         bot = self.character(character, messages)
         user = self.user_character(user_character, messages, bot)
         bot_speaker = bot.name if bot is not None else NARRATOR_BOT

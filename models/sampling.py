@@ -8,13 +8,13 @@ gets alone.
 
 Per token the logits go through, in this order (the order of Hugging Face `generate`):
 
-0. chat's suppression: `suppress_ids` cannot be chosen before `min_new_tokens` tokens (a reply that closes its
-   quote before saying anything);
 1. repetition penalty (CTRL paper / HF semantics): for every word id already in the prompt or in the generated
    text, a positive logit is divided by the penalty and a negative one multiplied by it; then the frequency
    penalty (TGI semantics): every word's logit minus `frequency_penalty` times its share of the tokens so far
    (prompt and generated: occurrences / tokens), and the presence penalty (OpenAI semantics): minus
    `presence_penalty` for every word that occurred at all;
+   then chat's suppression: `suppress_ids` cannot be chosen before `min_new_tokens` tokens (a reply that
+   closes its quote before saying anything);
 2. greedy decoding stops here and takes the argmax;
 3. temperature divides the logits;
 4. top-k keeps the k highest logits (the k-th largest found with `np.partition`), as candidates in ascending
@@ -190,9 +190,7 @@ class Sampler:
         return choose_batch([self], logits[None, :])[0]
 
     def _penalise(self, logits: np.ndarray) -> None:
-        """Suppression, repetition, frequency and presence penalties on this sequence's row, in place."""
-        if self._suppress is not None:
-            logits[self._suppress] = -np.inf  # not allowed at all yet (before any temperature)
+        """Repetition, frequency, presence penalties and the suppression on this row, in place."""
         if self.penalty is not None and self._seen_ids.size:
             values = logits[self._seen_ids]
             # An extreme admitted penalty (5e-324, 1e308) overflows float32 to +-inf, and inf - inf in the
@@ -212,6 +210,10 @@ class Sampler:
                 logits -= np.float32(self.frequency / self._total) * counts
             if self.presence is not None:
                 logits -= np.float32(self.presence) * (counts > 0)
+        if self._suppress is not None:
+            # Last, so no penalty arithmetic meets the -inf (a repetition penalty that rounds to 0 in float32
+            # would turn -inf * 0 into NaN).
+            logits[self._suppress] = -np.inf
 
     def _remember(self, chosen: int) -> None:
         self._chosen += 1

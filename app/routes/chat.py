@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,9 +28,19 @@ from sse_starlette import EventSourceResponse
 
 from app.errors import APIError
 from app.openai_api import Usage, openai_error_body, openai_error_responses, usage_of
+from app.openai_schemas import StreamOptions
+from app.openapi import NON_BLANK
 from app.routes.dependencies import AppMetrics, Service
+from app.schemas import _IgnoresUnknown
 from app.service import ClientDisconnected, ModelService, TokenStream
-from models.chat import DEFAULT_MAX_TOKENS, ChatError, ChatPrompt, Message
+from models.chat import (
+    DEFAULT_MAX_TOKENS,
+    MAX_USER_CHARACTER_CHARS,
+    USER_CHARACTER_PATTERN,
+    ChatError,
+    ChatPrompt,
+    Message,
+)
 from models.decoding import Generation, SamplingParams
 
 logger = logging.getLogger("app")
@@ -39,21 +49,20 @@ ROUTE = "/v1/chat/completions"
 CLIENT_CLOSED_REQUEST = 499
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str = Field(description='only "text" parts are accepted')
-    text: str | None = None
+# Strict types as everywhere in this API (app/schemas.py): "1" is not a number, 0 is not a boolean, 18.0
+# is 18; unknown fields are ignored (chat front-ends send many: user, tools, response_format, ...).
+class ContentPart(_IgnoresUnknown):
+    type: Literal["text"] = Field(description='only "text" parts: the model reads text, not images or audio')
+    text: str = Field(min_length=1, pattern=NON_BLANK)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str = Field(description="system, developer, user or assistant")
-    content: str | list[ContentPart] | None = Field(description="a string, or a list of text parts")
+class ChatMessage(_IgnoresUnknown):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: (
+        Annotated[str, Field(min_length=1, pattern=NON_BLANK)]
+        | Annotated[list[ContentPart], Field(min_length=1)]
+    ) = Field(description="a string, or a list of text parts")
     name: str | None = None
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
 
 
 CHAT_EXAMPLE = {
@@ -69,12 +78,8 @@ CHAT_EXAMPLE = {
 }
 
 
-class ChatCompletionRequest(BaseModel):
-    # Unknown fields are ignored, as OpenAI-compatible servers do: chat front-ends send many (user, tools,
-    # response_format, ...) and would break on a refusal. The ones that change the answer's meaning are
-    # checked below.
+class ChatCompletionRequest(_IgnoresUnknown):
     model_config = ConfigDict(
-        extra="allow",
         json_schema_extra={
             "examples": [
                 CHAT_EXAMPLE,
@@ -84,7 +89,9 @@ class ChatCompletionRequest(BaseModel):
     )
 
     model: str | None = Field(None, description="any value: the server serves one model")
-    messages: list[ChatMessage] = Field(description="the conversation; the reply answers the last turns")
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="the conversation; the reply answers the last turns"
+    )
     max_tokens: int | None = Field(
         None, ge=1, description=f"words in the reply at most (default {DEFAULT_MAX_TOKENS})"
     )
@@ -103,11 +110,20 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**64 - 1, description="same seed and parameters, same reply")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, description="only 1 is supported")
+    n: int | None = Field(None, ge=1, le=1, description="only 1 is supported (one choice per request)")
     character: str | None = Field(
-        None, description="extension: the character the model plays (GET /characters)"
+        None,
+        min_length=1,
+        pattern=NON_BLANK,
+        description="extension: the character the model plays (GET /characters); unknown names are a 404",
     )
-    user_character: str | None = Field(None, description="extension: the name the user's turns are given")
+    user_character: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_USER_CHARACTER_CHARS,
+        pattern=USER_CHARACTER_PATTERN,
+        description="extension: the name the user's turns are given (no spaces or quotation marks)",
+    )
 
 
 class ReplyMessage(BaseModel):
@@ -139,44 +155,30 @@ def _fail(message: str, param: str | None) -> APIError:
 
 
 def _messages(body: ChatCompletionRequest) -> list[Message]:
-    messages = []
-    for index, message in enumerate(body.messages):
-        content = message.content
-        if isinstance(content, list):
-            texts = []
-            for part_index, part in enumerate(content):
-                where = f"messages[{index}].content[{part_index}]"
-                if part.type != "text":
-                    raise _fail(
-                        f"{where}.type is {part.type!r}: this model reads text only; send "
-                        '{"type": "text", "text": "..."} parts',
-                        where,
-                    )
-                if part.text is None:
-                    raise _fail(f"{where}.text is missing", where)
-                texts.append(part.text)
-            content = "".join(texts)
-        messages.append(Message(role=message.role, content=content or ""))
-    return messages
+    # Text parts are joined: the schema already refused non-text parts and empty texts.
+    return [
+        Message(
+            role=m.role,
+            content=m.content if isinstance(m.content, str) else "".join(p.text for p in m.content),
+        )
+        for m in body.messages
+    ]
 
 
 def _sampling(body: ChatCompletionRequest, service: ModelService) -> SamplingParams:
     if body.n not in (None, 1):
         raise _fail(f"n is {body.n}: this server returns one choice per request; send n=1", "n")
-    limit = service.settings.max_new_tokens
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
-    if max_tokens > limit:
-        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-        raise _fail(
-            f"{field} is {max_tokens}, the limit is {limit}; ask for fewer (or raise MAX_NEW_TOKENS)", field
-        )
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if any(not s for s in stop):
         raise _fail("stop strings must not be empty", "stop")
-    if len(stop) > service.settings.max_stop_sequences:
-        raise _fail(
-            f"stop has {len(stop)} strings, the limit is {service.settings.max_stop_sequences}", "stop"
-        )
+    # The server limits of /info, checked and worded as for every other route (app/service.py); both names
+    # are checked when both are sent (max_completion_tokens is the one used).
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = getattr(body, field)
+        if value is not None:
+            service.check_generation_limits(value, stop, prefix="", names={"max_new_tokens": field})
+    service.check_generation_limits(max_tokens, stop, prefix="")
     service.check_top_k(body.top_k, "top_k")
     temperature = 1.0 if body.temperature is None else body.temperature
     greedy = temperature == 0
@@ -204,6 +206,8 @@ async def _prepare(body: ChatCompletionRequest, service: ModelService) -> tuple[
     try:
         prompt = service.chat.render(_messages(body), body.character, body.user_character)
     except ChatError as error:
+        if error.param == "character":  # a name the novel does not have: not found, like an unknown model
+            raise APIError(404, "character_not_found", str(error), param="character") from None
         raise _fail(str(error), error.param) from None
     generation = await service.prepare(prompt.text, service.chat.sampling(params))
     return prompt, generation
@@ -218,7 +222,7 @@ async def _prepare(body: ChatCompletionRequest, service: ModelService) -> tuple[
             "description": "a chat.completion; with stream=true, Server-Sent Events of chat.completion.chunk "
             "objects ending with `data: [DONE]`",
         },
-        **openai_error_responses(422, 429),
+        **openai_error_responses(404, 422, 429),
     },
     summary="Chat with a character of the novel (OpenAI chat completions)",
 )

@@ -84,34 +84,46 @@ def test_stream_chunks_end_with_done(client: TestClient) -> None:
     )
 
 
+HELLO = [{"role": "user", "content": "你好"}]
+
+
 @pytest.mark.parametrize(
-    ("body", "param", "says"),
+    ("body", "status", "param", "says"),
     [
-        ({"messages": []}, "messages", "empty"),
-        ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content", "empty"),
-        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role", "wizard"),
+        ({"messages": []}, 422, "messages", "at least 1 item"),
+        ({"messages": [{"role": "user", "content": ""}]}, 422, "messages[0].content", "at least 1 character"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "messages[0].role", "wizard"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-            "messages[0].content[0]",
-            "text only",
+            422,
+            "messages[0].content",
+            "should be 'text' (got \"image_url\")",
         ),
-        ({"messages": [{"role": "user", "content": "你好"}], "n": 2}, "n", "n=1"),
-        ({"messages": [{"role": "user", "content": "你好"}], "character": "孙悟空"}, "character", "宝玉"),
-        ({"messages": [{"role": "user", "content": "你好"}], "max_tokens": 65}, "max_tokens", "limit is 64"),
-        ({"messages": [{"role": "user", "content": "你好"}], "temperature": 3}, "temperature", "2"),
-        ({"messages": [{"role": "user", "content": "你好"}], "presence_penalty": 5}, "presence_penalty", "2"),
-        ({"messages": [{"role": "system", "content": "你是黛玉"}]}, "messages", "user message"),
-        ({"messages": "你好"}, "messages", "list"),
+        ({"messages": HELLO, "n": 2}, 422, "n", "n > 1 is not supported"),
+        ({"messages": HELLO, "character": "孙悟空"}, 404, "character", "宝玉"),  # names the known ones
+        ({"messages": HELLO, "max_tokens": 65}, 422, "max_tokens", "limit is 64"),
+        ({"messages": HELLO, "max_completion_tokens": 65}, 422, "max_completion_tokens", "limit is 64"),
+        ({"messages": HELLO, "temperature": 3}, 422, "temperature", "2"),
+        ({"messages": HELLO, "presence_penalty": 5}, 422, "presence_penalty", "2"),
+        ({"messages": HELLO, "user_character": "我 们"}, 422, "user_character", "pattern"),
+        ({"messages": HELLO, "stream_options": {"include_usage": 0}}, 422, "stream_options", "boolean"),
+        ({"messages": "你好"}, 422, "messages", "list"),
     ],
 )
 def test_bad_input_is_a_clear_4xx_naming_the_field(
-    client: TestClient, body: dict, param: str, says: str
+    client: TestClient, body: dict, status: int, param: str, says: str
 ) -> None:
     response = client.post(URL, json=body)
-    assert response.status_code == 422, response.text
+    assert response.status_code == status, response.text
     error = _error(response)
     assert says in error["message"]
-    assert (error.get("param") or "").startswith(param) or param in error["message"]
+    assert (error.get("param") or "").startswith(param)
+
+
+def test_only_a_system_message_lets_the_character_speak_first(client: TestClient) -> None:
+    body = {"messages": [{"role": "system", "content": "你是黛玉"}], **SEEDED}
+    data = client.post(URL, json=body).json()
+    assert data["character"] == "黛玉" and data["choices"][0]["message"]["content"]
 
 
 def test_presence_and_frequency_penalties_are_applied(client: TestClient) -> None:
@@ -164,7 +176,9 @@ def test_openai_client_plain_and_streaming(server_url: str) -> None:
 
     with pytest.raises(openai.UnprocessableEntityError) as raised:
         client.chat.completions.create(model="tiny", messages=messages, n=2)
-    assert "n=1" in str(raised.value)  # the client shows the server's message
+    assert "n > 1 is not supported" in str(raised.value)  # the client shows the server's message
+    with pytest.raises(openai.NotFoundError, match="known: 宝玉"):
+        client.chat.completions.create(model="tiny", messages=messages, extra_body={"character": "孙悟空"})
 
 
 def test_huggingface_inference_client_plain_and_streaming(server_url: str) -> None:

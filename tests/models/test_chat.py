@@ -47,9 +47,9 @@ def test_character_from_the_system_message_alias_and_default(chat: Chat, model: 
         ([], {}, "messages"),
         ([Message("user", "  ")], {}, "messages[0].content"),
         ([Message("tool", "x")], {}, "messages[0].role"),
-        ([Message("system", "你是黛玉")], {}, "messages"),
         ([Message("user", "你好")], {"character": "孙悟空"}, "character"),
         ([Message("user", "你好")], {"user_character": "“引号”"}, "user_character"),
+        ([Message("user", "你好")], {"user_character": "小 明"}, "user_character"),
     ],
 )
 def test_bad_conversations_name_the_field(chat: Chat, messages: list, kwargs: dict, param: str) -> None:

@@ -174,3 +174,22 @@ def test_suppression_chooses_the_same_alone_and_in_a_batch() -> None:
         together = choose_batch(batched, logits.copy())
         assert together == [sampler.choose(logits[i].copy()) for i, sampler in enumerate(alone)]
     assert all(choice.id >= 25 for choice in choose_batch([Sampler(params[2], 0, 50)], steps[0][:1].copy()))
+
+
+def test_suppression_survives_an_extreme_repetition_penalty_on_a_seen_id() -> None:
+    # Found by the schema fuzzer: repetition_penalty 5e-324 is 0 in float32, and -inf * 0 was NaN.
+    logits = np.array([3.0, 2.0, 1.0, -1.0], dtype=np.float32)
+    params = SamplingParams(
+        do_sample=True, top_k=1, repetition_penalty=5e-324, min_new_tokens=1, suppress_ids=(0,), seed=1
+    )
+    sampler = Sampler(params, seed=1, vocab_size=4, seen=[0, 3])
+    choice = sampler.choose(logits.copy())
+    assert choice.id != 0 and np.isfinite(choice.logprob)
+
+
+def test_a_masked_seen_word_stays_masked_under_a_zero_float32_repetition_penalty() -> None:
+    # Found by the schema fuzzer through chat: <unk> (-inf, masked) in the prompt, penalty 5e-324 -> 0.
+    logits = np.array([2.0, -np.inf, 1.0], dtype=np.float32)
+    sampler = Sampler(SamplingParams(do_sample=True, top_k=1, repetition_penalty=5e-324), 0, 3, seen=[1, 2])
+    choice = sampler.choose(logits.copy())
+    assert choice.id != 1 and np.isfinite(choice.logprob)
