@@ -68,8 +68,16 @@ def _reply_bits(chat: Chat, context: str, reply: str) -> tuple[float, int]:
     ids = np.asarray(context_ids + reply_ids, dtype=np.int64)[None, :]
     outputs, _ = decoder.network.forward_sequence(ids[:, :-1])
     logits = decoder.network.scores(outputs[0, len(context_ids) - 1 :]).astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    if decoder.mixture is not None:
+        # Score the reply with the distribution the server samples from (λ·LSTM + (1 − λ)·n-gram).
+        history = ids[0].tolist()
+        log_probabilities = decoder.mixture.log_probs(
+            logits,
+            decoder.mixture.histories([history[: len(context_ids) + i] for i in range(len(reply_ids))]),
+        )
+    else:
+        logits -= logits.max(axis=1, keepdims=True)
+        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     targets = np.asarray(reply_ids)
     nats = -log_probabilities[np.arange(len(targets)), targets].sum()
     return float(nats / np.log(2)), len(targets)

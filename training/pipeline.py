@@ -34,6 +34,7 @@ import numpy as np
 from models.artifacts import ArtifactError, check_writable, write_model_dir
 from models.characters import CHARACTERS_FILE, CharacterList
 from models.network import Network
+from models.ngram import Mixture
 from models.tokenizer import TOKENIZER_MODES, USER_DICT_FILENAME, Tokenizer
 from models.vectors import WordVectors
 from models.vocabulary import (
@@ -542,7 +543,7 @@ def run_training(args: argparse.Namespace) -> dict:
             tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
             manifest["chat_evaluation"] = _chat_evaluation(
                 network, prepared.vectors, tokenizer, characters, prepared.corpus.chapters,
-                prepared.held_out_chapters, args.user_dict,
+                prepared.held_out_chapters, args.user_dict, mixture=mixture,
             )  # fmt: skip
             _timed(timings, "chat_evaluation", started)
     manifest["timings"] = timings["seconds"]
@@ -654,7 +655,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     # Printed before the held-out table: scripts read the bpc from the table's last line.
     chat = _chat_evaluation(
         model.network, model.vectors, model.tokenizer, model.characters, corpus.chapters, held_out, user_dict,
-        quiet=args.json,
+        quiet=args.json, mixture=model.mixture,
     )  # fmt: skip
     result = {**result, "chat": chat}
     if args.json:
@@ -673,13 +674,15 @@ def _chat_evaluation(
     held_out: int,
     user_dict: Path | None,
     quiet: bool = False,
+    mixture: Mixture | None = None,
 ) -> dict:
-    """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet."""
+    """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; with the
+    model's n-gram mixture, as the server decodes."""
     from models.chat import Chat
     from models.decoding import Decoder
     from training.chat_evaluation import evaluate_chat, format_chat_table
 
-    chat = Chat(Decoder(network, vectors, tokenizer), characters)
+    chat = Chat(Decoder(network, vectors, tokenizer, mixture), characters)
     result = evaluate_chat(chat, chapters, held_out, user_dict)
     if not quiet:
         print(format_chat_table(result))

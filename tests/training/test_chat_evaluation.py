@@ -44,3 +44,35 @@ def test_evaluate_prints_the_chat_figures(tiny_model_dir: Path, capsys: pytest.C
     result = json.loads(capsys.readouterr().out)
     # Seeded sampling on the same model and chapters: the same figures as at training time.
     assert result["chat"] == read_manifest(tiny_model_dir)["chat_evaluation"]
+
+
+def test_reply_cost_is_scored_with_the_served_mixture(tiny_model_dir: Path) -> None:
+    """With an n-gram mixture, the chat evaluation charges the reply what the served λ·LSTM + (1 − λ)·n-gram
+    distribution gives it (as the held-out bpc does), not what the LSTM alone would."""
+    import numpy as np
+
+    from models.chat import Chat
+    from models.decoding import Decoder
+    from models.ngram import KneserNey, Mixture
+    from models.trained import TrainedModel
+    from training.chat_evaluation import _reply_bits
+
+    model = TrainedModel.load(tiny_model_dir)
+    plain = Decoder(model.network, model.vectors, model.tokenizer)
+    stream = np.asarray(plain.encode("宝玉笑道：“你们又来了。”黛玉道：“我不去。”" * 20).ids) + 1
+    mixture = Mixture(KneserNey.fit(stream, len(model.vectors) + 1, 3), 0.4)
+    mixed = Decoder(model.network, model.vectors, model.tokenizer, mixture)
+    context, reply = "宝玉笑道：“你们又来了。”黛玉道：“", "我不去"
+
+    bits, count = _reply_bits(Chat(mixed, model.characters), context, reply)
+    context_ids = mixed.encode(context).ids
+    ids = context_ids + mixed.encode(reply + Chat(mixed, model.characters).close).ids
+    outputs, _ = model.network.forward_sequence(np.asarray(ids[:-1])[None, :])
+    # As the held-out bpc counts it: the mixture's own distribution, <unk> keeping its probability.
+    histories = mixture.histories([ids[:i] for i in range(len(context_ids), len(ids))])
+    log_p = mixture.log_probs(model.network.scores(outputs[0, len(context_ids) - 1 :]), histories)
+    expected = -sum(log_p[i, t] for i, t in enumerate(ids[len(context_ids) :])) / np.log(2)
+    assert count == len(ids) - len(context_ids)
+    assert bits == pytest.approx(expected, rel=1e-4)
+    alone, _ = _reply_bits(Chat(plain, model.characters), context, reply)
+    assert abs(alone - bits) > 1e-3  # the mixture changes the charge: the test can tell the two apart
