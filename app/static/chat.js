@@ -45,23 +45,7 @@
     $("chat-log").setAttribute("aria-busy", String(Boolean(controller)));
   }
 
-  // The data: payloads of complete Server-Sent Events in a growing text buffer.
-  function sseParser() {
-    let buffer = "";
-    return (chunk) => {
-      buffer += chunk.replace(/\r\n?/g, "\n");
-      const events = [];
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data:"))
-          .map((l) => l.slice(5).replace(/^ /, "")).join("\n");
-        if (data) events.push(data);
-      }
-      return events;
-    };
-  }
+  // sseParser (SSE data: payloads from a growing text buffer) is playground.js's, loaded before this file.
 
   async function send() {
     if (running) return;
