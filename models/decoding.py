@@ -206,7 +206,7 @@ class Decoder:
         the held-out bits per character measure; <unk> at -inf."""
         logits = self.network.scores(outputs)
         if self.mixture is not None:
-            logits = self.mixture.log_probs(logits, self.mixture.histories(recent)).astype(np.float32)
+            logits = self.mixture.log_probs(logits, self.mixture.histories(recent), np.float32)
         return self.mask_unknown(logits)
 
     def mask_unknown(self, logits: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ P(w | h) = λ·softmax(LSTM scores)(w) + (1 − λ)·P_KN(w | h), a proper distr
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -145,19 +146,43 @@ class KneserNey:
             prob[first:] = np.where(ctx_found, updated, prob[first:])
         return np.log2(prob)
 
+    @cached_property
+    def unigram(self) -> np.ndarray:
+        """P_1 (alphabet,): order 1 has a single (empty) context, so every history's recursion ends in this
+        one vector (computed once; read-only)."""
+        first, a = self.levels[0], self.alphabet
+        unigram = np.full(a, 1.0 / a)
+        unigram *= first.context_mass[0] if len(first.context_mass) else 1.0
+        unigram[first.keys] += first.numerators
+        unigram /= first.context_total[0] if len(first.context_total) else 1.0
+        unigram.flags.writeable = False
+        return unigram
+
     def distributions(self, histories: np.ndarray) -> np.ndarray:
         """(B, alphabet) next-symbol distributions after each history row (B, order-1), oldest symbol first;
         rows shorter than order-1 are left-padded with -1 (no symbol)."""
+        weights, unigram, levels = self.decompose(histories)
+        prob = weights[:, None] * unigram
+        for rows, symbols, values in levels:
+            prob[rows, symbols] += values
+        return prob
+
+    def decompose(
+        self, histories: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """`distributions` as weights (B,), the unigram (alphabet,) and sparse (rows, symbols, values) terms:
+        P(· | row b) = weights[b]·unigram + the terms of row b (within one term no (row, symbol) repeats).
+
+        Unrolling the recursion P_k = c_k(h·)/c(h) + γ_k(h)·P_{k−1} gives that form: the dense unigram is
+        scaled once by the product of a row's γs, and each order's few observed successors by the γs of the
+        orders above it. A batch's distributions then cost one dense pass over (B, alphabet) instead of one
+        per order, which is what a decoding tick pays for (Mixture.log_probs)."""
         histories = np.asarray(histories, dtype=np.int64).reshape(len(histories), -1)
         rows = len(histories)
         a = self.alphabet
-        # Order 1 has a single (empty) context: the same vector for every row.
-        first = self.levels[0]
-        base = np.full(a, 1.0 / a)
-        unigram = base * (first.context_mass[0] if len(first.context_mass) else 1.0)
-        unigram[first.keys] += first.numerators
-        unigram /= first.context_total[0] if len(first.context_total) else 1.0
-        prob = np.tile(unigram, (rows, 1))
+        unigram = self.unigram
+        terms: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        gammas: list[np.ndarray] = []  # per order above 1: each row's γ (1 where its context was unseen)
         for k, level in enumerate(self.levels[1:], start=2):
             context_len = k - 1
             if histories.shape[1] < context_len:
@@ -169,11 +194,10 @@ class KneserNey:
                 context_key = context_key * a + np.maximum(ctx[:, column], 0)
             index, found = _lookup(level.contexts, context_key)
             found &= valid
-            if not found.any():
-                continue
             chosen = np.nonzero(found)[0]
             total = level.context_total[index[chosen]]
-            prob[chosen] *= (level.context_mass[index[chosen]] / total)[:, None]
+            gamma = np.ones(rows)
+            gamma[chosen] = level.context_mass[index[chosen]] / total
             # The n-grams of one context are a contiguous run of the sorted keys: [ctx·a, ctx·a + a).
             starts = np.searchsorted(level.keys, context_key[chosen] * a)
             ends = np.searchsorted(level.keys, context_key[chosen] * a + a)
@@ -181,10 +205,13 @@ class KneserNey:
             row_of = np.repeat(chosen, lengths)
             positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
             values = level.numerators[positions] / np.repeat(total, lengths)
-            # Each row has one context and a context's successors are distinct: no index repeats, so a plain
-            # fancy-indexed add is exact (and far faster than np.add.at).
-            prob[row_of, level.keys[positions] % a] += values
-        return prob
+            for term in range(len(terms)):  # the lower orders' terms are scaled by this order's γ
+                lower_rows, lower_symbols, lower_values = terms[term]
+                terms[term] = (lower_rows, lower_symbols, lower_values * gamma[lower_rows])
+            terms.append((row_of, level.keys[positions] % a, values))
+            gammas.append(gamma)
+        weights = np.prod(gammas, axis=0) if gammas else np.ones(rows)
+        return weights, unigram, terms
 
 
 def _keys(ids: np.ndarray, k: int, alphabet: int) -> np.ndarray:
@@ -222,22 +249,36 @@ class Mixture:
             )
         return mixture
 
+    @cached_property
+    def _real_unigram_mass(self) -> float:
+        return float(self.ngram.unigram[1:].sum())
+
     @property
     def context(self) -> int:
         return self.ngram.order - 1
 
-    def log_probs(self, logits: np.ndarray, histories: np.ndarray) -> np.ndarray:
-        """(B, V) LSTM logits and (B, order-1) previous ids (-1 = none) -> (B, V) log P_mixture (float64)."""
-        logits = np.asarray(logits, dtype=np.float64)
-        top = logits.max(axis=-1, keepdims=True)
-        lstm = np.exp(logits - top)
-        lstm /= lstm.sum(axis=-1, keepdims=True)
+    def log_probs(self, logits: np.ndarray, histories: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """(B, V) LSTM logits and (B, order-1) previous ids (-1 = none) -> (B, V) log P_mixture in `dtype`
+        (float64 for the evaluation; decoding asks for float32, which halves the memory traffic of the
+        (B, V) passes that dominate a tick, and samples in float32 anyway)."""
+        mixed = np.array(logits, dtype=dtype)  # a copy: the caller's logits are left alone
+        mixed -= mixed.max(axis=-1, keepdims=True)
+        np.exp(mixed, out=mixed)
+        mixed *= (self.lstm_weight / mixed.sum(axis=-1, keepdims=True, dtype=np.float64)).astype(dtype)
         histories = np.asarray(histories, dtype=np.int64)
-        ngram = self.ngram.distributions(np.where(histories >= 0, histories + 1, -1))[:, 1:]
-        # Symbol 0 ("unknown") keeps a sliver of the uniform base: renormalise over the real vocabulary.
-        ngram /= ngram.sum(axis=-1, keepdims=True)
+        weights, unigram, terms = self.ngram.decompose(np.where(histories >= 0, histories + 1, -1))
+        # Symbol 0 ("unknown") keeps a sliver of the uniform base and never has a term (the n-gram was fit on
+        # ids + 1): renormalise over the real vocabulary, whose mass per row is computed without a dense pass.
+        real = unigram[1:]
+        mass = weights * self._real_unigram_mass
+        for rows, _, values in terms:
+            mass += np.bincount(rows, weights=values, minlength=len(mass))
+        scale = (1.0 - self.lstm_weight) / mass
+        mixed += np.multiply.outer((scale * weights).astype(dtype), real.astype(dtype))
+        for rows, symbols, values in terms:
+            mixed[rows, symbols - 1] += (values * scale[rows]).astype(dtype)
         with np.errstate(divide="ignore"):
-            return np.log(self.lstm_weight * lstm + (1.0 - self.lstm_weight) * ngram)
+            return np.log(mixed, out=mixed)
 
     def histories(self, sequences: list[list[int]]) -> np.ndarray:
         """The last order-1 ids of each sequence, left-padded with -1."""

@@ -49,6 +49,9 @@ def test_mixture_is_the_weighted_sum_and_survives_a_pickle_free_round_trip(tmp_p
     ngram /= ngram.sum(axis=1, keepdims=True)  # over the real vocabulary (symbol 0 is "unknown")
     assert np.allclose(mixed, 0.7 * lstm + 0.3 * ngram)
     assert np.allclose(mixed.sum(axis=1), 1.0)
+    # Decoding asks for float32 (half the memory traffic per tick): the same distribution to float32 rounding.
+    mixed32 = mixture.log_probs(logits.astype(np.float32), histories, np.float32)
+    assert mixed32.dtype == np.float32 and np.allclose(np.exp(mixed32), mixed, rtol=1e-5, atol=1e-7)
     path = tmp_path / "ngram.npz"
     mixture.save(path)
     with np.load(path, allow_pickle=False) as arrays:
