@@ -235,6 +235,7 @@ class Scheduler:
                 self.metrics.cancelled.inc(len(gone))
         now = time.perf_counter()
         for ticket in joining:
+            ticket.generation.queue_seconds = now - ticket.submitted  # TGI's x-queue-time
             if self.metrics is not None:
                 self.metrics.queue_seconds.observe(now - ticket.submitted)
             try:

@@ -124,6 +124,8 @@ class Generation:
     finish_reason: str | None = None
     # params.prefill_logprobs: log P(prompt token | the ones before it); None for the first (nothing before).
     prefill_logprobs: list[float | None] | None = None
+    # Seconds between submission and joining a batch, set by a scheduler (app/scheduler.py) that queued it.
+    queue_seconds: float | None = None
     _iterator: Iterator[GeneratedToken] | None = field(default=None, repr=False)
 
     @property

@@ -69,7 +69,22 @@ _HEADERS = {
     "x-compute-time": {"description": "seconds from request to answer", "schema": {"type": "string"}},
     "x-compute-characters": {"description": "characters in inputs", "schema": {"type": "integer"}},
     "x-total-time": {"description": "milliseconds from request to answer", "schema": {"type": "integer"}},
-    "x-time-per-token": {"description": "milliseconds per generated token", "schema": {"type": "integer"}},
+    "x-validation-time": {
+        "description": "milliseconds spent checking the request and cutting the prompt",
+        "schema": {"type": "integer"},
+    },
+    "x-queue-time": {
+        "description": "milliseconds waiting for a batch slot (MAX_BATCH_SIZE)",
+        "schema": {"type": "integer"},
+    },
+    "x-inference-time": {
+        "description": "milliseconds from joining the batch to the last token",
+        "schema": {"type": "integer"},
+    },
+    "x-time-per-token": {
+        "description": "inference milliseconds per generated token",
+        "schema": {"type": "integer"},
+    },
     "x-prompt-tokens": {"description": "prompt tokens the model read", "schema": {"type": "integer"}},
     "x-generated-tokens": {"description": "tokens generated", "schema": {"type": "integer"}},
 }
@@ -118,16 +133,25 @@ def _details(generation: Generation, words: list[str]) -> Details:
     )
 
 
-def timing_headers(inputs: str, generation: Generation, started: float) -> dict[str, str]:
-    """TGI's response headers for a finished generation."""
-    seconds = time.perf_counter() - started
+def timing_headers(inputs: str, generation: Generation, started: float, validated: float) -> dict[str, str]:
+    """TGI's response headers for a finished generation; `started` and `validated` are perf_counter() times
+    of the request's arrival and of the end of its validation (the prompt cut, nothing queued yet). As in
+    TGI, total = validation + queue + inference."""
+    finished = time.perf_counter()
+    seconds = finished - started
+    validation = validated - started
+    queue = min(generation.queue_seconds or 0.0, finished - validated)
+    inference = max(finished - validated - queue, 0.0)
     generated = len(generation.tokens)
     return {
         "x-compute-type": "cpu",
         "x-compute-time": f"{seconds:.6f}",
         "x-compute-characters": str(len(inputs)),
         "x-total-time": str(round(seconds * 1000)),
-        "x-time-per-token": str(round(seconds * 1000 / generated)) if generated else "0",
+        "x-validation-time": str(round(validation * 1000)),
+        "x-queue-time": str(round(queue * 1000)),
+        "x-inference-time": str(round(inference * 1000)),
+        "x-time-per-token": str(round(inference * 1000 / generated)) if generated else "0",
         "x-prompt-tokens": str(len(generation.prompt.ids)),
         "x-generated-tokens": str(generated),
     }
@@ -144,6 +168,7 @@ async def _finish(
     """Run a plain (non-streamed) generation to its end; (None, {}) when the client disconnected."""
     started = time.perf_counter()
     generation = await start_generation(service, body)
+    validated = time.perf_counter()
     try:
         generation = await service.complete(generation, request)
     except ClientDisconnected:
@@ -158,7 +183,7 @@ async def _finish(
     response = GenerateResponse(
         generated_text=_full_text(body, generation, full_text_default), details=details
     )
-    return response, timing_headers(body.inputs, generation, started)
+    return response, timing_headers(body.inputs, generation, started, validated)
 
 
 async def _stream(

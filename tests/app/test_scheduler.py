@@ -9,6 +9,7 @@ must not run to its end.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import socket
 import time
@@ -135,6 +136,27 @@ def test_a_full_batch_and_queue_answer_429_with_retry_after(one_slot_url: str) -
             assert invalid.status_code == 422
     _wait_for(lambda: _idle(one_slot_url))
     assert httpx.post(f"{one_slot_url}/generate", json=SHORT, timeout=30).status_code == 200
+
+
+def test_a_queued_request_reports_its_time_in_the_queue(one_slot_url: str) -> None:
+    """TGI's x-queue-time / x-inference-time: a request that waited for the only slot says how long."""
+    _wait_for(lambda: _idle(one_slot_url))
+    with (
+        httpx.Client(base_url=one_slot_url) as client,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        with client.stream("POST", "/generate_stream", json=LONG, timeout=60) as running:
+            lines = running.iter_lines()
+            assert next(lines).startswith("data:")  # it holds the only slot
+            queued = pool.submit(httpx.post, f"{one_slot_url}/generate", json=SHORT, timeout=60)
+            _wait_for(lambda: _metric(one_slot_url, "novel_lstm_queue_size") == 1)
+            time.sleep(0.6)
+        headers = queued.result().headers  # the slot was freed when the stream closed
+    queue, inference = int(headers["x-queue-time"]), int(headers["x-inference-time"])
+    validation, total = int(headers["x-validation-time"]), int(headers["x-total-time"])
+    assert queue >= 600, headers
+    assert abs(validation + queue + inference - total) <= 2, headers  # each rounded to a millisecond
+    assert abs(int(headers["x-time-per-token"]) - inference / int(headers["x-generated-tokens"])) <= 1
 
 
 def test_a_request_failing_validation_never_enters_the_batch(one_slot_url: str) -> None:

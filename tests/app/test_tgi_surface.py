@@ -88,6 +88,8 @@ def test_plain_answers_carry_tgi_headers(client: TestClient) -> None:
         assert float(headers["x-compute-time"]) > 0
         assert headers["x-compute-type"] == "cpu" and headers["x-compute-characters"] == "4"
         assert int(headers["x-total-time"]) >= 0 and int(headers["x-time-per-token"]) >= 0
+        parts = [int(headers[f"x-{part}-time"]) for part in ("validation", "queue", "inference")]
+        assert min(parts) >= 0 and abs(sum(parts) - int(headers["x-total-time"])) <= 2, headers
     with client.stream("POST", "/generate_stream", json={"inputs": PROMPT}) as response:
         assert response.headers["x-prompt-tokens"] == "3"
 
