@@ -80,55 +80,6 @@ def usage_of(generation: Generation) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-class StopCutter:
-    """OpenAI's stop semantics over a stream of generated tokens: the text ends *before* the first stop
-    sequence (the decoder ends the generation at the token that completes one, TGI-style, with the stop
-    inside). Tokens are released once no stop sequence can still begin in them, so a stream never sends
-    text it would have to take back; `finish` releases the rest, cut at the stop.
-
-    `push(token_text)` and `finish(stopped)` return the (token index, text) pieces now safe to send; a
-    piece's text is the token's text, or the part of it before the stop. The last token goes to
-    `finish(stopped, last_token)`: the token that completed a stop must not be released uncut first."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [stop for stop in stops if stop]
-        self._hold = max((len(stop) for stop in self.stops), default=1) - 1
-        self._tokens: list[str] = []
-        self._sent = 0  # tokens released so far
-        self._text = ""  # all generated text
-        self._released_chars = 0
-
-    def push(self, token_text: str) -> list[tuple[int, str]]:
-        self._tokens.append(token_text)
-        self._text += token_text
-        safe = len(self._text) - self._hold
-        released = []
-        while self._sent < len(self._tokens) and self._released_chars + len(self._tokens[self._sent]) <= safe:
-            released.append((self._sent, self._tokens[self._sent]))
-            self._released_chars += len(self._tokens[self._sent])
-            self._sent += 1
-        return released
-
-    def finish(self, stopped: bool, last_token: str | None = None) -> list[tuple[int, str]]:
-        if last_token is not None:
-            self._tokens.append(last_token)
-            self._text += last_token
-        end = len(self._text)
-        if stopped:
-            found = [self._text.find(stop) for stop in self.stops]
-            found = [index for index in found if index >= 0]
-            end = min(found, default=end)
-        released = []
-        position = self._released_chars
-        while self._sent < len(self._tokens) and position < end:
-            token = self._tokens[self._sent][: end - position]
-            released.append((self._sent, token))
-            position += len(self._tokens[self._sent])
-            self._sent += 1
-        self._sent = len(self._tokens)
-        return released
-
-
 class ModelCard(BaseModel):
     id: str = Field(description="the model's name; send it as `model` (any value is accepted: one model)")
     object: Literal["model"] = "model"

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from models.characters import Character, CharacterList
 from models.decoding import Decoder, Generation, SamplingParams
+from models.stops import StopCutter
 
 ROLES = ("system", "developer", "user", "assistant")
 NEUTRAL_USER = "那人"  # "that person": the novel's own way to name someone it does not name
@@ -72,51 +73,6 @@ class ChatPrompt:
     user_character: str
     messages_kept: int  # user/assistant messages rendered (the most recent ones)
     messages_total: int
-
-
-@dataclass
-class ReplyCutter:
-    """Turns generated token texts into reply text: stops at the closing quote or any stop string, and never
-    lets out text that could still turn out to be the start of a stop string (so a stream can be cut exactly
-    like the whole reply). Feed it every token, then `finish()`."""
-
-    stops: tuple[str, ...]
-    text: str = ""  # the reply so far, everything released
-    stopped: bool = False
-    _pending: str = field(default="", repr=False)
-
-    def feed(self, token: str) -> str:
-        """Add one token's text; return the newly released reply text ("" if held back or stopped)."""
-        if self.stopped:
-            return ""
-        pending = self._pending + token
-        cut = min((pending.find(stop) for stop in self.stops if stop in pending), default=-1)
-        if cut >= 0:
-            self.stopped = True
-            self._pending = ""
-            return self._release(pending[:cut])
-        hold = max((_overlap(pending, stop) for stop in self.stops), default=0)
-        self._pending = pending[len(pending) - hold :] if hold else ""
-        return self._release(pending[: len(pending) - hold])
-
-    def finish(self) -> str:
-        """The end of the generation: release what was held back (it did not become a stop string)."""
-        if self.stopped:
-            return ""
-        rest, self._pending = self._pending, ""
-        return self._release(rest)
-
-    def _release(self, text: str) -> str:
-        self.text += text
-        return text
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest end of `text` that is a proper beginning of `stop`."""
-    for length in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:length]):
-            return length
-    return 0
 
 
 @dataclass(frozen=True)
@@ -266,8 +222,9 @@ class Chat:
             suppress_ids=tuple(dict.fromkeys((*params.suppress_ids, *self._closing_ids))),
         )
 
-    def cutter(self, params: SamplingParams) -> ReplyCutter:
-        return ReplyCutter(stops=tuple(dict.fromkeys((self.close, *params.stop))))
+    def cutter(self, params: SamplingParams) -> StopCutter:
+        """The reply ends before the closing quote or any of the request's stop strings."""
+        return StopCutter((self.close, *params.stop))
 
     def prepare(self, prompt: ChatPrompt, params: SamplingParams) -> Generation:
         """The Generation for a rendered prompt (not decoded yet: iterate it, or hand it to a scheduler)."""
@@ -277,7 +234,7 @@ class Chat:
         """Cut a finished generation into the reply."""
         cutter = self.cutter(generation.params)
         for token in generation.tokens:
-            cutter.feed(token.text)
+            cutter.push(token.text)
         cutter.finish()
         return ChatReply(
             text=cutter.text.strip(),

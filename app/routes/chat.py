@@ -279,13 +279,13 @@ async def _chunks(
     try:
         async for token in tokens:
             counter.inc()
-            text = cutter.feed(token.text)
+            text = "".join(piece for _, piece in cutter.push(token.text))
             if text:
                 yield chunk({"content": text})
             if cutter.stopped:
                 # The closing quote (or a stop string) ended the reply; the decoder stops on the same token.
                 break
-        rest = cutter.finish()
+        rest = "".join(piece for _, piece in cutter.finish())
         if rest:
             yield chunk({"content": rest})
     except Exception:

@@ -1,9 +1,9 @@
 """OpenAI-compatible routes under /v1 (the `openai` client with base_url=http://host:port/v1): the model
 list and POST /v1/completions (a prompt continued, as OpenAI's legacy completions API).
 
-The shared pieces (error shape, usage, model list, stop cutting) live in app/openai_api.py; chat completions
-build on them. Generation goes through the same service API as the TGI routes (app/service.py), so the same
-seed and parameters give the same text here as on /generate.
+The shared pieces (error shape, usage, model list) live in app/openai_api.py, stop cutting in models/stops.py;
+chat completions build on them. Generation goes through the same service API as the TGI routes
+(app/service.py), so the same seed and parameters give the same text here as on /generate.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse
 
 from app import __version__
 from app.errors import APIError, error_payload
-from app.openai_api import ModelCard, ModelList, StopCutter, openai_error_responses, usage_of
+from app.openai_api import ModelCard, ModelList, openai_error_responses, usage_of
 from app.openai_schemas import (
     DEFAULT_MAX_TOKENS,
     Completion,
@@ -33,6 +33,7 @@ from app.routes.dependencies import AppMetrics, Service
 from app.scheduler import GenerationFailed
 from app.service import ClientDisconnected, ModelService, TokenStream
 from models.decoding import GeneratedToken, Generation, SamplingParams
+from models.stops import StopCutter
 
 router = APIRouter(prefix="/v1", tags=["OpenAI compatible"])
 
@@ -174,9 +175,8 @@ async def completions(
         return Response(status_code=499)
     counter.inc(len(generation.tokens))
     pieces = _Pieces(body, service.model.vectors.words)
-    *first, last = [token.text for token in generation.tokens]
-    released = [piece for text in first for piece in pieces.cutter.push(text)]
-    released += pieces.cutter.finish(generation.finish_reason == "stop_sequence", last)
+    released = [piece for token in generation.tokens for piece in pieces.cutter.push(token.text)]
+    released += pieces.cutter.finish()
     text, logprobs = pieces.take(generation, released)
     choice = CompletionChoice(
         text=text, logprobs=logprobs, finish_reason=_FINISH[generation.finish_reason or "length"]
@@ -220,10 +220,9 @@ async def _chunks(
         async for token in tokens:
             counter.inc()
             finish_reason = tokens.finish_reason
-            if finish_reason is None:
-                released = pieces.cutter.push(token.text)
-            else:
-                released = pieces.cutter.finish(finish_reason == "stop_sequence", token.text)
+            released = pieces.cutter.push(token.text)
+            if finish_reason is not None:
+                released += pieces.cutter.finish()
             if released or pieces.prefix or finish_reason is not None:
                 text, logprobs = pieces.take(generation, released)
                 yield chunk(text, logprobs, _FINISH[finish_reason] if finish_reason else None)

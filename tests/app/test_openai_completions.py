@@ -8,7 +8,6 @@ import httpx
 import openai
 import pytest
 
-from app.openai_api import StopCutter
 
 PROMPT = "宝玉笑道"
 
@@ -130,21 +129,3 @@ def test_a_list_of_one_prompt_and_unknown_fields_are_accepted(client: openai.Ope
     one = client.completions.create(model="m", prompt=[PROMPT], max_tokens=4, seed=2)
     plain = client.completions.create(model="m", prompt=PROMPT, max_tokens=4, seed=2, extra_body={"top_k": 3})
     assert one.choices[0].text == plain.choices[0].text  # top_k is not OpenAI's: ignored (and logged)
-
-
-def test_stop_cutter_never_releases_text_it_would_take_back() -> None:
-    cutter = StopCutter(["。”", "道"])
-    released = []
-    for token in ["宝玉", "笑", "说", "：好。"]:
-        released += cutter.push(token)
-        # Nothing that could still start a stop sequence ("。" could begin "。”") is out yet.
-        assert "宝玉笑说：好".startswith("".join(text for _, text in released))
-    released += cutter.finish(stopped=True, last_token="”")  # the token that completed "。”"
-    assert "".join(text for _, text in released) == "宝玉笑说：好"
-    assert [index for index, _ in released] == [0, 1, 2, 3]
-    # A one-character stop holds nothing back, and its token is cut at the stop.
-    single = StopCutter(["道"])
-    assert single.push("宝玉") == [(0, "宝玉")]
-    assert single.finish(stopped=True, last_token="笑道") == [(1, "笑")]
-    plain = StopCutter([])
-    assert plain.push("宝玉") == [(0, "宝玉")] and plain.finish(stopped=False) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.characters import CharacterList
-from models.chat import NEUTRAL_USER, Chat, ChatError, Message, ReplyCutter
+from models.chat import NEUTRAL_USER, Chat, ChatError, Message
 from models.decoding import Decoder, SamplingParams
 from models.trained import TrainedModel
 
@@ -91,15 +91,6 @@ def test_the_closing_quote_is_never_the_first_token(chat: Chat, model: TrainedMo
             [Message("user", "嗯")], SamplingParams(max_new_tokens=5, do_sample=True, seed=seed)
         )
         assert reply.generation.tokens[0].id not in closing and reply.text
-
-
-def test_cutter_holds_back_a_possible_stop_string() -> None:
-    cutter = ReplyCutter(stops=("”", "再见"))
-    released = [cutter.feed(piece) for piece in ["你好", "，再", "来", "。再", "见了"]]
-    assert released == ["你好", "，", "再来", "。", ""]
-    assert cutter.stopped and cutter.text == "你好，再来。" and cutter.finish() == ""
-    open_end = ReplyCutter(stops=("再见",))
-    assert open_end.feed("好再") == "好" and open_end.finish() == "再" and open_end.text == "好再"
 
 
 def test_a_model_without_characters_uses_the_narrator_form(model: TrainedModel) -> None:
