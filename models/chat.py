@@ -94,6 +94,12 @@ class Chat:
         words = decoder.vectors.words
         # Tokens holding the closing quote may not be the first one generated: an empty reply says nothing.
         self._closing_ids = tuple(i for i, word in enumerate(words) if self.close in word)
+        # A reply is inside the quotation its opening mark began, so it cannot open another one: in the novel
+        # that is where another speaker's words start (a quote inside a quote uses other marks, ‘ ’). Only
+        # when the marks differ (a novel quoting with one symbol for both, like ", would never close).
+        self._opening_ids = (
+            tuple(i for i, word in enumerate(words) if self.open in word) if self.open != self.close else ()
+        )
 
     # ------------------------------------------------------------------------------------------ speakers
     def known_names(self, limit: int = 20) -> str:
@@ -213,13 +219,15 @@ class Chat:
 
     # --------------------------------------------------------------------------------------- generation
     def sampling(self, params: SamplingParams) -> SamplingParams:
-        """The request's sampling parameters plus the chat's: stop at the closing quote, and the closing
-        quote is not allowed as the very first token (an empty reply)."""
+        """The request's sampling parameters plus the chat's: stop at the closing quote, the closing quote
+        is not allowed as the very first token (an empty reply), and the opening quote never (a new
+        quotation inside the reply)."""
         return replace(
             params,
             stop=(self.close, *(s for s in params.stop if s != self.close)),
             min_new_tokens=max(params.min_new_tokens, 1),
             suppress_ids=tuple(dict.fromkeys((*params.suppress_ids, *self._closing_ids))),
+            banned_ids=tuple(dict.fromkeys((*params.banned_ids, *self._opening_ids))),
         )
 
     def cutter(self, params: SamplingParams) -> StopCutter:

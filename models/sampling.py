@@ -14,7 +14,7 @@ Per token the logits go through, in this order (the order of Hugging Face `gener
    (prompt and generated: occurrences / tokens), and the presence penalty (OpenAI semantics): minus
    `presence_penalty` for every word that occurred at all;
    then chat's suppression: `suppress_ids` cannot be chosen before `min_new_tokens` tokens (a reply that
-   closes its quote before saying anything);
+   closes its quote before saying anything), and `banned_ids` never (a reply opening a new quotation);
 2. greedy decoding stops here and takes the argmax;
 3. temperature divides the logits;
 4. top-k keeps the k highest logits (the k-th largest found with `np.partition`), as candidates in ascending
@@ -72,6 +72,8 @@ class SamplingParams:
     # quote before saying anything). Both default to off.
     min_new_tokens: int = 0
     suppress_ids: tuple[int, ...] = ()
+    # Never chosen (chat: a reply is inside a quotation, so it cannot open another one with the same mark).
+    banned_ids: tuple[int, ...] = ()
 
     @property
     def sampling(self) -> bool:
@@ -174,9 +176,10 @@ class Sampler:
             np.add.at(self._counts, np.asarray(seen, dtype=np.int64), 1.0)
         suppress = params.min_new_tokens > 0 and len(params.suppress_ids) > 0
         self._suppress = np.asarray(params.suppress_ids, dtype=np.int64) if suppress else None
+        self._banned = np.asarray(params.banned_ids, dtype=np.int64) if params.banned_ids else None
         self._chosen = 0
         # Rows without any penalty (or suppression) skip the _penalise call altogether.
-        self.penalises = self.penalty is not None or self._counts is not None or self._suppress is not None
+        self.penalises = self._penalises_after_suppression or self._suppress is not None
         # Rows that decode the same way (greedy; or sampling with the same top-k, with or without top-p) go
         # through `choose_batch` together. A parameter the vectorised steps do not know (any field outside
         # _VECTORISED left at a non-default value) sends this sampler down `_choose_row` instead, so adding a
@@ -214,12 +217,18 @@ class Sampler:
             # Last, so no penalty arithmetic meets the -inf (a repetition penalty that rounds to 0 in float32
             # would turn -inf * 0 into NaN).
             logits[self._suppress] = -np.inf
+        if self._banned is not None:
+            logits[self._banned] = -np.inf
+
+    @property
+    def _penalises_after_suppression(self) -> bool:
+        return self.penalty is not None or self._counts is not None or self._banned is not None
 
     def _remember(self, chosen: int) -> None:
         self._chosen += 1
         if self._suppress is not None and self._chosen >= self.params.min_new_tokens:
             self._suppress = None
-            self.penalises = self.penalty is not None or self._counts is not None
+            self.penalises = self._penalises_after_suppression
         if self.penalty is not None and chosen not in self._seen_set:
             self._seen_set.add(chosen)
             self._seen_ids = np.append(self._seen_ids, chosen)
@@ -243,7 +252,7 @@ _VECTORISED = frozenset(
     {
         "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop",
         # applied per row in Sampler._penalise, before the grouped steps
-        "frequency_penalty", "presence_penalty", "min_new_tokens", "suppress_ids",
+        "frequency_penalty", "presence_penalty", "min_new_tokens", "suppress_ids", "banned_ids",
         # read by decoding, not by the choice
         "prefill_logprobs", "truncate",
     }

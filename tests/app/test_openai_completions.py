@@ -8,7 +8,6 @@ import httpx
 import openai
 import pytest
 
-
 PROMPT = "宝玉笑道"
 
 

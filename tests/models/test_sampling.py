@@ -176,6 +176,30 @@ def test_suppression_chooses_the_same_alone_and_in_a_batch() -> None:
     assert all(choice.id >= 25 for choice in choose_batch([Sampler(params[2], 0, 50)], steps[0][:1].copy()))
 
 
+def test_banned_ids_are_never_chosen_alone_or_in_a_batch() -> None:
+    from models.sampling import choose_batch
+
+    rng = np.random.default_rng(1)
+    banned = tuple(range(0, 50, 2))
+    params = [
+        SamplingParams(banned_ids=banned),
+        SamplingParams(do_sample=True, top_k=5, banned_ids=banned, seed=2),
+        SamplingParams(do_sample=True, banned_ids=banned, min_new_tokens=1, suppress_ids=(1,), seed=3),
+        SamplingParams(do_sample=True, top_k=5, seed=4),  # the same group as row 1, without a ban
+    ]
+    batched = [Sampler(p, seed=i, vocab_size=50) for i, p in enumerate(params)]
+    alone = [Sampler(p, seed=i, vocab_size=50) for i, p in enumerate(params)]
+    chosen = []
+    for _ in range(30):
+        logits = rng.normal(size=(4, 50)).astype(np.float32)
+        logits[:, banned] += 3.0  # the banned words are the likeliest ones
+        together = choose_batch(batched, logits.copy())
+        assert together == [sampler.choose(logits[i].copy()) for i, sampler in enumerate(alone)]
+        chosen.append([choice.id for choice in together])
+    assert all(ids[row] % 2 == 1 for ids in chosen for row in range(3))
+    assert any(ids[3] % 2 == 0 for ids in chosen)  # without the ban the likeliest words are drawn
+
+
 def test_suppression_survives_an_extreme_repetition_penalty_on_a_seen_id() -> None:
     # Found by the schema fuzzer: repetition_penalty 5e-324 is 0 in float32, and -inf * 0 was NaN.
     logits = np.array([3.0, 2.0, 1.0, -1.0], dtype=np.float32)
