@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_read_timeout=settings.body_read_timeout,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, docs_script_hashes=docs.inline_script_hashes())
     app.add_middleware(StartupErrorMiddleware)
     install_json_parse_errors()  # uvicorn imports this module before it serves, in every worker
     install_header_timeout(settings.header_read_timeout)

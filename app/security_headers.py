@@ -1,9 +1,10 @@
 """Security headers on every response (issue 12 item 14).
 
 The playground is plain same-origin HTML/JS, so its CSP allows only 'self'. /docs and /redoc load their
-assets from this server too (app/routes/docs.py), but FastAPI's pages start Swagger UI and ReDoc with an
-inline script, and ReDoc runs a blob: worker, so their CSP adds exactly those. Every page refuses to be
-framed (frame-ancestors, and X-Frame-Options for old browsers).
+assets from this server too (app/routes/docs.py), but FastAPI's Swagger UI page starts with an inline script,
+allowed by its sha256 (no 'unsafe-inline' for scripts); both UIs inject styles at run time (style-src keeps
+'unsafe-inline', which runs no code) and ReDoc runs a blob: worker. Every page refuses to be framed
+(frame-ancestors, and X-Frame-Options for old browsers).
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self'; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
+
+
+def docs_csp(script_hashes: tuple[str, ...]) -> str:
+    """The CSP of /docs and /redoc: scripts from this server and the inline ones with these hashes."""
+    return (
+        f"default-src 'self'; script-src 'self' {' '.join(script_hashes)}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self'; worker-src 'self' blob:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
 DOCS_PATHS = ("/docs", "/redoc")
 COMMON = {
     "x-content-type-options": "nosniff",
@@ -30,15 +37,16 @@ COMMON = {
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, docs_script_hashes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.docs_csp = docs_csp(docs_script_hashes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        csp = DOCS_CSP if path.startswith(DOCS_PATHS) else PAGE_CSP
+        csp = self.docs_csp if path.startswith(DOCS_PATHS) else PAGE_CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 from fastapi.testclient import TestClient
@@ -40,3 +42,16 @@ def test_docs_pages_and_their_csp_name_no_other_origin(client: TestClient) -> No
         assert "http" not in response.headers["content-security-policy"], path
         for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', response.text):
             assert client.get(asset).status_code == 200, asset
+
+
+def test_the_docs_csp_allows_only_the_pages_own_inline_scripts(client: TestClient) -> None:
+    """No 'unsafe-inline' for scripts: each inline script of /docs is allowed by its own sha256, so an
+    injected one would not run (tests/app/test_docs_browser.py shows the pages still work under it)."""
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+        response = client.get(path)
+        script_src = re.search(r"script-src ([^;]*)", response.headers["content-security-policy"]).group(1)
+        assert "unsafe-inline" not in script_src and "unsafe-eval" not in script_src, path
+        for script in re.findall(r"<script>(.*?)</script>", response.text, flags=re.DOTALL):
+            digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in script_src.split(), path
+    assert re.search(r"<script>", client.get("/docs").text)  # the case that needs a hash exists
