@@ -12,12 +12,15 @@ used; the rules are about Chinese grammar and this text's own statistics, so the
    道), what remains is the subject. A clause that is all predicate (`忙问`) takes its subject from the
    clause before it in the same sentence (`宝玉听了，`).
 3. **Names, not nouns.** A subject counts as a character only if it recurs (``min_utterances``), does not
-   start with a pronoun, numeral or determiner (那婆子, 众人, 二人, 他娘), and is not a common noun by this
-   text's own usage: common nouns are often preceded by a determiner or classifier (那/这/个/些/的…:
+   start with a pronoun, numeral or determiner (那婆子, 众人, 他娘), holds no personal pronoun (问他), is not
+   a group (二人, 两人: jieba's dictionary tags 二人 as a name; 丫头们, 袭人等), and is not a common noun by
+   this text's own usage: common nouns are often preceded by a determiner or classifier (那/这/个/些/的…:
    婆子 44%, 丫头 32%, while 宝玉 2.5%, 鸳鸯 1.5%), names almost never are.
 4. **Glued subjects.** jieba's dictionary contains forms like 宝钗笑 and 平儿忙 (a name glued to the next
    verb). A subject A+r is split back to A when A is itself a character and r plus the rest of the clause is a
-   predicate the text uses after other subjects (笑道, 忙道).
+   predicate the text uses after other subjects (笑道, 忙道). What still comes out glued after attribution
+   (宝钗因, 贾母笑: jieba cuts them as one name) is counted for A when A is a character and the glued
+   character begins predicates the text uses after subjects (因说, 笑道).
 5. **Aliases, only where the text supports both forms as speakers**: A and A儿 (凤姐 / 凤姐儿), and A with
    one more character in front when exactly one such longer speaker exists (黛玉 / 林黛玉, but 宝玉 alone if
    both 贾宝玉 and 甄宝玉 speak). The form used most often as speaker is the character's name.
@@ -52,6 +55,9 @@ _NOT_NAME_START_TAGS = frozenset({"r", "m"})
 # Determiners, classifiers and possessive pronouns: a common noun often follows one of these (那婆子,
 # 我的丫头, 他口内), a name almost never does.
 _DETERMINERS = "那这个些众位群两几每各诸的他她我你"
+_PERSONAL_PRONOUNS = "他她你我"
+# A numeral and 人 ("the two of them"), a group however jieba tags it.
+_COUNT_OF_PEOPLE = re.compile("[一二三四五六七八九十两几数]+人")
 # Prepositions and verbs that take a person as object: 向/对/和/与/同/跟 X, 叫/问/见/拉/请/给 X.
 _ADDRESSING = "向对和与同跟叫问见拉请给"
 COMMON_NOUN_SHARE = 0.2  # above this share of determiner-preceded occurrences, a word is a common noun
@@ -148,7 +154,9 @@ def _is_predicate(word: str, flag: str) -> bool:
 def _looks_like_name(word: str, tagger: jieba.posseg.POSTokenizer, text: str) -> bool:
     if not MIN_NAME_CHARS <= len(word) <= MAX_NAME_CHARS or word[0] in _DETERMINERS:
         return False
-    if word.endswith("们"):  # the plural suffix: 婆子们, 丫头们 are groups, not a character
+    if any(pronoun in word for pronoun in _PERSONAL_PRONOUNS) or _COUNT_OF_PEOPLE.fullmatch(word):
+        return False
+    if word.endswith(("们", "等")):  # plural and "and the others": 婆子们, 袭人等 are groups, not a character
         return False
     first = next(iter(tagger.cut(word, HMM=False)))
     if first.flag in _NOT_NAME_START_TAGS:
@@ -251,6 +259,17 @@ def extract_characters(
         if speaker is not None:
             raw.append((speaker, number, start, end + 1))
 
+    # 宝钗因 / 贾母笑: a character with the first character of a predicate glued on is that character.
+    predicate_starts = Counter(predicate[0] for predicate in predicates.elements() if predicate)
+    found = {speaker for speaker, *_ in raw}
+
+    def glued(speaker: str) -> str:
+        head = speaker[:-1]
+        if len(head) >= MIN_NAME_CHARS and head in found and predicate_starts[speaker[-1]] >= min_utterances:
+            return head
+        return speaker
+
+    raw = [(glued(speaker), *place) for speaker, *place in raw]
     counts = Counter(speaker for speaker, *_ in raw)
     counts = Counter({name: count for name, count in counts.items() if count >= min_utterances})
     canonical = _merge_aliases(counts)

@@ -26,6 +26,7 @@ DIALOGUE = "\n".join(
         "众人都笑道：“好。”众人道：“是。”众人笑道：“去罢。”",
         "黛玉叫宝玉来，和凤姐说话，向黛玉笑，见凤姐儿在那里，问林黛玉好。",
         "那个婆子走了，这个婆子来了，那婆子又走了，几个婆子都笑了。",
+        "二人笑道：“好。”二人道：“是。”二人都笑道：“走。”叫二人来，和二人说话。",
     ]
 )
 
@@ -38,6 +39,7 @@ def test_speakers_aliases_and_look_back() -> None:
     assert characters.find("林黛玉").name == "黛玉" and characters.find("凤姐儿").name == "凤姐"
     # 婆子 is preceded by a determiner most of the time (a common noun), 众人 starts with one.
     assert "婆子" not in names and "众人" not in names and "那婆子" not in names
+    assert "二人" not in names  # "the two of them", though jieba's dictionary tags it as a name
     said = {(u.speaker, u.text) for u in extraction.utterances}
     assert ("宝玉", "妹妹往那里去？") in said  # 宝玉听了，忙问：“
     assert ("凤姐", "你先去。") in said  # 凤姐向宝玉道: the speaker, not the addressee
@@ -106,3 +108,8 @@ def test_hongloumeng_top_ten_speakers_are_characters_of_the_novel() -> None:
     assert set(top) <= real, top
     assert characters.attributed / characters.quoted >= 0.6
     assert characters.find("林黛玉").name == "黛玉" and characters.find("凤姐儿").name == "凤姐"
+    names = [c.name for c in characters.characters]
+    # Found in /characters of the default model: 宝钗笑, 宝钗忙, 宝钗因, 贾母笑 (a name with a verb glued on
+    # by jieba's dictionary), 袭人等 ("Xiren and the others"), 二人 ("the two"), 问他 ("asked him").
+    assert [name for name in names if name[:-1] in names] == []
+    assert "二人" not in names and "问他" not in names
