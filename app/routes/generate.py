@@ -64,29 +64,23 @@ _STREAM_DESCRIPTION = (
     "Server-Sent Events: one `data:` JSON (StreamResponse) per token; the last one also carries "
     "generated_text and details"
 )
+
+
+def _header(description: str, kind: str = "integer") -> dict:
+    return {"description": description, "schema": {"type": kind}}
+
+
 _HEADERS = {
-    "x-compute-type": {"description": "cpu", "schema": {"type": "string"}},
-    "x-compute-time": {"description": "seconds from request to answer", "schema": {"type": "string"}},
-    "x-compute-characters": {"description": "characters in inputs", "schema": {"type": "integer"}},
-    "x-total-time": {"description": "milliseconds from request to answer", "schema": {"type": "integer"}},
-    "x-validation-time": {
-        "description": "milliseconds spent checking the request and cutting the prompt",
-        "schema": {"type": "integer"},
-    },
-    "x-queue-time": {
-        "description": "milliseconds waiting for a batch slot (MAX_BATCH_SIZE)",
-        "schema": {"type": "integer"},
-    },
-    "x-inference-time": {
-        "description": "milliseconds from joining the batch to the last token",
-        "schema": {"type": "integer"},
-    },
-    "x-time-per-token": {
-        "description": "inference milliseconds per generated token",
-        "schema": {"type": "integer"},
-    },
-    "x-prompt-tokens": {"description": "prompt tokens the model read", "schema": {"type": "integer"}},
-    "x-generated-tokens": {"description": "tokens generated", "schema": {"type": "integer"}},
+    "x-compute-type": _header("cpu", "string"),
+    "x-compute-time": _header("seconds from request to answer", "string"),
+    "x-compute-characters": _header("characters in inputs"),
+    "x-total-time": _header("milliseconds from request to answer"),
+    "x-validation-time": _header("milliseconds spent checking the request and cutting the prompt"),
+    "x-queue-time": _header("milliseconds waiting for a batch slot (MAX_BATCH_SIZE)"),
+    "x-inference-time": _header("milliseconds from joining the batch to the last token"),
+    "x-time-per-token": _header("inference milliseconds per generated token"),
+    "x-prompt-tokens": _header("prompt tokens the model read"),
+    "x-generated-tokens": _header("tokens generated"),
 }
 
 # nginx's "client closed request": only ever seen in logs and metrics, since the client is gone.
