@@ -39,7 +39,7 @@ class TrainedModel:
             if name not in manifest.get("files", {}):
                 raise ArtifactError(f"{directory / name}: not listed in manifest.json; {retrain}")
         try:
-            vectors = WordVectors.load_word2vec_format(directory / VECTORS_FILE, binary=True)
+            vectors = WordVectors.read_binary(directory / VECTORS_FILE)
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{directory / VECTORS_FILE}: {error}") from None
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jieba
@@ -124,6 +126,52 @@ def test_save_and_load_round_trip_is_readable_by_gensim(vectors: WordVectors, tm
     assert WordVectors.load_word2vec_format(path).counts is None  # the C format itself holds no counts
     gensim_loaded = KeyedVectors.load_word2vec_format(str(path), binary=True)
     assert gensim_loaded.index_to_key == vectors.words
+
+
+def test_the_numpy_reader_reads_what_gensim_reads(vectors: WordVectors, tmp_path: Path) -> None:
+    path = tmp_path / "vectors.bin"
+    vectors.save_word2vec_format(path)  # written by gensim
+    read = WordVectors.read_binary(path)
+    gensim_loaded = KeyedVectors.load_word2vec_format(str(path), binary=True)
+    assert read.words == gensim_loaded.index_to_key == vectors.words
+    assert read.matrix.dtype == np.float32
+    np.testing.assert_array_equal(read.matrix, gensim_loaded.vectors)
+    # The original C tool writes a newline after every vector; gensim reads that too, and so must we.
+    words, matrix = ["宝玉", "黛玉", "<unk>"], np.arange(12, dtype=np.float32).reshape(3, 4)
+    rows = zip(words, matrix, strict=True)
+    c_tool = b"3 4\n" + b"".join(word.encode() + b" " + vector.tobytes() + b"\n" for word, vector in rows)
+    (tmp_path / "c.bin").write_bytes(c_tool)
+    read = WordVectors.read_binary(tmp_path / "c.bin")
+    assert read.words == words and np.array_equal(read.matrix, matrix)
+    assert KeyedVectors.load_word2vec_format(str(tmp_path / "c.bin"), binary=True).index_to_key == words
+
+
+def test_the_numpy_reader_names_the_file_of_a_broken_one(vectors: WordVectors, tmp_path: Path) -> None:
+    path = tmp_path / "vectors.bin"
+    vectors.save_word2vec_format(path)
+    for name, content in {
+        "truncated.bin": path.read_bytes()[:-3],
+        "noheader.bin": b"not a vector file at all",
+        "empty.bin": b"",
+        "badutf8.bin": b"1 1\n\xff\xfe " + np.float32(1).tobytes(),
+    }.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(name)):
+            WordVectors.read_binary(tmp_path / name)
+
+
+def test_serving_a_model_never_imports_gensim(tiny_model_dir: Path) -> None:
+    """gensim (with scipy) is ~70 MB of a serving process's memory, for reading one file it does not need."""
+    code = (
+        "import sys; import app.main; from models.trained import TrainedModel; "
+        f"TrainedModel.load({str(tiny_model_dir)!r}); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'gensim', 'scipy'}))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_row_order_is_kept_even_when_counts_are_not_sorted(tmp_path: Path) -> None:
