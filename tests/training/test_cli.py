@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
+from river_novel import river_chapters
 
 from models.artifacts import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-LINES = [
-    "清晨的雾气还没有散去，老渔夫已经把小船推进了河里。",
-    "他一边摇橹，一边哼着年轻时学会的山歌，歌声在水面上飘得很远。",
-    "岸边的柳树垂下长长的枝条，几只白鹭站在浅滩上，静静地望着水里的小鱼。",
-    "村子里的孩子们背着书包，沿着石板路跑向学校，笑声惊起了屋檐下的麻雀。",
-    "渔夫的女儿站在门口喊他回来吃早饭：“今天的鱼特别多，要等太阳升高了再回家！”",
-    "母亲摇摇头，转身回到厨房，把热腾腾的粥盛进碗里，又切了一碟咸菜放在桌上。",
-]
 SMALL = ["--min-count", "2", "--dim", "16", "--w2v-epochs", "2", "--workers", "1"]
 TINY_FIT = [
     "--epochs",
@@ -46,11 +38,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def novel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 12-chapter GB18030 file with CRLF line ends, shuffled from the lines above."""
-    rng = random.Random(0)
-    chapters = []
-    for number in range(1, 13):
-        body = [rng.choice(LINES) for _ in range(12)]
-        chapters.append(f"第{number}回　河边的故事\r\n\r\n" + "\r\n".join(body))
+    chapters = river_chapters(12, newline="\r\n")
     path = tmp_path_factory.mktemp("novel") / "河边.txt"
     path.write_bytes("\r\n".join(chapters).encode("gb18030"))
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from river_novel import LINES, river_chapters
 
 from app.main import create_app
 from app.settings import Settings
@@ -18,14 +19,6 @@ from models.trained import TrainedModel
 from models.vocabulary import UNKNOWN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
-LINES = [
-    "清晨的雾气还没有散去，老渔夫已经把小船推进了河里。",
-    "他一边摇橹，一边哼着年轻时学会的山歌，歌声在水面上飘得很远。",
-    "岸边的柳树垂下长长的枝条，几只白鹭站在浅滩上，静静地望着水里的小鱼。",
-    "村子里的孩子们背着书包，沿着石板路跑向学校，笑声惊起了屋檐下的麻雀。",
-    "渔夫的女儿站在门口喊他回来吃早饭：“今天的鱼特别多，要等太阳升高了再回家！”",
-    "母亲摇摇头，转身回到厨房，把热腾腾的粥盛进碗里，又切了一碟咸菜放在桌上。",
-]
 OTHER_LINES = [
     "城里的钟楼敲了三下，卖糖葫芦的老汉推着车穿过熙熙攘攘的集市。",
     "邮差骑着自行车，把一封盖着外省邮戳的信塞进了铁皮信箱。",
@@ -36,11 +29,7 @@ FIT += ["--hidden", "12", "--seq-len", "8", "--batch-size", "4", "--time-budget-
 
 def _novel(path: Path, held_out_lines: list[str]) -> Path:
     """Eleven training chapters that never change and a twelfth (the held-out one) from held_out_lines."""
-    rng = random.Random(0)
-    chapters = []
-    for number in range(1, 12):
-        body = [rng.choice(LINES) for _ in range(12)]
-        chapters.append(f"第{number}回　河边的故事\n\n" + "\n".join(body))
+    chapters = river_chapters(11)
     held_rng = random.Random(1)
     chapters.append("第12回　尾声\n\n" + "\n".join(held_rng.choice(held_out_lines) for _ in range(12)))
     path.write_text("\n".join(chapters), encoding="utf-8")
