@@ -38,14 +38,12 @@
     return words;
   }
 
+  // sseParser (SSE data: payloads from a growing text buffer) and showRunning are playground.js's, loaded
+  // before this file.
   function setRunning(controller) {
     running = controller;
-    $("chat-send").disabled = Boolean(controller);
-    $("chat-stop").disabled = !controller;
-    $("chat-log").setAttribute("aria-busy", String(Boolean(controller)));
+    showRunning(Boolean(controller), "chat-send", "chat-stop", "chat-log");
   }
-
-  // sseParser (SSE data: payloads from a growing text buffer) is playground.js's, loaded before this file.
 
   async function send() {
     if (running) return;

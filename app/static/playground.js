@@ -60,11 +60,16 @@ function sseParser() {
   };
 }
 
+// One tab's start and stop buttons and its output's aria-busy while a request runs (the chat tab uses it too).
+function showRunning(busy, startId, stopId, outputId) {
+  $(startId).disabled = busy;
+  $(stopId).disabled = !busy;
+  $(outputId).setAttribute("aria-busy", String(busy));
+}
+
 function setRunning(controller) {
   running = controller;
-  $("generate").disabled = Boolean(controller);
-  $("stop").disabled = !controller;
-  $("output").setAttribute("aria-busy", String(Boolean(controller)));
+  showRunning(Boolean(controller), "generate", "stop", "output");
 }
 
 async function generate() {
