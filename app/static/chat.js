@@ -13,16 +13,6 @@
     $("chat-error").hidden = !message;
   }
 
-  async function errorOf(response) {
-    try {
-      const body = await response.json();
-      const error = body.error;
-      return (error && error.message) || error || `HTTP ${response.status}`;
-    } catch {
-      return `HTTP ${response.status} ${response.statusText}`;
-    }
-  }
-
   function bubble(role, speaker, text) {
     const item = document.createElement("li");
     item.className = `bubble ${role}`;
@@ -38,8 +28,8 @@
     return words;
   }
 
-  // sseParser (SSE data: payloads from a growing text buffer) and showRunning are playground.js's, loaded
-  // before this file.
+  // postEvents (a streamed POST's events), apiError and showRunning are playground.js's, loaded before this
+  // file.
   function setRunning(controller) {
     running = controller;
     showRunning(Boolean(controller), "chat-send", "chat-stop", "chat-log");
@@ -73,32 +63,17 @@
     let reply = "";
     let finish = null;
     try {
-      const response = await fetch("/v1/chat/completions", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-        signal: controller.signal,
-      });
-      if (!response.ok) throw new Error(await errorOf(response));
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      const parse = sseParser();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        for (const data of parse(value)) {
-          if (data === "[DONE]") continue;
-          const event = JSON.parse(data);
-          if (event.error) throw new Error(event.error.message || String(event.error));
-          const choice = event.choices && event.choices[0];
-          if (!choice) continue;
-          if (choice.delta && choice.delta.content) {
-            reply += choice.delta.content;
-            words.textContent = reply;
-            // How many pieces the reply arrived in (a streamed reply has one per token or so).
-            words.parentElement.dataset.chunks = String(Number(words.parentElement.dataset.chunks || 0) + 1);
-          }
-          if (choice.finish_reason) finish = choice.finish_reason;
+      for await (const event of postEvents("/v1/chat/completions", body, controller.signal)) {
+        if (event.error) throw new Error(event.error.message || String(event.error));
+        const choice = event.choices && event.choices[0];
+        if (!choice) continue;
+        if (choice.delta && choice.delta.content) {
+          reply += choice.delta.content;
+          words.textContent = reply;
+          // How many pieces the reply arrived in (a streamed reply has one per token or so).
+          words.parentElement.dataset.chunks = String(Number(words.parentElement.dataset.chunks || 0) + 1);
         }
+        if (choice.finish_reason) finish = choice.finish_reason;
       }
       $("chat-status").textContent = `完成 done (${finish === "length" ? "length: max_tokens reached" : "stop"})`;
     } catch (error) {
@@ -119,7 +94,7 @@
 
   async function loadCharacters() {
     const response = await fetch("/characters");
-    if (!response.ok) throw new Error(await errorOf(response));
+    if (!response.ok) throw new Error(await apiError(response));
     const data = await response.json();
     const select = $("chat-character");
     select.replaceChildren();

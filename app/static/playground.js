@@ -12,10 +12,12 @@ function showError(message) {
   box.hidden = !message;
 }
 
+// The message of a failed answer: TGI's {"error": "..."} or OpenAI's {"error": {"message": "..."}}.
 async function apiError(response) {
   try {
     const body = await response.json();
-    return body.error || `HTTP ${response.status}`;
+    const error = body.error;
+    return (error && error.message) || error || `HTTP ${response.status}`;
   } catch {
     return `HTTP ${response.status} ${response.statusText}`;
   }
@@ -72,6 +74,27 @@ function setRunning(controller) {
   showRunning(Boolean(controller), "generate", "stop", "output");
 }
 
+// POST a JSON body to a streaming route and yield each Server-Sent Event's JSON as it arrives (OpenAI's closing
+// [DONE] skipped); a refused request throws its error message. Both tabs stream through this.
+async function* postEvents(url, body, signal) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+    body: JSON.stringify(body),
+    signal,
+  });
+  if (!response.ok) throw new Error(await apiError(response));
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parse = sseParser();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    for (const data of parse(value)) {
+      if (data !== "[DONE]") yield JSON.parse(data);
+    }
+  }
+}
+
 async function generate() {
   if (running) return;
   const prompt = $("prompt").value;
@@ -90,30 +113,17 @@ async function generate() {
   let count = 0;
   let finalEvent = null;
   try {
-    const response = await fetch("/generate_stream", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify({ inputs: prompt, parameters: parameters() }),
-      signal: controller.signal,
-    });
-    if (!response.ok) throw new Error(await apiError(response));
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    const parse = sseParser();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      for (const data of parse(value)) {
-        const event = JSON.parse(data);
-        if (event.error) throw new Error(event.error);
-        const span = document.createElement("span");
-        span.className = "token";
-        span.textContent = event.token.text;
-        span.title = `logprob ${event.token.logprob.toFixed(2)}` +
-          (event.token.similarity === null ? "" : `, cos ${event.token.similarity.toFixed(2)}`);
-        output.append(span);
-        count += 1;
-        if (event.details) finalEvent = event;
-      }
+    const body = { inputs: prompt, parameters: parameters() };
+    for await (const event of postEvents("/generate_stream", body, controller.signal)) {
+      if (event.error) throw new Error(event.error);
+      const span = document.createElement("span");
+      span.className = "token";
+      span.textContent = event.token.text;
+      span.title = `logprob ${event.token.logprob.toFixed(2)}` +
+        (event.token.similarity === null ? "" : `, cos ${event.token.similarity.toFixed(2)}`);
+      output.append(span);
+      count += 1;
+      if (event.details) finalEvent = event;
     }
     const seconds = (performance.now() - started) / 1000;
     let status = `${count} 词 · ${seconds.toFixed(2)} s`;
