@@ -18,14 +18,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.errors import install_error_handlers
-from app.metrics import Metrics, MetricsMiddleware
-from app.openapi import install_openapi
-from app.request_guard import RequestGuardMiddleware, install_header_timeout, install_json_parse_errors
+from app.engine.service import ModelLoadError, ModelService
+from app.http.errors import install_error_handlers
+from app.http.metrics import MetricsMiddleware
+from app.http.openapi import install_openapi
+from app.http.request_guard import RequestGuardMiddleware, install_header_timeout, install_json_parse_errors
+from app.http.security_headers import SecurityHeadersMiddleware
+from app.metrics import Metrics
 from app.routes import chat, docs, generate, info, openai, playground, predict, similar
 from app.routes.playground import STATIC_DIR
-from app.security_headers import SecurityHeadersMiddleware
-from app.service import ModelLoadError, ModelService
 from app.settings import Settings
 
 logger = logging.getLogger("app")

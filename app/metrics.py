@@ -12,7 +12,6 @@ workers that are alive.
 from __future__ import annotations
 
 import os
-import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,7 +22,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Generation of 100 tokens takes tens of milliseconds to seconds; the buckets cover both ends.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -55,7 +53,7 @@ class Metrics:
         self.tokens = Counter(
             "novel_lstm_generated_tokens", "Tokens generated, by route", ["route"], registry=self.registry
         )
-        # Continuous batching (app/scheduler.py).
+        # Continuous batching (app/engine/scheduler.py).
         self.batch_size = Histogram(
             "novel_lstm_batch_size",
             "Sequences advanced together, observed once per scheduler tick",
@@ -107,45 +105,3 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
-
-
-def route_label(scope: Scope) -> str:
-    """The route template (/similar, not /similar?word=...), so label cardinality stays bounded."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if path:
-        return path
-    if scope.get("path", "").startswith("/static/"):
-        return "/static"
-    return "unmatched"
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware (no BaseHTTPMiddleware): it does not buffer or delay streamed responses."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.in_progress.inc()
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = route_label(scope)
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
-            self.metrics.in_progress.dec()

@@ -87,7 +87,7 @@ def in_process_decoder(model_dir: Path) -> object:
     from models.trained import TrainedModel
 
     model = TrainedModel.load(model_dir)
-    # The model's n-gram mixture too: the server samples from λ·LSTM + (1 − λ)·n-gram (app/service.py).
+    # The model's n-gram mixture too: the server samples from λ·LSTM + (1 − λ)·n-gram (app/engine/service.py).
     decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
     for i in range(4):  # warm-up: jieba's dictionary, BLAS
         body = request_body(i, 5)

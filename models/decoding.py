@@ -8,8 +8,8 @@ the sequence's own `models.sampling.Sampler`; this module runs the network and t
 
 `DecodingBatch` advances many sequences together (one batched `Network.step` and one batched
 `Network.scores` per tick, then `models.sampling.choose_batch`, which applies every sequence's own Sampler
-with one NumPy call per step for the whole batch): the server's scheduler (app/scheduler.py) keeps one per
-worker process. `Decoder.generate` is the in-process API and runs the same code as a batch of one.
+with one NumPy call per step for the whole batch): the server's scheduler (app/engine/scheduler.py) keeps one
+per worker process. `Decoder.generate` is the in-process API and runs the same code as a batch of one.
 
 `GeneratedToken.similarity` is the cosine between the network's predicted vector and the chosen word's output
 vector (the vector it was scored against), which is what `Network.similarity` computes for every word; the
@@ -124,7 +124,7 @@ class Generation:
     finish_reason: str | None = None
     # params.prefill_logprobs: log P(prompt token | the ones before it); None for the first (nothing before).
     prefill_logprobs: list[float | None] | None = None
-    # Seconds between submission and joining a batch, set by a scheduler (app/scheduler.py) that queued it.
+    # Seconds between submission and joining a batch, set by the scheduler that queued it.
     queue_seconds: float | None = None
     _iterator: Iterator[GeneratedToken] | None = field(default=None, repr=False)
 

@@ -3,7 +3,7 @@
 The route only maps HTTP shapes: rendering the conversation into the novel's dialogue form, the generation
 and the cut at the closing quote are models/chat.py's, shared with the playground's chat tab (which calls
 this route) and the chat evaluation. The generation runs in the worker's batching scheduler like every
-other (app/service.py), so a chat reply is batched with /generate requests.
+other (app/engine/service.py), so a chat reply is batched with /generate requests.
 
 OpenAI semantics: `temperature` defaults to 1 and 0 means greedy; `top_p` 1 is off; `stop` strings end the
 reply and are not part of it; `max_tokens` (or `max_completion_tokens`) defaults to 60 words; `n` must be 1;
@@ -20,23 +20,19 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from app.errors import APIError
-from app.openai_api import Usage, openai_error_body, openai_error_responses, usage_of
-from app.openai_schemas import StreamOptions
-from app.openapi import NON_BLANK
+from app.engine.errors import APIError
+from app.engine.service import ClientDisconnected, ModelService, TokenStream
+from app.http.openai_errors import openai_error_body, openai_error_responses
+from app.protocols.chat import ChatCompletion, ChatCompletionRequest, Choice, ReplyMessage
+from app.protocols.openai import usage_of
 from app.routes.dependencies import AppMetrics, Service
-from app.schemas import _IgnoresUnknown
-from app.service import ClientDisconnected, ModelService, TokenStream
 from models.chat import (
     DEFAULT_MAX_TOKENS,
-    MAX_USER_CHARACTER_CHARS,
-    USER_CHARACTER_PATTERN,
     ChatError,
     ChatPrompt,
     Message,
@@ -47,107 +43,6 @@ logger = logging.getLogger("app")
 router = APIRouter(tags=["OpenAI compatible"])
 ROUTE = "/v1/chat/completions"
 CLIENT_CLOSED_REQUEST = 499
-
-
-# Strict types as everywhere in this API (app/schemas.py): "1" is not a number, 0 is not a boolean, 18.0
-# is 18; unknown fields are ignored (chat front-ends send many: user, tools, response_format, ...).
-class ContentPart(_IgnoresUnknown):
-    type: Literal["text"] = Field(description='only "text" parts: the model reads text, not images or audio')
-    text: str = Field(min_length=1, pattern=NON_BLANK)
-
-
-class ChatMessage(_IgnoresUnknown):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: (
-        Annotated[str, Field(min_length=1, pattern=NON_BLANK)]
-        | Annotated[list[ContentPart], Field(min_length=1)]
-    ) = Field(description="a string, or a list of text parts")
-    name: str | None = None
-
-
-CHAT_EXAMPLE = {
-    "model": "hongloumeng",
-    "messages": [
-        {"role": "system", "content": "你是林黛玉"},
-        {"role": "user", "content": "妹妹今日可好？"},
-    ],
-    "max_tokens": 40,
-    "temperature": 0.8,
-    "top_p": 0.9,
-    "seed": 42,
-}
-
-
-class ChatCompletionRequest(_IgnoresUnknown):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                CHAT_EXAMPLE,
-                {**CHAT_EXAMPLE, "messages": [{"role": "user", "content": "你好"}], "character": "凤姐"},
-            ]
-        },
-    )
-
-    model: str | None = Field(None, description="any value: the server serves one model")
-    messages: list[ChatMessage] = Field(
-        min_length=1, description="the conversation; the reply answers the last turns"
-    )
-    max_tokens: int | None = Field(
-        None, ge=1, description=f"words in the reply at most (default {DEFAULT_MAX_TOKENS})"
-    )
-    max_completion_tokens: int | None = Field(None, ge=1, description="the newer name of max_tokens")
-    temperature: float | None = Field(
-        None, ge=0, le=2, allow_inf_nan=False, description="0 = greedy; default 1"
-    )
-    top_p: float | None = Field(
-        None, gt=0, le=1, allow_inf_nan=False, description="nucleus sampling; 1 = off"
-    )
-    top_k: int | None = Field(None, ge=1, description="extension: sample among the k most probable words")
-    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False, description="extension (TGI)")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
-    stop: str | list[str] | None = Field(None, description="strings that end the reply (not included)")
-    seed: int | None = Field(None, ge=0, le=2**64 - 1, description="same seed and parameters, same reply")
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int | None = Field(None, ge=1, le=1, description="only 1 is supported (one choice per request)")
-    character: str | None = Field(
-        None,
-        min_length=1,
-        pattern=NON_BLANK,
-        description="extension: the character the model plays (GET /characters); unknown names are a 404",
-    )
-    user_character: str | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_USER_CHARACTER_CHARS,
-        pattern=USER_CHARACTER_PATTERN,
-        description="extension: the name the user's turns are given (no spaces or quotation marks)",
-    )
-
-
-class ReplyMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: ReplyMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    character: str | None = Field(description="extension: who answered")
-    user_character: str = Field(description="extension: who the user's turns were given to")
-    seed: int = Field(description="extension: the seed used (send it back to get the same reply)")
 
 
 def _fail(message: str, param: str | None) -> APIError:
@@ -172,8 +67,8 @@ def _sampling(body: ChatCompletionRequest, service: ModelService) -> SamplingPar
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if any(not s for s in stop):
         raise _fail("stop strings must not be empty", "stop")
-    # The server limits of /info, checked and worded as for every other route (app/service.py); both names
-    # are checked when both are sent (max_completion_tokens is the one used).
+    # The server limits of /info, checked and worded as for every other route (app/engine/service.py);
+    # both names are checked when both are sent (max_completion_tokens is the one used).
     for field in ("max_tokens", "max_completion_tokens"):
         value = getattr(body, field)
         if value is not None:

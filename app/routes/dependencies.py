@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.engine.service import ModelService
 from app.metrics import Metrics
-from app.service import ModelService
 
 
 # `async def`, though they only read an attribute: FastAPI runs a plain `def` dependency in its thread pool,
 # and two thread hops per request (each a GIL hand-off with the scheduler thread) were the largest part of a
-# request's cost on the event loop (py-spy on the benchmark server, issue 11).
+# request's cost on the event loop (py-spy on the benchmark server).
 async def get_service(request: Request) -> ModelService:
     return request.app.state.service
 

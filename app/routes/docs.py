@@ -2,12 +2,12 @@
 
 FastAPI's defaults load both from a CDN with floating versions (`swagger-ui-dist@5`, `redoc@2`) and no
 integrity hashes, so the pages were blank wherever the server runs offline, and what they ran could change
-under us (issue 12 item 13). The assets here are the builds shipped in the `fastapi-standalone-docs` wheel,
+under us. The assets here are the builds shipped in the `fastapi-standalone-docs` wheel,
 pinned in pyproject.toml: Swagger UI 5.33.1 and ReDoc 2.5.4, the same files on every install. Only its static
 files are used (its own helper patches FastAPI's module functions globally, which this app does not want).
 
 FastAPI's pages start Swagger UI with an inline script. The pages are built once, so their inline scripts are
-fixed, and the docs CSP (app/security_headers.py) allows exactly those by their sha256 instead of
+fixed, and the docs CSP (app/http/security_headers.py) allows exactly those by their sha256 instead of
 'unsafe-inline' (which would let any injected script run as well).
 """
 

@@ -7,11 +7,12 @@ Events of /generate_stream, and `return_full_text` defaults to true there; `POST
 TGI's timing and token-count headers (x-compute-time, x-prompt-tokens, x-generated-tokens, ...).
 
 Model work never runs on the event loop: a validated request is handed to the worker's scheduler
-(app/scheduler.py), which decodes it in its batch with every other running generation. A plain request waits
-for the end (and cancels the generation if its client disconnects first); a stream receives tokens as the
-scheduler decodes them, so a slow SSE reader only ever waits on its own socket while the loop serves everyone
-else. Errors in the request (422) and "overloaded" (429 with Retry-After) come before any response starts; a
-failure while decoding is TGI's 424 `generation` (an error event inside a stream that already started).
+(app/engine/scheduler.py), which decodes it in its batch with every other running generation. A plain request
+waits for the end (and cancels the generation if its client disconnects first); a stream receives tokens as
+the scheduler decodes them, so a slow SSE reader only ever waits on its own socket while the loop serves
+everyone else. Errors in the request (422) and "overloaded" (429 with Retry-After) come before any response
+starts; a failure while decoding is TGI's 424 `generation` (an error event inside a stream that already
+started).
 """
 
 from __future__ import annotations
@@ -27,21 +28,21 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from app.errors import error_body
+from app.engine.scheduler import GenerationFailed
+from app.engine.service import ClientDisconnected, ModelService, TokenStream
+from app.http.errors import ErrorResponse, error_body
 from app.metrics import Metrics
-from app.routes.dependencies import AppMetrics, Service
-from app.scheduler import GenerationFailed
-from app.schemas import (
+from app.protocols.tgi import (
     Details,
-    ErrorResponse,
     GenerateRequest,
     GenerateResponse,
     PrefillToken,
     StreamDetails,
     StreamResponse,
     Token,
+    sampling_params,
 )
-from app.service import ClientDisconnected, ModelService, TokenStream
+from app.routes.dependencies import AppMetrics, Service
 from models.decoding import GeneratedToken, Generation
 
 logger = logging.getLogger("app")
@@ -90,7 +91,7 @@ CLIENT_CLOSED_REQUEST = 499
 async def start_generation(service: ModelService, body: GenerateRequest, stream: bool = False) -> Generation:
     """Validate against the server limits and cut the prompt (no tokens yet, nothing queued)."""
     service.check_prompt(body.inputs)
-    params = service.sampling_params(body.params, stream=stream)
+    params = sampling_params(service, body.params, stream=stream)
     return await service.prepare(body.inputs, params)
 
 

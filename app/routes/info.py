@@ -11,8 +11,10 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import __version__
+from app.http.errors import ErrorResponse
+from app.protocols.native import HealthResponse
+from app.protocols.tgi import GenerateRequest, SimpleToken, sampling_params
 from app.routes.dependencies import AppMetrics, Service
-from app.schemas import ErrorResponse, GenerateRequest, HealthResponse, SimpleToken
 
 router = APIRouter(tags=["service"])
 
@@ -149,7 +151,7 @@ async def tokenize(body: GenerateRequest, service: Service) -> list[SimpleToken]
     service.check_prompt(body.inputs)
     # The parameters are not used, but they are checked as /generate checks them: the schema this body
     # shares with /generate states the server's limits, and a request is valid on both or on neither.
-    service.sampling_params(body.params)
+    sampling_params(service, body.params)
     pieces = await service.run_model(service.decoder.pieces, body.inputs)
     unknown = service.decoder.unknown_id
     return [

@@ -1,9 +1,10 @@
 """OpenAI-compatible routes under /v1 (the `openai` client with base_url=http://host:port/v1): the model
 list and POST /v1/completions (a prompt continued, as OpenAI's legacy completions API).
 
-The shared pieces (error shape, usage, model list) live in app/openai_api.py, stop cutting in models/stops.py;
+The shared pieces (usage, model list) live in app/protocols/openai.py, the error shape in
+app/http/openai_errors.py, stop cutting in models/stops.py;
 chat completions build on them. Generation goes through the same service API as the TGI routes
-(app/service.py), so the same seed and parameters give the same text here as on /generate.
+(app/engine/service.py), so the same seed and parameters give the same text here as on /generate.
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from app import __version__
-from app.errors import APIError, error_payload
-from app.openai_api import ModelCard, ModelList, openai_error_responses, usage_of
-from app.openai_schemas import (
+from app.engine.errors import APIError
+from app.engine.scheduler import GenerationFailed
+from app.engine.service import ClientDisconnected, ModelService, TokenStream
+from app.http.errors import error_payload
+from app.http.openai_errors import openai_error_responses
+from app.protocols.completions import (
     DEFAULT_MAX_TOKENS,
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
 )
+from app.protocols.openai import ModelCard, ModelList, usage_of
 from app.routes.dependencies import AppMetrics, Service
-from app.scheduler import GenerationFailed
-from app.service import ClientDisconnected, ModelService, TokenStream
 from models.decoding import GeneratedToken, Generation, SamplingParams
 from models.stops import StopCutter
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.engine.service import prompt_error
+from app.http.errors import ErrorResponse
+from app.protocols.native import Candidate, PredictRequest, PredictResponse
 from app.routes.dependencies import Service
-from app.schemas import Candidate, ErrorResponse, PredictRequest, PredictResponse
-from app.service import prompt_error
 from models.decoding import EmptyPromptError
 
 router = APIRouter(tags=["prediction"])

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.errors import APIError
+from app.engine.errors import APIError
+from app.engine.service import ModelService
+from app.http.errors import ErrorResponse
+from app.protocols.native import Neighbour, SimilarRequest, SimilarResponse
 from app.routes.dependencies import Service
-from app.schemas import ErrorResponse, Neighbour, SimilarRequest, SimilarResponse
-from app.service import ModelService
 
 router = APIRouter(tags=["word vectors"])
 

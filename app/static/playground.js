@@ -213,7 +213,7 @@ function metricsTable(evaluation) {
     (name) => evaluation[name] && typeof evaluation[name] === "object",
   );
   if (!rows.length) return null;
-  // bits per character first: the one figure comparable across tokenizers and baselines (DESIGN §8).
+  // bits per character first: the one figure comparable across tokenizers and baselines.
   const columns = ["bpc", "acc@1", "acc@10", "perplexity"];
   const key = (row, column) => {
     const entry = evaluation[row];

@@ -15,7 +15,7 @@ SEEDED = {"max_tokens": 30, "temperature": 0.9, "seed": 11}
 
 
 def _error(response: httpx.Response) -> dict:
-    """OpenAI's error shape, which /v1 routes answer in (app/openai_api.py)."""
+    """OpenAI's error shape, which /v1 routes answer in (app/http/openai_errors.py)."""
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
     return error

@@ -1,4 +1,5 @@
-"""app/request_guard.py on the real app and tiny model: body limits, media type, UTF-8, lone surrogates."""
+"""app/http/request_guard.py on the real app and tiny model: body limits, media type, UTF-8, lone
+surrogates."""
 
 from __future__ import annotations
 

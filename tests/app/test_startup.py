@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from live_server import REPO_ROOT, free_port
 
+from app.engine.service import ModelLoadError
 from app.main import create_app
-from app.service import ModelLoadError
 from app.settings import Settings
 
 

@@ -31,10 +31,9 @@ from typing import TypeVar
 from anyio import CapacityLimiter, to_thread
 from starlette.requests import Request
 
-from app.errors import APIError
+from app.engine.errors import APIError
+from app.engine.scheduler import GenerationFailed, Overloaded, Scheduler, Ticket
 from app.metrics import Metrics
-from app.scheduler import GenerationFailed, Overloaded, Scheduler, Ticket
-from app.schemas import DEFAULT_MAX_NEW_TOKENS, GenerateParameters
 from app.settings import Settings
 from models.artifacts import ArtifactError
 from models.chat import Chat
@@ -296,43 +295,6 @@ class ModelService:
                 f"{self.max_input_tokens} (GET /info)",
                 param=field("truncate"),
             )
-
-    def sampling_params(self, parameters: GenerateParameters, stream: bool = False) -> SamplingParams:
-        """TGI's parameters (null: the default) -> SamplingParams, checked against the server limits."""
-        max_new_tokens = (
-            parameters.max_new_tokens if parameters.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
-        )
-        stop = parameters.stop or []
-        self.check_top_k(parameters.top_k, "parameters.top_k")
-        self.check_generation_limits(max_new_tokens, stop, parameters.top_n_tokens or 0, parameters.truncate)
-        if stream and parameters.decoder_input_details:
-            raise APIError(
-                422,
-                "validation",
-                "parameters.decoder_input_details is not supported when streaming tokens (as in TGI); "
-                "use POST /generate, or send false",
-                param="parameters.decoder_input_details",
-            )
-        params = SamplingParams(
-            max_new_tokens=max_new_tokens,
-            do_sample=bool(parameters.do_sample),
-            temperature=parameters.temperature,
-            top_k=parameters.top_k,
-            top_p=parameters.top_p,
-            typical_p=parameters.typical_p,
-            repetition_penalty=parameters.repetition_penalty,
-            frequency_penalty=parameters.frequency_penalty,
-            seed=parameters.seed,
-            stop=tuple(stop),
-            top_n_tokens=parameters.top_n_tokens or 0,
-            prefill_logprobs=bool(parameters.decoder_input_details),
-            truncate=parameters.truncate,
-        )
-        try:
-            params.validate()
-        except ValueError as error:  # the schema already checks these ranges; this keeps the two in step
-            raise APIError(422, "validation", f"parameters.{error}") from None
-        return params
 
 
 async def _disconnected(request: Request) -> None:

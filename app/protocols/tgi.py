@@ -1,23 +1,24 @@
-"""Request and response bodies. The generation shapes follow Hugging Face text-generation-inference (TGI), so
-its clients (`text_generation.Client`, `huggingface_hub.InferenceClient`, LangChain's HuggingFaceEndpoint)
-work unchanged; the examples are real requests that succeed when pressed "Try it out" in Swagger (/docs).
+"""TGI's protocol: the bodies of /generate, /generate_stream, POST / and /tokenize, in Hugging Face
+text-generation-inference's shapes, so its clients (`text_generation.Client`,
+`huggingface_hub.InferenceClient`, LangChain's HuggingFaceEndpoint) work unchanged; the examples are real
+requests that succeed when pressed "Try it out" in Swagger (/docs).
 
-Values are strict: a string where a number belongs is an error, not silently converted, and NaN/Infinity are
-refused. As in TGI, `null` means "the default" for every generation parameter and fields this server does not
-know are ignored (and logged: app/routes/generate.py), since TGI clients send fields of newer TGI versions.
-What this model cannot do (`best_of` > 1, `watermark`, `grammar`, `adapter_id`) is refused with a 422 that
-says why, never silently ignored.
+Values are strict (app/protocols/strict.py). As in TGI, `null` means "the default" for every generation
+parameter and fields this server does not know are ignored (and logged), since TGI clients send fields of
+newer TGI versions. What this model cannot do (`best_of` > 1, `watermark`, `grammar`, `adapter_id`) is
+refused with a 422 that says why, never silently ignored.
 """
 
 from __future__ import annotations
 
-import logging
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-logger = logging.getLogger("app")
+from app.engine.errors import APIError
+from app.engine.service import ModelService
+from app.protocols.strict import IgnoresUnknown
+from models.decoding import SamplingParams
 
 # max_new_tokens when the request leaves it out or sends null.
 DEFAULT_MAX_NEW_TOKENS = 50
@@ -36,56 +37,7 @@ EXAMPLE_PARAMETERS: dict[str, Any] = {
 }
 
 
-def unknown_fields(model: type[BaseModel], data: Any) -> list[str]:
-    """Keys of a JSON object that `model` does not declare (they are ignored, as TGI ignores them)."""
-    if not isinstance(data, dict):
-        return []
-    known = set(model.model_fields)
-    return [key for key in data if key not in known]
-
-
-def _is_int_field(annotation: Any) -> bool:
-    return annotation is int or (get_origin(annotation) in (Union, UnionType) and int in get_args(annotation))
-
-
-class _JsonIntegers(BaseModel):
-    """Strict models, except that an integer field takes 18.0 as 18: JSON Schema's "integer" is any number
-    with a zero fractional part, so the schema promises 18.0 is accepted (Schemathesis sent it). Strings
-    and booleans stay refused. Done before validation so the fields keep plain `int` types, whose bounds
-    the JSON schema prints as integer minimum/maximum."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _integral_floats(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        fields = cls.model_fields
-        return {
-            key: int(value)
-            if isinstance(value, float)
-            and value.is_integer()
-            and key in fields
-            and _is_int_field(fields[key].annotation)
-            else value
-            for key, value in data.items()
-        }
-
-
-class _IgnoresUnknown(_JsonIntegers):
-    """Ignores undeclared fields like TGI (serde's default) and logs their names: a typo shows in the log."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _log_unknown(cls, data: Any) -> Any:
-        unknown = unknown_fields(cls, data)
-        if unknown:
-            logger.info("%s: ignoring unknown fields %s", cls.__name__, ", ".join(map(repr, unknown[:10])))
-        return data
-
-
-class GenerateParameters(_IgnoresUnknown):
+class GenerateParameters(IgnoresUnknown):
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PARAMETERS})
 
     max_new_tokens: int | None = Field(
@@ -158,7 +110,7 @@ class GenerateParameters(_IgnoresUnknown):
     )
 
     # Parameters of TGI that this model cannot honour: the schema admits only their "off" values (so it says
-    # exactly what is accepted); any other value is a 422 whose message says why (app/errors.py's hints).
+    # exactly what is accepted); any other value is a 422 whose message says why (app/http/errors.py's hints).
     best_of: int | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
     watermark: Literal[False, None] = Field(False, description="only false (or null): no watermarking")
     grammar: None = Field(None, description="only null: no constrained decoding")
@@ -180,7 +132,7 @@ class GenerateParameters(_IgnoresUnknown):
         return value
 
 
-class GenerateRequest(_IgnoresUnknown):
+class GenerateRequest(IgnoresUnknown):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -205,6 +157,46 @@ class GenerateRequest(_IgnoresUnknown):
     @property
     def params(self) -> GenerateParameters:
         return self.parameters if self.parameters is not None else GenerateParameters()
+
+
+def sampling_params(
+    service: ModelService, parameters: GenerateParameters, stream: bool = False
+) -> SamplingParams:
+    """TGI's parameters (null: the default) -> SamplingParams, checked against the server limits."""
+    max_new_tokens = (
+        parameters.max_new_tokens if parameters.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+    )
+    stop = parameters.stop or []
+    service.check_top_k(parameters.top_k, "parameters.top_k")
+    service.check_generation_limits(max_new_tokens, stop, parameters.top_n_tokens or 0, parameters.truncate)
+    if stream and parameters.decoder_input_details:
+        raise APIError(
+            422,
+            "validation",
+            "parameters.decoder_input_details is not supported when streaming tokens (as in TGI); "
+            "use POST /generate, or send false",
+            param="parameters.decoder_input_details",
+        )
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        do_sample=bool(parameters.do_sample),
+        temperature=parameters.temperature,
+        top_k=parameters.top_k,
+        top_p=parameters.top_p,
+        typical_p=parameters.typical_p,
+        repetition_penalty=parameters.repetition_penalty,
+        frequency_penalty=parameters.frequency_penalty,
+        seed=parameters.seed,
+        stop=tuple(stop),
+        top_n_tokens=parameters.top_n_tokens or 0,
+        prefill_logprobs=bool(parameters.decoder_input_details),
+        truncate=parameters.truncate,
+    )
+    try:
+        params.validate()
+    except ValueError as error:  # the schema already checks these ranges; this keeps the two in step
+        raise APIError(422, "validation", f"parameters.{error}") from None
+    return params
 
 
 class Token(BaseModel):
@@ -279,76 +271,4 @@ class SimpleToken(BaseModel):
     known: bool = Field(description="false for a character the model never learnt: it reads <unk> there")
     spelled: bool = Field(
         description="a character of a word outside the vocabulary (the model reads it through its characters)"
-    )
-
-
-class PredictRequest(_JsonIntegers):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"inputs": "黛玉听了", "top_k": 10}]}
-    )
-
-    inputs: str = Field(description="the context; the candidates are for the word after it")
-    top_k: int = Field(10, ge=1, description="how many candidates (server limit: /info)")
-    temperature: float = Field(
-        1.0, gt=0, allow_inf_nan=False, description="divides the logits before softmax"
-    )
-
-
-class Candidate(BaseModel):
-    id: int
-    word: str
-    probability: float
-    similarity: float | None
-
-
-class PredictResponse(BaseModel):
-    tokens: list[str] = Field(description="the prompt as jieba cut it")
-    unknown_words: list[str]
-    candidates: list[Candidate]
-
-
-class SimilarRequest(_JsonIntegers):
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [{"positive": ["宝玉", "姐姐"], "negative": ["哥哥"], "topn": 10}],
-            # At least one word, in either list (the route answers 422 otherwise).
-            "anyOf": [
-                {"required": ["positive"], "properties": {"positive": {"minItems": 1}}},
-                {"required": ["negative"], "properties": {"negative": {"minItems": 1}}},
-            ],
-        },
-    )
-
-    positive: list[str] = Field(
-        default_factory=list, description="words added (gensim most_similar semantics)"
-    )
-    negative: list[str] = Field(default_factory=list, description="words subtracted")
-    topn: int = Field(10, ge=1, description="how many neighbours (server limit: /info)")
-
-
-class Neighbour(BaseModel):
-    word: str
-    similarity: float
-
-
-class SimilarResponse(BaseModel):
-    positive: list[str]
-    negative: list[str]
-    similar: list[Neighbour]
-
-
-class HealthResponse(BaseModel):
-    status: Literal["ok"]
-    model: str
-    vocab_size: int
-
-
-class ErrorResponse(BaseModel):
-    error: str = Field(examples=["parameters.top_p: input should be less than or equal to 1 (got 1.5)"])
-    error_type: str = Field(
-        examples=["validation"],
-        description="validation (422), generation (424), overloaded (429), as TGI; not_found, "
-        "method_not_allowed and the request guard's kinds otherwise",
     )

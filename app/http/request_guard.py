@@ -1,7 +1,7 @@
 """Checks every request body before any route sees it: size, read time, media type, UTF-8, lone surrogates.
 
 One ASGI middleware for the whole app rather than per-route code, so a new route is covered without doing
-anything (issue 12 items 2, 8, 10, 12):
+anything:
 
 * a body larger than `max_body_bytes` is refused with 413 before it is read in full (Content-Length first,
   then counted while reading), so one client cannot make a worker hold 100 MB;
@@ -26,7 +26,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_payload
+from app.http.errors import error_payload
 
 # Cheap pre-check: a surrogate can only enter through a \uD800-\uDFFF escape (raw UTF-8 cannot encode one).
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
@@ -182,10 +182,10 @@ class RequestGuardMiddleware:
 # uvicorn answers a request it cannot parse by itself, in plain text ("Invalid HTTP request received."),
 # before any ASGI app or middleware sees it: a URL longer than 65,535 bytes (httptools cannot split it),
 # a malformed request line or header. Clients of this API parse JSON errors, so that answer is replaced by
-# the app's error shape (issue 12 item 12: a 90 KB URL was plain text). uvicorn has no hook for this; both
+# the app's error shape (before this, a 90 KB URL was answered in plain text). uvicorn has no hook; both
 # of its HTTP/1.1 protocol classes route every such answer through `send_400_response`.
 _LONGEST_URL = 65_535
-# These answers bypass the app and so its security headers middleware (item 14): the same headers, by hand.
+# These answers bypass the app and so its security headers middleware: the same headers, by hand.
 _RAW_SECURITY_HEADERS = "x-content-type-options: nosniff\r\nx-frame-options: DENY\r\n"
 
 
@@ -233,8 +233,8 @@ def install_json_parse_errors() -> None:
 
 
 # uvicorn starts no timer while a client sends its request line and headers: a connection that sends half
-# its headers (or one byte every few seconds) is held forever (issue 12 item 10: 900 held after 45 s). This
-# arms one deadline per request, from the connection's start or the first byte of the next request on a
+# its headers (or one byte every few seconds) is held forever (900 such connections were held after 45 s).
+# This arms one deadline per request, from the connection's start or the first byte of the next request on a
 # kept-alive connection, until the headers are complete; past it the client gets a JSON 408 and the
 # connection is closed. Only the httptools protocol (what uvicorn[standard] uses) is covered.
 def _headers_timed_out(protocol: Any) -> None:

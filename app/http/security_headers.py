@@ -1,4 +1,4 @@
-"""Security headers on every response (issue 12 item 14).
+"""Security headers on every response.
 
 The playground is plain same-origin HTML/JS, so its CSP allows only 'self'. /docs and /redoc load their
 assets from this server too (app/routes/docs.py), but FastAPI's Swagger UI page starts with an inline script,

@@ -1,4 +1,4 @@
-"""The OpenAPI document, made to say exactly what the server accepts and answers (issue 12 items 8 and 11).
+"""The OpenAPI document, made to say exactly what the server accepts and answers.
 
 FastAPI derives the schema from the pydantic models, but two kinds of truth live elsewhere:
 
@@ -36,7 +36,7 @@ _GUARD_RESPONSES = {
     "422": "invalid request: the message names the field, the value received and the limit",
 }
 _APP_ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
-# OpenAI's error shape, which the middleware answers under /v1 (app/request_guard.py, error_payload).
+# OpenAI's error shape, which the middleware answers under /v1 (app/http/request_guard.py, error_payload).
 _OPENAI_ERROR = {
     "type": "object",
     "required": ["error"],
@@ -67,7 +67,7 @@ _KEYWORD_TYPES = {
 
 
 # Cross-field rules the shared request models cannot state: TGI refuses prefill logprobs for a streamed
-# answer (app/service.py), so decoder_input_details must be false or null where the answer is a stream.
+# answer (app/engine/service.py), so decoder_input_details must be false or null where the answer is a stream.
 _NO_PREFILL = {
     "properties": {
         "parameters": {

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from app.openai_api import Usage
-from app.schemas import _IgnoresUnknown
+from app.protocols.openai import StreamOptions, Usage
+from app.protocols.strict import IgnoresUnknown
 
 # OpenAI's default for max_tokens on /v1/completions.
 DEFAULT_MAX_TOKENS = 16
@@ -34,13 +34,7 @@ def _one_prompt(value: object) -> object:
     return value
 
 
-class StreamOptions(_IgnoresUnknown):
-    include_usage: bool | None = Field(
-        False, description="send one more chunk before [DONE] with `usage` and no choices"
-    )
-
-
-class CompletionRequest(_IgnoresUnknown):
+class CompletionRequest(IgnoresUnknown):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [

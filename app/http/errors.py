@@ -1,9 +1,9 @@
 """One JSON error shape for every failure: {"error": "<what to do>", "error_type": "<kind>", ...extra}.
 
 FastAPI's own validation errors, malformed JSON, unknown routes and wrong methods are converted too, so a
-client never has to parse two formats (the shape follows text-generation-inference's ErrorResponse). Under
-/v1 the same errors are rendered in OpenAI's shape instead (app/openai_api.py), since OpenAI clients call
-those routes; `error_response` is the one place that chooses.
+client never has to parse two formats (the shape follows text-generation-inference's ErrorResponse).
+Under /v1 the same errors are rendered in OpenAI's shape instead (app/http/openai_errors.py), since OpenAI
+clients call those routes; `error_response` is the one place that chooses.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from app.openai_api import is_openai_path, openai_error_body
+from app.engine.errors import APIError
+from app.http.openai_errors import is_openai_path, openai_error_body
 
 logger = logging.getLogger("app")
 
@@ -45,25 +47,6 @@ _FIELD_HINTS = {
     "prompt": "send exactly one prompt, as a string (or a list of one string): this server completes one "
     "text per request",
 }
-
-
-class APIError(Exception):
-    """A client-facing error raised by route code; rendered by `_api_error`."""
-
-    def __init__(
-        self,
-        status_code: int,
-        error_type: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.headers = headers  # e.g. Retry-After on 429
-        self.status_code = status_code
-        self.error_type = error_type
-        self.message = message
-        self.extra = extra
 
 
 def error_body(message: str, error_type: str, **extra: Any) -> dict[str, Any]:
@@ -206,3 +189,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(examples=["parameters.top_p: input should be less than or equal to 1 (got 1.5)"])
+    error_type: str = Field(
+        examples=["validation"],
+        description="validation (422), generation (424), overloaded (429), as TGI; not_found, "
+        "method_not_allowed and the request guard's kinds otherwise",
+    )

@@ -1,6 +1,6 @@
 """Continuous batching: one scheduler per worker process owns the model and advances all generations at once.
 
-Why this shape (DESIGN §11):
+Why this shape (docs/architecture.md, "The engine"):
 
 * **One thread owns the model.** A token's work is a few NumPy calls; run per request, every request pays for
   reading the same weights (the (V, D) output matrix alone is most of a token's cost), and threads decoding
