@@ -1,8 +1,8 @@
-"""The model directory format (DESIGN §6): atomic writing and verified reading of manifest.json.
+"""The model directory format: its file names, atomic writing and verified reading of manifest.json.
 
-A model directory holds vectors.bin, lstm.npz, characters.json, report.png, optional userdict.txt and
-manifest.json, which lists the sha256 of every other file. It is built in a hidden temporary sibling and
-renamed into place, so a crash or a bug never leaves a half-written model where a server would load it.
+A model directory holds the files named below; manifest.json lists the sha256 of every other file. It is built
+in a hidden temporary sibling and renamed into place, so a crash or a bug never leaves a half-written model
+where a server would load it. docs/architecture.md describes each file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ from pathlib import Path
 # words from the text and from prompts.
 # 3: characters.json (the novel's speakers, for chat) is part of every model directory.
 FORMAT_VERSION = 3
-MANIFEST_NAME = "manifest.json"
+
+# The files of a model directory: every reader and writer names them through these constants.
+MANIFEST_FILE = "manifest.json"  # settings, metrics and the sha256 of every other file
+VECTORS_FILE = "vectors.bin"  # the vocabulary and its word2vec vectors, word2vec C binary format
+NETWORK_FILE = "lstm.npz"  # the network's configuration and weights (NumPy, no pickle)
+CHARACTERS_FILE = "characters.json"  # the novel's speakers, for chat
+NGRAM_FILE = "ngram.npz"  # optional: the token n-gram and its mixture weight
+USER_DICT_FILE = "userdict.txt"  # optional: the jieba user dictionary the novel was cut with
+REPORT_FILE = "report.png"  # optional: the training curve and the held-out table, for people
+REQUIRED_FILES = (VECTORS_FILE, NETWORK_FILE, CHARACTERS_FILE)
 MANIFEST_HASH_KEY = "manifest_sha256"
 # Killed runs leave these behind; older than this they cannot belong to a run still writing.
 STALE_TEMP_SECONDS = 3600
@@ -88,7 +97,7 @@ def write_model_dir(target: Path, build: Callable[[Path], dict]) -> Path:
         manifest = dict(build(tmp))
         files = {}
         for path in sorted(tmp.iterdir()):
-            if path.name == MANIFEST_NAME:
+            if path.name == MANIFEST_FILE:
                 continue
             if not path.is_file():
                 raise ArtifactError(
@@ -104,7 +113,7 @@ def write_model_dir(target: Path, build: Callable[[Path], dict]) -> Path:
             **{key: value for key, value in manifest.items() if key not in ("format_version", "files")},
         }
         manifest[MANIFEST_HASH_KEY] = manifest_digest(manifest)
-        manifest_path = tmp / MANIFEST_NAME
+        manifest_path = tmp / MANIFEST_FILE
         with open(manifest_path, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, ensure_ascii=False, indent=2)
             handle.write("\n")
@@ -133,7 +142,7 @@ def is_model_dir(path: Path) -> bool:
     if path.is_symlink() or not path.is_dir():
         return False
     try:
-        manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
         if not isinstance(manifest, dict) or manifest.get(MANIFEST_HASH_KEY) != manifest_digest(manifest):
             return False
         files = manifest.get("files")
@@ -142,7 +151,7 @@ def is_model_dir(path: Path) -> bool:
         present = {entry.name for entry in path.iterdir()}
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return present == set(files) | {MANIFEST_NAME} and all((path / name).is_file() for name in files)
+    return present == set(files) | {MANIFEST_FILE} and all((path / name).is_file() for name in files)
 
 
 def check_replaceable(target: Path) -> None:
@@ -158,7 +167,7 @@ def check_replaceable(target: Path) -> None:
     if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
         raise ArtifactError(
             f"{target}: a non-empty directory that is not a model directory written by this program "
-            f"(no verified {MANIFEST_NAME}, or files it does not list); refusing to replace it, "
+            f"(no verified {MANIFEST_FILE}, or files it does not list); refusing to replace it, "
             "choose another output path"
         )
 
@@ -230,7 +239,7 @@ def read_manifest(model_dir: Path) -> dict:
     retrain = "retrain it with `python -m training --out DIR ...` or point to another model directory"
     if not model_dir.is_dir():
         raise ArtifactError(f"model directory {model_dir}: does not exist; {retrain}")
-    manifest_path = model_dir / MANIFEST_NAME
+    manifest_path = model_dir / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ArtifactError(f"{manifest_path}: missing, so this is not a finished model directory; {retrain}")
     try:
@@ -266,11 +275,11 @@ def read_manifest(model_dir: Path) -> dict:
             raise ArtifactError(f"{manifest_path}: file entry {name!r} is not a plain file name; {retrain}")
         path = model_dir / name
         if not path.is_file():
-            raise ArtifactError(f"{path}: listed in manifest.json but missing; {retrain}")
+            raise ArtifactError(f"{path}: listed in {MANIFEST_FILE} but missing; {retrain}")
         actual = sha256_file(path)
         if actual != expected:
             raise ArtifactError(
-                f"{path}: sha256 {actual[:12]}… does not match manifest.json ({str(expected)[:12]}…), "
+                f"{path}: sha256 {actual[:12]}… does not match {MANIFEST_FILE} ({str(expected)[:12]}…), "
                 f"the file was modified or corrupted; {retrain}"
             )
     return manifest

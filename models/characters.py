@@ -11,8 +11,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-CHARACTERS_FILE = "characters.json"
-
 
 @dataclass(frozen=True)
 class Character:

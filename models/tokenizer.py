@@ -13,11 +13,11 @@ from pathlib import Path
 
 import jieba
 
+from models.artifacts import USER_DICT_FILE
+
 # jieba logs "Building prefix dict ..." on every new Tokenizer; that is noise in CLI output and server logs.
 jieba.setLogLevel(logging.WARNING)
 
-# The name the user dictionary gets inside a model directory (models/artifacts.py, DESIGN §6).
-USER_DICT_FILENAME = "userdict.txt"
 TOKENIZER_MODES = ("jieba", "char")
 
 
@@ -79,5 +79,5 @@ class Tokenizer:
             "tokenizer": "jieba",
             "mode": "precise",
             "hmm": self.hmm,
-            "user_dict": USER_DICT_FILENAME if self.user_dict is not None else None,
+            "user_dict": USER_DICT_FILE if self.user_dict is not None else None,
         }

@@ -5,17 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.artifacts import ArtifactError, read_manifest
-from models.characters import CHARACTERS_FILE, CharacterList
+from models.artifacts import (
+    CHARACTERS_FILE,
+    MANIFEST_FILE,
+    NETWORK_FILE,
+    NGRAM_FILE,
+    REQUIRED_FILES,
+    USER_DICT_FILE,
+    VECTORS_FILE,
+    ArtifactError,
+    read_manifest,
+)
+from models.characters import CharacterList
 from models.network import Network
 from models.ngram import Mixture
 from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
-
-VECTORS_FILE = "vectors.bin"
-NETWORK_FILE = "lstm.npz"
-USER_DICT_FILE = "userdict.txt"
-NGRAM_FILE = "ngram.npz"
 
 
 @dataclass
@@ -35,9 +40,9 @@ class TrainedModel:
         directory = Path(model_dir)
         manifest = read_manifest(directory)
         retrain = "retrain it with `python -m training --out DIR ...`"
-        for name in (VECTORS_FILE, NETWORK_FILE, CHARACTERS_FILE):
+        for name in REQUIRED_FILES:
             if name not in manifest.get("files", {}):
-                raise ArtifactError(f"{directory / name}: not listed in manifest.json; {retrain}")
+                raise ArtifactError(f"{directory / name}: not listed in {MANIFEST_FILE}; {retrain}")
         try:
             vectors = WordVectors.read_binary(directory / VECTORS_FILE)
         except (OSError, ValueError) as error:

@@ -554,10 +554,10 @@ def readme_table_cell(readme: str, option: str) -> str | None:
 
 @pytest.mark.parametrize("parser_name", ["build_parser", "build_evaluate_parser"])
 def test_readme_documents_every_cli_option_with_its_default(parser_name: str) -> None:
-    from training import pipeline
+    from training import cli
 
     readme = README.read_text(encoding="utf-8")
-    parser = getattr(pipeline, parser_name)()
+    parser = getattr(cli, parser_name)()
     options = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help())) - {"--help"})
     assert options
     missing = [option for option in options if f"`{option}" not in readme]

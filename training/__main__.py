@@ -1,7 +1,7 @@
-"""`python -m training ...` and `python -m training evaluate DIR`; see training/pipeline.py."""
+"""`python -m training ...` and `python -m training evaluate DIR`; see training/cli.py."""
 
 import sys
 
-from training.pipeline import main
+from training.cli import main
 
 sys.exit(main())

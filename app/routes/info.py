@@ -15,6 +15,7 @@ from app.http.errors import ErrorResponse
 from app.protocols.native import HealthResponse
 from app.protocols.tgi import GenerateRequest, SimpleToken, sampling_params
 from app.routes.dependencies import AppMetrics, Service
+from models.artifacts import MANIFEST_FILE
 
 router = APIRouter(tags=["service"])
 
@@ -74,7 +75,7 @@ class Info(BaseModel):
 def info(service: Service) -> dict[str, Any]:
     manifest = service.model.manifest
     settings = service.settings
-    manifest_file = service.model.directory / "manifest.json"
+    manifest_file = service.model.directory / MANIFEST_FILE
     sha = hashlib.sha256(manifest_file.read_bytes()).hexdigest() if manifest_file.is_file() else None
     card: dict[str, Any] = {
         "model_id": service.name,

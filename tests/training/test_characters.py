@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.artifacts import read_manifest, sha256_file
-from models.characters import CHARACTERS_FILE, CharacterList
+from models.artifacts import CHARACTERS_FILE, read_manifest, sha256_file
+from models.characters import CharacterList
 from training.characters import extract_characters, quote_pair
 from training.corpus import load_corpus
 

@@ -10,7 +10,7 @@ import pytest
 from models.artifacts import read_manifest
 from training.characters import Utterance
 from training.chat_evaluation import MAX_GAP_CHARS, exchanges
-from training.pipeline import main
+from training.cli import main
 
 
 def test_exchanges_pair_consecutive_turns_of_different_speakers() -> None:

@@ -249,7 +249,7 @@ def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, 
 def test_held_out_split_is_the_last_tenth_of_chapters_or_of_tokens() -> None:
     from models.vectors import WordVectors
     from models.vocabulary import UNKNOWN_TOKEN
-    from training.pipeline import ids_and_split, token_stream
+    from training.split import ids_and_split, token_stream
 
     words = ["甲", "乙", UNKNOWN_TOKEN]
     vectors = WordVectors(words, np.eye(3, dtype=np.float32))

@@ -1,0 +1,34 @@
+"""The chat figures on the held-out chapters, as the training summary and `evaluate DIR` print them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.characters import CharacterList
+from models.chat import Chat
+from models.decoding import Decoder
+from models.network import Network
+from models.ngram import Mixture
+from models.tokenizer import Tokenizer
+from models.vectors import WordVectors
+from training.chat_evaluation import evaluate_chat, format_chat_table
+
+
+def chat_figures(
+    network: Network,
+    vectors: WordVectors,
+    tokenizer: Tokenizer,
+    characters: CharacterList,
+    chapters: list[str],
+    held_out: int,
+    user_dict: Path | None,
+    quiet: bool = False,
+    mixture: Mixture | None = None,
+) -> dict:
+    """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; with the
+    model's n-gram mixture, as the server decodes."""
+    chat = Chat(Decoder(network, vectors, tokenizer, mixture), characters)
+    result = evaluate_chat(chat, chapters, held_out, user_dict)
+    if not quiet:
+        print(format_chat_table(result))
+    return result

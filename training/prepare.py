@@ -1,0 +1,102 @@
+"""Everything before the network: corpus -> tokenizer tokens -> held-out split -> vocabulary and vectors ->
+token ids. This is all that --vectors-only runs, and what the network stages start from."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.tokenizer import Tokenizer
+from models.vectors import WordVectors
+from models.vocabulary import UNKNOWN_TOKEN
+from training.corpus import Corpus, CorpusError, load_corpus
+from training.errors import UsageError
+from training.segment import Segmentation, segment_corpus
+from training.split import TokenStream, ids_and_split
+from training.timings import StageTimings
+from training.vectors_stage import checkpoint_dir_for, vectors_stage
+
+
+@dataclass
+class Prepared:
+    """Everything up to the network: text, tokens, vectors and the id stream with its split."""
+
+    corpus: Corpus
+    segmentation: Segmentation
+    vectors: WordVectors
+    word2vec: dict
+    token_ids: np.ndarray
+    split_index: int
+    held_out_chapters: int
+    stream: TokenStream
+    min_count: int
+    min_char_count: int
+    timings: StageTimings = field(default_factory=StageTimings)
+
+    def vocabulary(self) -> dict:
+        """The manifest's "vocabulary" section."""
+        unk = self.vectors.index.get(UNKNOWN_TOKEN)
+        words = self.vectors.words
+        return {
+            "size": len(self.vectors),
+            "dim": self.vectors.dim,
+            "rule": "words >= min_count in the training chapters keep their identity; other words are "
+            "spelled with their characters; characters < min_char_count become <unk> (never generated)",
+            "min_count": self.min_count,
+            "min_char_count": self.min_char_count,
+            "words": sum(1 for w in words if len(w) > 1 and w != UNKNOWN_TOKEN),
+            "single_characters": sum(1 for w in words if len(w) == 1),
+            "unk_id": unk,
+            "tokens": len(self.token_ids),
+            "oov_rate": 0.0,  # deleted tokens: none since the open-vocabulary stream (DESIGN §2)
+            "split_index": self.split_index,
+            "held_out_chapters": self.held_out_chapters,
+            "held_out_tokens": len(self.token_ids) - self.split_index,
+            "train": self.stream.train_shares,
+            "held_out": self.stream.held_shares,
+        }
+
+
+def make_tokenizer(args: argparse.Namespace) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
+        if args.user_dict is not None:
+            # A bad user dictionary fails here, as a usage error, not inside a worker. Without one the
+            # dictionary is loaded only when there is something to cut (not on a cache hit: it takes ~1 s).
+            tokenizer.cut("")
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    return tokenizer
+
+
+def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
+    """Corpus, segmentation, vectors and the id stream: everything --vectors-only needs."""
+    timings = StageTimings()
+    with timings.stage("corpus"):
+        try:
+            corpus = load_corpus(args.corpus, strip_brackets=args.strip_brackets, max_chars=args.max_chars)
+        except CorpusError as exc:
+            raise UsageError(str(exc)) from exc
+    with timings.stage("segmentation"):
+        tokenizer = make_tokenizer(args)
+        segmentation = segment_corpus(corpus.chapters, tokenizer, args.cache_dir, args.workers, progress)
+    if segmentation.tokens == 0:
+        raise UsageError(f"{corpus.source}: segmentation produced no tokens")
+    with timings.stage("word2vec"):
+        w2v, stream = vectors_stage(args, segmentation, checkpoint_dir_for(args.out))
+    token_ids, split_index = ids_and_split(stream, w2v.vectors)
+    return Prepared(
+        corpus,
+        segmentation,
+        w2v.vectors,
+        w2v.settings,
+        token_ids,
+        split_index,
+        stream.held_chapters,
+        stream,
+        args.min_count,
+        args.min_char_count,
+        timings,
+    )

@@ -1,0 +1,64 @@
+"""`python -m training evaluate DIR`: rebuild a saved model's held-out stream from its corpus (same tokenizer,
+same vectors, same split) and evaluate it again, as training did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from models.artifacts import ArtifactError
+from models.trained import TrainedModel
+from training.corpus import CorpusError, load_corpus
+from training.errors import UsageError
+from training.evaluate import evaluate, format_table
+from training.held_out_chat import chat_figures
+from training.segment import segment_corpus
+from training.split import ids_and_split, token_stream
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    """The held-out table (and chat figures) of args.model_dir, printed as text or JSON and returned."""
+    try:
+        model = TrainedModel.load(args.model_dir)
+    except ArtifactError as exc:
+        raise UsageError(str(exc)) from exc
+    recorded = model.manifest.get("corpus") or {}
+    source = args.corpus or recorded.get("input")
+    if not source:
+        raise UsageError(
+            f"{args.model_dir}: the manifest does not say which corpus it was trained on; pass --corpus"
+        )
+    try:
+        corpus = load_corpus(source, recorded.get("strip_brackets"), recorded.get("max_chars"))
+    except CorpusError as exc:
+        raise UsageError(f"{exc} (needed to re-evaluate {args.model_dir}; pass --corpus)") from exc
+    if corpus.sha256 != recorded.get("sha256"):
+        raise UsageError(
+            f"{corpus.source}: sha256 differs from the one {args.model_dir} was trained on; "
+            "pass --corpus with the original file"
+        )
+    segmentation = segment_corpus(corpus.chapters, model.tokenizer, args.cache_dir)
+    stream = token_stream(segmentation.chapters, model.vectors.index)
+    token_ids, split_index = ids_and_split(stream, model.vectors)
+    result = evaluate(
+        model.network,
+        token_ids,
+        split_index,
+        model.vectors,
+        stream.text(held=False),
+        stream.text(held=True),
+        model.mixture,
+    )
+    held_out = (model.manifest.get("vocabulary") or {}).get("held_out_chapters", 0)
+    user_dict = model.tokenizer.user_dict
+    # Printed before the held-out table: scripts read the bpc from the table's last line.
+    chat = chat_figures(
+        model.network, model.vectors, model.tokenizer, model.characters, corpus.chapters, held_out, user_dict,
+        quiet=args.json, mixture=model.mixture,
+    )  # fmt: skip
+    result = {**result, "chat": chat}
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(format_table(result))
+    return result
