@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         5, ge=0, description="upper limit for top_n_tokens (TGI) and logprobs (OpenAI completions)"
     )
     max_stop_chars: int = Field(100, ge=1, description="longest stop sequence accepted, in characters")
+    max_best_of: int = Field(
+        4,
+        ge=1,
+        description="upper limit for best_of (TGI) and n (OpenAI): candidates one request decodes together",
+    )
     max_batch_size: int = Field(
         64,
         ge=1,

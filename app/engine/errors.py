@@ -28,3 +28,7 @@ class APIError(Exception):
         self.error_type = error_type
         self.message = message
         self.extra = extra
+
+
+class ClientDisconnected(Exception):
+    """The client of a plain request went away before its generation ended (the generation was cancelled)."""

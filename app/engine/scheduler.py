@@ -57,60 +57,73 @@ class GenerationFailed(Exception):
 
 
 @dataclass(frozen=True)
+class TokenEvent:
+    """One decoded token of one candidate of a request. `finish_reason` is set on that candidate's last token
+    ("length" | "stop_sequence"); `generation` is the candidate, its tokens so far included."""
+
+    choice: int
+    token: GeneratedToken
+    generation: Generation
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
 class _Delivery:
+    choice: int
     token: GeneratedToken | None  # None with `error` set, or for the end of a plain request
     finish_reason: str | None
     error: BaseException | None = None
 
 
 class Ticket:
-    """One submitted generation, as its request sees it: an async iterator of tokens (or `wait()` for the end)
-    and `cancel()`. Created by `Scheduler.submit` on the request's event loop."""
+    """One request's submitted generations (its candidates: one, or OpenAI's n, TGI's best_of), as the
+    request sees them: an async iterator of token events (or `wait()` for the end) and `cancel()`. Created
+    by `Scheduler.submit` on the request's event loop; the scheduler hands back every candidate's tokens
+    through the one queue."""
 
-    def __init__(self, scheduler: Scheduler, generation: Generation, stream: bool) -> None:
+    def __init__(self, scheduler: Scheduler, generations: list[Generation], stream: bool) -> None:
         self.scheduler = scheduler
-        self.generation = generation
+        self.generations = generations
         self.stream = stream
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         self.submitted = time.perf_counter()
-        self.finish_reason: str | None = None  # set when the last token is handed out
+        self.unfinished = len(generations)
         self.done = False
 
     def cancel(self) -> None:
-        """The client is gone: drop the generation at the next tick (no-op once it has finished)."""
+        """The client is gone: drop the generations at the next tick (no-op once they have all finished)."""
         if not self.done:
             self.done = True
             self.scheduler._cancel(self)
 
-    async def wait(self) -> Generation:
-        """Wait for the end (plain requests); returns the finished Generation."""
-        try:
-            while True:
-                delivery = await self.queue.get()
-                if delivery.error is not None:
-                    raise GenerationFailed(str(delivery.error)) from delivery.error
-                if delivery.finish_reason is not None:
-                    self.finish_reason = delivery.finish_reason
-                    self.done = True
-                    return self.generation
-        finally:
-            self.cancel()  # a no-op after the end; frees the slot if this await was cancelled (disconnect)
+    async def _next(self) -> _Delivery:
+        delivery = await self.queue.get()
+        if delivery.error is not None:
+            raise GenerationFailed(str(delivery.error)) from delivery.error
+        if delivery.finish_reason is not None:
+            self.unfinished -= 1
+            self.done = self.unfinished == 0
+        return delivery
 
-    async def tokens(self) -> AsyncIterator[GeneratedToken]:
-        """The tokens as they are decoded; `finish_reason` is set before the last one is yielded. Leaving the
-        loop early (break, an exception, a cancelled task) cancels the generation."""
+    async def wait(self) -> list[Generation]:
+        """Wait for the end of every candidate (plain requests); returns the finished Generations."""
         try:
-            while True:
-                delivery = await self.queue.get()
-                if delivery.error is not None:
-                    raise GenerationFailed(str(delivery.error)) from delivery.error
-                if delivery.finish_reason is not None:
-                    self.finish_reason = delivery.finish_reason
-                    self.done = True
-                yield delivery.token
-                if self.done:
-                    return
+            while not self.done:
+                await self._next()
+            return self.generations
+        finally:
+            self.cancel()  # a no-op after the end; frees the slots if this await was cancelled (disconnect)
+
+    async def events(self) -> AsyncIterator[TokenEvent]:
+        """The tokens as they are decoded, every candidate's interleaved. Leaving the loop early (break, an
+        exception, a cancelled task) cancels the generations."""
+        try:
+            while not self.done:
+                delivery = await self._next()
+                if delivery.token is not None:
+                    generation = self.generations[delivery.choice]
+                    yield TokenEvent(delivery.choice, delivery.token, generation, delivery.finish_reason)
         finally:
             self.cancel()
 
@@ -126,8 +139,9 @@ class Scheduler:
         self.max_waiting = max_waiting
         self.metrics = metrics  # None: no Prometheus metrics (tests of the scheduler alone)
         self._batch = DecodingBatch(decoder)
-        self._tickets: dict[int, Ticket] = {}  # id(generation) -> ticket, for the sequences in the batch
-        self._waiting: deque[Ticket] = deque()
+        # id(generation) -> (ticket, candidate index), for the sequences in the batch
+        self._tickets: dict[int, tuple[Ticket, int]] = {}
+        self._waiting: deque[tuple[Ticket, int]] = deque()  # one entry per candidate
         self._cancelled: list[Ticket] = []
         self._active = 0  # len(batch), readable from the event loop under the lock
         self._lock = threading.Condition()
@@ -151,14 +165,15 @@ class Scheduler:
             self._thread.join(timeout=10)
 
     # ------------------------------------------------------------------------------- event-loop side API
-    def submit(self, generation: Generation, stream: bool = True) -> Ticket:
-        """Queue a validated generation; it joins the batch at the next tick with a free slot.
-        Raises Overloaded at once when the batch and the queue are full. Call on the request's event loop."""
-        ticket = Ticket(self, generation, stream)
+    def submit(self, generations: list[Generation], stream: bool = True) -> Ticket:
+        """Queue a request's validated generations (its candidates); each joins the batch at the next tick
+        with a free slot. Raises Overloaded at once when the batch and the queue cannot take all of them.
+        Call on the request's event loop."""
+        ticket = Ticket(self, generations, stream)
         with self._lock:
-            if self._active + len(self._waiting) >= self.max_batch_size + self.max_waiting:
+            if self._active + len(self._waiting) + len(generations) > self.max_batch_size + self.max_waiting:
                 raise Overloaded(self._overloaded_message(), self._retry_after())
-            self._waiting.append(ticket)
+            self._waiting.extend((ticket, choice) for choice in range(len(generations)))
             self._observe_queue()
             self._lock.notify()
         return ticket
@@ -205,12 +220,12 @@ class Scheduler:
                 cancelled, self._cancelled = self._cancelled, []
                 if cancelled:
                     leaving = set(map(id, cancelled))
-                    self._waiting = deque(t for t in self._waiting if id(t) not in leaving)
+                    self._waiting = deque(entry for entry in self._waiting if id(entry[0]) not in leaving)
                 joining = []
                 free = (
                     self.max_batch_size
                     - len(self._batch)
-                    + sum(id(t.generation) in self._tickets for t in cancelled)
+                    + sum(id(g) in self._tickets for t in cancelled for g in t.generations)
                 )
                 while free > 0 and self._waiting:
                     joining.append(self._waiting.popleft())
@@ -219,32 +234,33 @@ class Scheduler:
                 self._tick(cancelled, joining)
             except Exception as error:  # a bug: fail every request in the batch, keep serving the next ones
                 logger.exception("a scheduler tick failed; its %d generations fail", len(self._batch))
-                for ticket in self._tickets.values():
-                    self._deliver(ticket, [_Delivery(None, None, error)])
+                for ticket in {id(t): t for t, _ in self._tickets.values()}.values():
+                    self._deliver(ticket, [_Delivery(0, None, None, error)])
                 self._tickets.clear()
                 self._batch = DecodingBatch(self.decoder)
             with self._lock:
                 self._active = len(self._batch)
                 self._observe_queue()
 
-    def _tick(self, cancelled: list[Ticket], joining: list[Ticket]) -> None:
-        gone = [t.generation for t in cancelled if self._tickets.pop(id(t.generation), None) is not None]
+    def _tick(self, cancelled: list[Ticket], joining: list[tuple[Ticket, int]]) -> None:
+        gone = [g for t in cancelled for g in t.generations if self._tickets.pop(id(g), None) is not None]
         if gone:
             self._batch.remove(gone)
             if self.metrics is not None:
                 self.metrics.cancelled.inc(len(gone))
         now = time.perf_counter()
-        for ticket in joining:
-            ticket.generation.queue_seconds = now - ticket.submitted  # TGI's x-queue-time
+        for ticket, choice in joining:
+            generation = ticket.generations[choice]
+            generation.queue_seconds = now - ticket.submitted  # TGI's x-queue-time
             if self.metrics is not None:
                 self.metrics.queue_seconds.observe(now - ticket.submitted)
             try:
-                self._batch.add(ticket.generation)
+                self._batch.add(generation)
             except Exception as error:
                 logger.exception("prefill failed")
-                self._deliver(ticket, [_Delivery(None, None, error)])
+                self._deliver(ticket, [_Delivery(choice, None, None, error)])
                 continue
-            self._tickets[id(ticket.generation)] = ticket
+            self._tickets[id(generation)] = (ticket, choice)
         if not self._batch:
             return
         size = len(self._batch)
@@ -257,12 +273,13 @@ class Scheduler:
             self._count_tokens(len(events))
         per_ticket: dict[int, tuple[Ticket, list[_Delivery]]] = {}
         for generation, token in events:
-            ticket = self._tickets[id(generation)]
+            ticket, choice = self._tickets[id(generation)]
             finish_reason = generation.finish_reason
             if finish_reason is not None:
                 del self._tickets[id(generation)]
             if ticket.stream or finish_reason is not None:
-                per_ticket.setdefault(id(ticket), (ticket, []))[1].append(_Delivery(token, finish_reason))
+                delivery = _Delivery(choice, token, finish_reason)
+                per_ticket.setdefault(id(ticket), (ticket, []))[1].append(delivery)
         # One wake-up per event loop per tick, carrying every request's tokens.
         by_loop: dict[int, tuple[asyncio.AbstractEventLoop, list]] = {}
         for ticket, deliveries in per_ticket.values():

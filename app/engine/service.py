@@ -1,22 +1,24 @@
-"""The loaded model as the routes see it: one TrainedModel, its Decoder, the scheduler that runs every
-generation, and the request checks that depend on server settings (limits) or on the vocabulary.
+"""The engine: the loaded model, the server's limits, the worker's scheduler, and the one run path every
+generation route takes.
 
-The generation API for routes (TGI `/generate`, `/generate_stream`, `POST /`, OpenAI completions, chat):
-
-    params = service.sampling_params(body.parameters)      # 422: server limits, parameter ranges
-    generation = await service.prepare(text, params)        # 422: empty prompt, ...; cut in a worker thread
-    # either the whole result (cancelled if the client disconnects before the end):
-    generation = await service.complete(generation, request)   # 429 overloaded (Retry-After)
-    # or token by token (429 is raised here, before a streamed response starts):
-    tokens = service.stream(generation)
-    async for token in tokens: ...                          # tokens.finish_reason set on the last one
+    request = GenerationRequest(text, params, route)        # built by a protocol (app/protocols/)
+    generations = await service.prepare(request)             # 422: empty prompt; cut, nothing queued yet
+    # either the end (cancelled if the client disconnects first; ranked best first by `score` if given):
+    generations = await service.complete(generations, request.route, disconnected, score)
+    # or token events as they are decoded (429 is raised here, before a streamed response starts):
+    async for event in service.stream(generations, request.route): ...
 
 Why this shape: validation (`prepare`) is separate from submission, so a bad request is a 422 and never
 takes a place in the batch or the queue; `stream` submits synchronously, so "overloaded" is a plain 429
-JSON answer and not an error in the middle of an event stream; and leaving an `async for` early, or a route
-task cancelled by a disconnect, cancels the generation, so abandoned work stops within one scheduler tick.
-`complete` watches the connection itself, because a plain response is only written at the end. Every route
-sees the same `Generation` (prompt, seed, tokens, finish_reason) as the in-process `Decoder.generate`.
+answer and not an error in the middle of an event stream; and leaving an `async for` early, or a route task
+cancelled by a disconnect, cancels the generations, so abandoned work stops within one scheduler tick.
+`complete` watches the connection itself, because a plain response is only written at the end.
+
+One failure policy for every protocol: a request the server cannot take is an APIError before anything is
+queued (422 validation, 429 overloaded); decoding that fails on the server's side is 424 `generation`
+(`generation_error`), or, once a stream has started, the `GenerationFailed` the stream raises (app/http/
+streaming.py turns it into the protocol's error event); a client that went away is `ClientDisconnected`
+(app/http/errors.py answers nginx's 499, which only logs and metrics see).
 """
 
 from __future__ import annotations
@@ -24,26 +26,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from anyio import CapacityLimiter, to_thread
-from starlette.requests import Request
 
-from app.engine.errors import APIError
+from app.engine.errors import APIError, ClientDisconnected
+from app.engine.limits import Limits
+from app.engine.run import GenerationRequest, Score, TokenStream, candidates
 from app.engine.scheduler import GenerationFailed, Overloaded, Scheduler, Ticket
 from app.metrics import Metrics
 from app.settings import Settings
 from models.artifacts import ArtifactError
 from models.chat import Chat
-from models.decoding import (
-    Decoder,
-    EmptyPromptError,
-    GeneratedToken,
-    Generation,
-    SamplingParams,
-)
+from models.decoding import Decoder, EmptyPromptError, Generation
 from models.trained import TrainedModel
 
 _Result = TypeVar("_Result")
@@ -79,33 +76,11 @@ def load_model(model_dir: Path) -> TrainedModel:
         raise ModelLoadError(f"cannot serve {model_dir}: {error}; {train_hint(model_dir)}") from None
 
 
-class ClientDisconnected(Exception):
-    """The client of a plain request went away before its generation ended (the generation was cancelled)."""
-
-
-class TokenStream:
-    """The tokens of one submitted generation, for `async for`; see the module docstring."""
-
-    def __init__(self, ticket: Ticket) -> None:
-        self._ticket = ticket
-        self.generation = ticket.generation
-
-    @property
-    def finish_reason(self) -> str | None:
-        """Set when the last token is handed out ("length" | "stop_sequence")."""
-        return self._ticket.finish_reason
-
-    def __aiter__(self) -> AsyncIterator[GeneratedToken]:
-        return self._ticket.tokens()
-
-    def cancel(self) -> None:
-        self._ticket.cancel()
-
-
 class ModelService:
     def __init__(self, model: TrainedModel, settings: Settings, metrics: Metrics | None = None) -> None:
         self.model = model
         self.settings = settings
+        self.limits = Limits(settings)
         self.metrics = metrics
         self.decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
         # Chat renders whole conversations into one prompt, so it keeps within the prompt limit too.
@@ -114,57 +89,54 @@ class ModelService:
         self._model_lane: CapacityLimiter | None = None
         self.scheduler = Scheduler(self.decoder, settings.max_batch_size, settings.max_waiting, metrics)
 
-    # -------------------------------------------------------------------------------------------- generation
-    async def prepare(self, text: str, params: SamplingParams, field: str = "inputs") -> Generation:
-        """Check and cut the prompt into a Generation ready to submit. Raises APIError 422 for a prompt the
-        model cannot condition on (naming `field`, the prompt's name in the request). Nothing is queued yet.
+    # ------------------------------------------------------------------------------------------- the run path
+    async def prepare(self, request: GenerationRequest) -> list[Generation]:
+        """Cut the prompt into the request's candidates, ready to submit. Raises APIError 422 for a prompt the
+        model cannot condition on (naming the request's prompt field). Nothing is queued yet.
 
         jieba is CPU work, so a long prompt is cut in a worker thread; a short one (the usual case) is cut
         right here: its few tens of microseconds cost less than the hop to a thread and back, which hands
         the GIL to and from the scheduler thread (measured with py-spy on the benchmark server)."""
+        start = request.start or (lambda params: self.decoder.generate(request.text, params))
         try:
-            if len(text) <= INLINE_PROMPT_CHARS:
-                return self.decoder.generate(text, params)
-            return await to_thread.run_sync(self.decoder.generate, text, params)
+            if len(request.text) <= INLINE_PROMPT_CHARS:
+                first = start(request.params)
+            else:
+                first = await to_thread.run_sync(start, request.params)
         except EmptyPromptError as error:
-            raise prompt_error(error, field) from None
-        except ValueError as error:  # parameter ranges; sampling_params already checked them
-            raise APIError(422, "validation", f"parameters.{error}") from None
+            raise prompt_error(error, request.field) from None
+        except ValueError as error:  # parameter ranges; the protocols checked them already
+            raise APIError(422, "validation", str(error)) from None
+        return candidates(first, request.candidates)
 
-    def stream(self, generation: Generation) -> TokenStream:
+    def stream(self, generations: list[Generation], route: str) -> TokenStream:
         """Submit for token-by-token delivery. Raises APIError 429 (with Retry-After) when overloaded."""
-        return TokenStream(self._submit(generation, stream=True))
+        ticket = self._submit(generations, stream=True)
+        return TokenStream(ticket, self.metrics.tokens.labels(route).inc if self.metrics else lambda: None)
 
-    async def complete(self, generation: Generation, request: Request | None = None) -> Generation:
-        """Submit and wait for the end. With `request`, a client that disconnects cancels the generation
-        (its slot is free within one tick) and ClientDisconnected is raised. Raises APIError 429 when
-        overloaded."""
-        ticket = self._submit(generation, stream=False)
-        if request is None:
-            try:
-                return await ticket.wait()
-            except GenerationFailed as error:
-                raise generation_error(error) from None
-        finished = asyncio.ensure_future(ticket.wait())
-        gone = asyncio.ensure_future(_disconnected(request))
+    async def complete(
+        self,
+        generations: list[Generation],
+        route: str,
+        disconnected: Callable[[], Awaitable[None]] | None = None,
+        score: Score | None = None,
+    ) -> list[Generation]:
+        """Submit and wait for every candidate's end; with `score`, they come back best first (ties keep
+        their order). `disconnected` returns when the client has gone: then the generations are cancelled
+        (their slots are free within one tick) and ClientDisconnected is raised. Raises APIError 429 when
+        overloaded, 424 when decoding failed."""
+        ticket = self._submit(generations, stream=False)
         try:
-            await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not finished.done():
-                finished.cancel()  # Ticket.wait cancels the generation on its way out
-        # cancel() only asks: the task is not cancelled() until it next runs, so "not done" means the client
-        # left first too (checking cancelled() alone read the result of an unfinished task: a 500).
-        if not finished.done() or finished.cancelled():
-            raise ClientDisconnected("the client disconnected before the generation ended")
-        try:
-            return finished.result()
+            finished = await _unless_gone(ticket, disconnected)
         except GenerationFailed as error:
             raise generation_error(error) from None
+        if self.metrics is not None:
+            self.metrics.tokens.labels(route).inc(sum(len(g.tokens) for g in finished))
+        return sorted(finished, key=score, reverse=True) if score is not None else finished
 
-    def _submit(self, generation: Generation, stream: bool) -> Ticket:
+    def _submit(self, generations: list[Generation], stream: bool) -> Ticket:
         try:
-            return self.scheduler.submit(generation, stream=stream)
+            return self.scheduler.submit(generations, stream=stream)
         except Overloaded as error:
             if self.metrics is not None:
                 self.metrics.overloaded.inc()
@@ -172,6 +144,7 @@ class ModelService:
                 429, "overloaded", str(error), headers={"Retry-After": str(error.retry_after)}
             ) from None
 
+    # ------------------------------------------------------------------------------------- other model work
     async def run_model(self, function: Callable[..., _Result], *args: object) -> _Result:
         """Run model work in a worker thread, one piece at a time per process.
 
@@ -207,103 +180,27 @@ class ModelService:
     def stop(self) -> None:
         self.scheduler.stop()
 
-    # -------------------------------------------------------------------------------------------- validation
-    def check_prompt(self, text: str, field: str = "inputs") -> None:
-        if not text.strip():
-            raise APIError(
-                422,
-                "validation",
-                f"{field} is empty; send a few words of the novel to continue, e.g. 宝玉笑道",
-                param=field,
-            )
-        limit = self.settings.max_prompt_chars
-        if len(text) > limit:
-            raise APIError(
-                422,
-                "validation",
-                f"{field} is {len(text)} characters long, the limit is {limit}; shorten the prompt (only its "
-                "last words matter most) or raise MAX_PROMPT_CHARS on the server",
-                param=field,
-            )
 
-    def check_top_k(self, top_k: int | None, field: str) -> None:
-        limit = self.settings.top_k_limit
-        if top_k is not None and top_k > limit:
-            raise APIError(422, "validation", f"{field} is {top_k}, the limit is {limit}; ask for fewer")
-
-    @property
-    def max_input_tokens(self) -> int:
-        """TGI's max_input_tokens: every token is at least one character, so the prompt limit in characters
-        bounds the tokens too."""
-        return self.settings.max_prompt_chars
-
-    def check_generation_limits(
-        self,
-        max_new_tokens: int,
-        stop: list[str],
-        top_n_tokens: int = 0,
-        truncate: int | None = None,
-        prefix: str = "parameters.",
-        names: dict[str, str] | None = None,
-    ) -> None:
-        """The server limits of /info, for TGI's parameters (prefix "parameters.") and OpenAI's (names maps
-        TGI's names to the route's, e.g. max_new_tokens -> max_tokens)."""
-        names = names or {}
-
-        def field(name: str) -> str:
-            return prefix + names.get(name, name)
-
-        limit = self.settings.max_new_tokens
-        if max_new_tokens > limit:
-            raise APIError(
-                422,
-                "validation",
-                f"{field('max_new_tokens')} is {max_new_tokens}, the limit is {limit}; "
-                "ask for fewer (or raise MAX_NEW_TOKENS on the server)",
-                param=field("max_new_tokens"),
-            )
-        if len(stop) > self.settings.max_stop_sequences:
-            raise APIError(
-                422,
-                "validation",
-                f"{field('stop')} has {len(stop)} sequences, the limit is {self.settings.max_stop_sequences}",
-                param=field("stop"),
-            )
-        longest = max(stop, key=len, default="")
-        if len(longest) > self.settings.max_stop_chars:
-            raise APIError(
-                422,
-                "validation",
-                f"{field('stop')} has a sequence of {len(longest)} characters, the limit is "
-                f"{self.settings.max_stop_chars}; a stop sequence is a few characters such as 」",
-                param=field("stop"),
-            )
-        top_n_limit = self.settings.max_top_n_tokens
-        if top_n_tokens > top_n_limit:
-            raise APIError(
-                422,
-                "validation",
-                f"{field('top_n_tokens')} is {top_n_tokens}, the limit is {top_n_limit} (MAX_TOP_N_TOKENS); "
-                "ask for fewer, or use POST /predict for a longer list of candidates",
-                param=field("top_n_tokens"),
-            )
-        if truncate is not None and truncate > self.max_input_tokens:
-            raise APIError(
-                422,
-                "validation",
-                f"{field('truncate')} is {truncate}, it must be at most max_input_tokens = "
-                f"{self.max_input_tokens} (GET /info)",
-                param=field("truncate"),
-            )
-
-
-async def _disconnected(request: Request) -> None:
-    """Return when the client has gone. After the body has been read, the server's `receive` answers only
-    `http.disconnect` (uvicorn, and Starlette's TestClient once the response is complete)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+async def _unless_gone(
+    ticket: Ticket, disconnected: Callable[[], Awaitable[None]] | None
+) -> list[Generation]:
+    """The ticket's finished generations, or ClientDisconnected (and the ticket cancelled) if
+    `disconnected` returns first."""
+    if disconnected is None:
+        return await ticket.wait()
+    finished = asyncio.ensure_future(ticket.wait())
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not finished.done():
+            finished.cancel()  # Ticket.wait cancels the generations on its way out
+    # cancel() only asks: the task is not cancelled() until it next runs, so "not done" means the client
+    # left first too (checking cancelled() alone read the result of an unfinished task: a 500).
+    if not finished.done() or finished.cancelled():
+        raise ClientDisconnected("the client disconnected before the generation ended")
+    return finished.result()
 
 
 def prompt_error(error: EmptyPromptError, field: str = "inputs") -> APIError:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from app.engine.errors import APIError
+from app.engine.errors import APIError, ClientDisconnected
 from app.http.openai_errors import is_openai_path, openai_error_body
 
 logger = logging.getLogger("app")
@@ -32,15 +32,15 @@ _FIELD_HINTS = {
     "repetition_penalty": "1 means no penalty, values like 1.1-1.3 discourage repeats",
     "inputs": 'send the prompt as a string, e.g. "宝玉笑道"',
     # TGI's and OpenAI's features this model cannot honour: say why, not only which values are allowed.
-    "best_of": "best_of > 1 is not supported: this server generates one sequence per request; to choose "
-    "among several texts make several requests with different seeds",
+    "best_of": "best_of > 1 is not supported on /v1/completions (n returns several choices); TGI's "
+    "best_of is 1 or more, up to max_best_of in GET /info, and needs sampling",
     "watermark": "watermark is not supported: the green-list watermark (Kirchenbauer et al. 2023) is not "
     "implemented for this model; send false",
     "grammar": "grammar is not supported: this word-level LSTM writes the novel's prose and has no "
     "constrained (JSON/regex) decoding; send null",
     "adapter_id": "adapter_id is not supported: the server serves one model and no LoRA adapters (GET "
     "/info); send null",
-    "n": "n > 1 is not supported: one completion per request; make several requests with different seeds",
+    "n": "n is how many choices to return, 1 or more (the limit: max_best_of in GET /info)",
     "suffix": "suffix is not supported: the LSTM only continues text; put it in the prompt",
     "logit_bias": "logit_bias is not supported: its keys are token ids of OpenAI's tokenizers, which mean "
     "nothing to this model's word vocabulary; send null",
@@ -184,8 +184,17 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 500, "internal", "internal server error; the server log has the details")
 
 
+# nginx's "client closed request": only ever seen in logs and metrics, since the client is gone.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_disconnected(request: Request, exc: ClientDisconnected) -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(ClientDisconnected, _client_disconnected)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

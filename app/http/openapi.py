@@ -66,23 +66,39 @@ _KEYWORD_TYPES = {
 }
 
 
-# Cross-field rules the shared request models cannot state: TGI refuses prefill logprobs for a streamed
-# answer (app/engine/service.py), so decoder_input_details must be false or null where the answer is a stream.
-_NO_PREFILL = {
-    "properties": {
-        "parameters": {
-            "anyOf": [
-                {"type": "null"},
-                {"type": "object", "properties": {"decoder_input_details": {"enum": [False, None]}}},
-            ]
-        }
+# Cross-field rules the shared request models cannot state. TGI refuses prefill logprobs and best_of > 1 for
+# a streamed answer (app/protocols/tgi.py), so decoder_input_details must be false or null and best_of at
+# most 1 where the answer is a stream; and best_of > 1 needs sampling (do_sample, or a temperature other
+# than 1, top_k, top_p < 1 or typical_p < 1, as SamplingParams.sampling says).
+def _parameters(*branches: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {"parameters": {"anyOf": [{"type": "null"}, *branches]}}}
+
+
+def _set(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [name], "properties": {name: schema}}
+
+
+_ONE_SEQUENCE = {"type": "object", "properties": {"best_of": {"maximum": 1}}}
+_BEST_OF_SAMPLES = _parameters(
+    _ONE_SEQUENCE,
+    _set("do_sample", {"const": True}),
+    _set("temperature", {"type": "number", "not": {"const": 1}}),
+    _set("top_k", {"type": "integer"}),
+    _set("top_p", {"type": "number", "exclusiveMaximum": 1}),
+    _set("typical_p", {"type": "number", "exclusiveMaximum": 1}),
+)
+_STREAMABLE = _parameters(
+    {
+        "type": "object",
+        "properties": {"decoder_input_details": {"enum": [False, None]}, "best_of": {"maximum": 1}},
     }
-}
+)
 _NOT_STREAMED = {"properties": {"stream": {"enum": [False, None]}}}
 _REQUEST_RULES = {
-    ("post", "/generate_stream"): _NO_PREFILL,
-    ("post", "/generate"): {"anyOf": [_NOT_STREAMED, _NO_PREFILL]},
-    ("post", "/"): {"anyOf": [_NOT_STREAMED, _NO_PREFILL]},
+    ("post", "/generate_stream"): {"allOf": [_STREAMABLE, _BEST_OF_SAMPLES]},
+    ("post", "/generate"): {"allOf": [{"anyOf": [_NOT_STREAMED, _STREAMABLE]}, _BEST_OF_SAMPLES]},
+    ("post", "/"): {"allOf": [{"anyOf": [_NOT_STREAMED, _STREAMABLE]}, _BEST_OF_SAMPLES]},
+    ("post", "/tokenize"): _BEST_OF_SAMPLES,
 }
 
 
@@ -108,6 +124,9 @@ def field_limits(settings: Settings) -> dict[str, dict[str, Any]]:
             "maxLength": settings.max_stop_chars,
         },
         "top_n_tokens": {"maximum": settings.max_top_n_tokens},
+        # Candidates of one request: TGI's best_of, OpenAI's n and best_of.
+        "best_of": {"maximum": settings.max_best_of},
+        "n": {"maximum": settings.max_best_of},
         "topn": {"maximum": settings.max_topn},
         # TGI's u64; pydantic prints le=2**64-1 as the float 1.8446744073709552e19, which is 2**64.
         "seed": {"maximum": 2**64 - 1},

@@ -1,4 +1,5 @@
-"""OpenAI's chat protocol: the bodies of POST /v1/chat/completions.
+"""OpenAI's chat protocol: the bodies of POST /v1/chat/completions, the request's mapping to the engine
+(the conversation rendered, set up and cut by models.chat.Chat) and the answer built from its generations.
 
 OpenAI semantics: `temperature` defaults to 1 and 0 means greedy; `top_p` 1 is off; `stop` strings end the
 reply and are not part of it; `max_tokens` (or `max_completion_tokens`) defaults to 60 words.
@@ -8,13 +9,30 @@ Extensions: `character` (who the model plays), `user_character` (who the user is
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.protocols.openai import StreamOptions, Usage
+from app.engine.errors import APIError
+from app.engine.limits import Limits
+from app.engine.run import GenerationRequest
+from app.engine.scheduler import TokenEvent
+from app.protocols.openai import OpenAISampling, Usage, usage_of
+from app.protocols.sampling import TopK
 from app.protocols.strict import NON_BLANK, IgnoresUnknown
-from models.chat import DEFAULT_MAX_TOKENS, MAX_USER_CHARACTER_CHARS, USER_CHARACTER_PATTERN
+from models.chat import (
+    DEFAULT_MAX_TOKENS,
+    MAX_USER_CHARACTER_CHARS,
+    USER_CHARACTER_PATTERN,
+    Chat,
+    ChatError,
+    ChatPrompt,
+    Message,
+)
+from models.decoding import Generation
 
 
 # Strict types as everywhere in this API (app/protocols/strict.py): "1" is not a number, 0 is not a
@@ -47,7 +65,7 @@ CHAT_EXAMPLE = {
 }
 
 
-class ChatCompletionRequest(IgnoresUnknown):
+class ChatCompletionRequest(OpenAISampling, TopK):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -65,21 +83,6 @@ class ChatCompletionRequest(IgnoresUnknown):
         None, ge=1, description=f"words in the reply at most (default {DEFAULT_MAX_TOKENS})"
     )
     max_completion_tokens: int | None = Field(None, ge=1, description="the newer name of max_tokens")
-    temperature: float | None = Field(
-        None, ge=0, le=2, allow_inf_nan=False, description="0 = greedy; default 1"
-    )
-    top_p: float | None = Field(
-        None, gt=0, le=1, allow_inf_nan=False, description="nucleus sampling; 1 = off"
-    )
-    top_k: int | None = Field(None, ge=1, description="extension: sample among the k most probable words")
-    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False, description="extension (TGI)")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
-    stop: str | list[str] | None = Field(None, description="strings that end the reply (not included)")
-    seed: int | None = Field(None, ge=0, le=2**64 - 1, description="same seed and parameters, same reply")
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int | None = Field(None, ge=1, le=1, description="only 1 is supported (one choice per request)")
     character: str | None = Field(
         None,
         min_length=1,
@@ -116,4 +119,96 @@ class ChatCompletion(BaseModel):
     usage: Usage
     character: str | None = Field(description="extension: who answered")
     user_character: str = Field(description="extension: who the user's turns were given to")
-    seed: int = Field(description="extension: the seed used (send it back to get the same reply)")
+    seed: int = Field(
+        description="extension: the seed used (send it back to get the same reply; choice i > 0 uses a seed "
+        "derived from it)"
+    )
+
+
+def _messages(body: ChatCompletionRequest) -> list[Message]:
+    # Text parts are joined: the schema already refused non-text parts and empty texts.
+    return [
+        Message(
+            role=m.role,
+            content=m.content if isinstance(m.content, str) else "".join(p.text for p in m.content),
+        )
+        for m in body.messages
+    ]
+
+
+def generation_request(
+    chat: Chat, limits: Limits, body: ChatCompletionRequest, route: str
+) -> tuple[ChatPrompt, GenerationRequest]:
+    """The conversation rendered in the novel's dialogue form, and the request the engine runs: n
+    candidates of the reply, set up by `Chat.prepare` (stop at the closing quote, no empty reply)."""
+    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+    # Both names are checked when both are sent (max_completion_tokens is the one used).
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = getattr(body, field)
+        if value is not None:
+            limits.check_generation(value, body.stops, prefix="", names={"max_new_tokens": field})
+    params = body.sampling_params(limits, max_tokens, {})
+    try:
+        prompt = chat.render(_messages(body), body.character, body.user_character)
+    except ChatError as error:
+        if error.param == "character":  # a name the novel does not have: not found, like an unknown model
+            raise APIError(404, "character_not_found", str(error), param="character") from None
+        raise APIError(422, "validation", str(error), param=error.param) from None
+    request = GenerationRequest(
+        text=prompt.text,
+        params=params,
+        route=route,
+        field="messages",
+        candidates=body.n or 1,
+        start=partial(chat.prepare, prompt),
+    )
+    return prompt, request
+
+
+def chat_completion(
+    chat: Chat, prompt: ChatPrompt, generations: list[Generation], header: dict
+) -> ChatCompletion:
+    """The answer of a plain request: one choice per candidate, in the order the engine returned them."""
+    replies = [chat.reply(prompt, generation) for generation in generations]
+    return ChatCompletion(
+        **header,
+        choices=[
+            Choice(index=i, message=ReplyMessage(content=reply.text), finish_reason=reply.finish_reason)
+            for i, reply in enumerate(replies)
+        ],
+        usage=usage_of(generations),
+        character=prompt.character,
+        user_character=prompt.user_character,
+        seed=generations[0].seed,
+    )
+
+
+def stream_renderer(
+    chat: Chat, generations: list[Generation], header: dict
+) -> tuple[list[str], Callable[[TokenEvent], list[str]]]:
+    """OpenAI's chat stream for app/http/streaming.py: a role chunk per choice first, then content chunks as
+    each reply is released by its cutter (tagged with the choice's index), and each choice's finish chunk."""
+    base = {**header, "object": "chat.completion.chunk"}
+    cutters = [chat.cutter(generation.params) for generation in generations]
+    finished = [False] * len(generations)
+
+    def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return json.dumps({**base, "choices": [choice]}, ensure_ascii=False)
+
+    def render(event: TokenEvent) -> list[str]:
+        index, cutter = event.choice, cutters[event.choice]
+        if finished[index]:
+            return []
+        text = "".join(piece for _, piece in cutter.push(event.token.text))
+        out = [chunk(index, {"content": text})] if text else []
+        # The closing quote (or a stop string) ends the reply; the decoder stops on the same token.
+        if cutter.stopped or event.finish_reason is not None:
+            finished[index] = True
+            rest = "".join(piece for _, piece in cutter.finish())
+            out += [chunk(index, {"content": rest})] if rest else []
+            out.append(chunk(index, {}, "stop" if cutter.stopped else "length"))
+        return out
+
+    opening = [chunk(index, {"role": "assistant", "content": ""}) for index in range(len(generations))]
+    return opening, render

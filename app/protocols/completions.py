@@ -1,17 +1,24 @@
-"""Request and response bodies of POST /v1/completions, in OpenAI's shapes (the `openai` client parses them).
+"""OpenAI's completions protocol: the bodies of POST /v1/completions in OpenAI's shapes (the `openai` client
+parses them), the request's mapping to the engine and the answer built from its generations.
 
 As on the TGI routes, fields this server does not know are ignored (and logged) and what it cannot do is a
-422 saying why: `n` > 1, `best_of` > 1, `suffix`, `logit_bias`, token-id prompts, more than one prompt.
+422 saying why: `suffix`, `logit_bias`, token-id prompts, more than one prompt.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from app.protocols.openai import StreamOptions, Usage
-from app.protocols.strict import IgnoresUnknown
+from app.engine.limits import Limits
+from app.engine.run import GenerationRequest
+from app.engine.scheduler import TokenEvent
+from app.protocols.openai import OpenAISampling, Usage, usage_of
+from models.decoding import GeneratedToken, Generation
+from models.stops import StopCutter
 
 # OpenAI's default for max_tokens on /v1/completions.
 DEFAULT_MAX_TOKENS = 16
@@ -34,7 +41,7 @@ def _one_prompt(value: object) -> object:
     return value
 
 
-class CompletionRequest(IgnoresUnknown):
+class CompletionRequest(OpenAISampling):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -59,20 +66,6 @@ class CompletionRequest(IgnoresUnknown):
     max_tokens: int | None = Field(
         DEFAULT_MAX_TOKENS, ge=1, description="words to generate at most (null: 16; server limit: /info)"
     )
-    temperature: float | None = Field(
-        None,
-        ge=0,
-        le=2,
-        allow_inf_nan=False,
-        description="0: greedy (always the most probable word); otherwise sampling at this temperature "
-        "(null: 1)",
-    )
-    top_p: float | None = Field(
-        None, gt=0, le=1, allow_inf_nan=False, description="nucleus sampling mass (1 or null: off)"
-    )
-    n: int | None = Field(1, ge=1, le=1, description="only 1: one completion per request")
-    stream: bool | None = Field(False, description="Server-Sent Events, ending with `data: [DONE]`")
-    stream_options: StreamOptions | None = None
     logprobs: int | None = Field(
         None,
         ge=0,
@@ -80,26 +73,7 @@ class CompletionRequest(IgnoresUnknown):
         "alternatives (server limit: MAX_TOP_N_TOKENS)",
     )
     echo: bool | None = Field(False, description="prepend the prompt to the returned text")
-    stop: str | list[str] | None = Field(
-        None, description="stop before the first of these; it is cut from the returned text"
-    )
-    presence_penalty: float | None = Field(
-        None, ge=-2, le=2, allow_inf_nan=False, description="minus this for every word already used (0: off)"
-    )
-    frequency_penalty: float | None = Field(
-        None,
-        ge=-2,
-        le=2,
-        allow_inf_nan=False,
-        description="as TGI: minus this times the word's share of the tokens so far (0: off)",
-    )
-    repetition_penalty: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="TGI's extension: > 1 discourages repeats (1: off)"
-    )
-    seed: int | None = Field(
-        None, ge=0, le=2**64 - 1, description="same seed and parameters give the same text"
-    )
-    best_of: int | None = Field(None, ge=1, le=1, description="only null or 1")
+    best_of: int | None = Field(None, ge=1, le=1, description="only null or 1 (n returns several choices)")
     logit_bias: dict[str, float] | None = Field(None, max_length=0, description="only null or {}")
     suffix: None = Field(None, description="only null: no insertion mode")
     user: str | None = Field(None, description="ignored")
@@ -107,12 +81,6 @@ class CompletionRequest(IgnoresUnknown):
     @property
     def text(self) -> str:
         return self.prompt
-
-    @property
-    def stops(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
 class CompletionLogprobs(BaseModel):
@@ -144,3 +112,93 @@ class Completion(BaseModel):
     system_fingerprint: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+# TGI's names -> this route's, for the limit messages.
+_NAMES = {"max_new_tokens": "max_tokens", "top_n_tokens": "logprobs"}
+_FINISH = {"stop_sequence": "stop", "length": "length"}
+
+
+def generation_request(limits: Limits, body: CompletionRequest, route: str) -> GenerationRequest:
+    """A completions request as the engine runs it: n candidates, each one choice."""
+    limits.check_prompt(body.text, field="prompt")
+    max_tokens = body.max_tokens if body.max_tokens is not None else DEFAULT_MAX_TOKENS
+    params = body.sampling_params(limits, max_tokens, _NAMES, body.logprobs or 0)
+    return GenerationRequest(
+        text=body.text, params=params, route=route, field="prompt", candidates=body.n or 1
+    )
+
+
+class _Pieces:
+    """Turns one choice's generated tokens into the text (and logprobs) a completion returns: stop sequences
+    cut off, the prompt prepended with echo, each token's offset in the returned text."""
+
+    def __init__(self, body: CompletionRequest, words: list[str]) -> None:
+        self.words = words
+        self.logprobs = body.logprobs
+        self.cutter = StopCutter(body.stops)
+        self.prefix = body.text if body.echo else ""
+        self.offset = 0
+
+    def take(
+        self, generation: Generation, released: list[tuple[int, str]]
+    ) -> tuple[str, CompletionLogprobs | None]:
+        text = ""
+        if self.prefix:
+            text, self.prefix = self.prefix, ""
+            self.offset += len(text)
+        tokens, token_logprobs, tops, offsets = [], [], [], []
+        for index, piece in released:
+            token: GeneratedToken = generation.tokens[index]
+            tokens.append(piece)
+            token_logprobs.append(token.logprob if math.isfinite(token.logprob) else -1e30)
+            tops.append({self.words[i]: logprob for i, logprob in token.top})
+            offsets.append(self.offset)
+            self.offset += len(piece)
+            text += piece
+        if self.logprobs is None:
+            return text, None
+        return text, CompletionLogprobs(
+            tokens=tokens,
+            token_logprobs=token_logprobs,
+            top_logprobs=tops if self.logprobs > 0 else None,
+            text_offset=offsets,
+        )
+
+    def choice(self, index: int, generation: Generation) -> CompletionChoice:
+        """The whole choice of a finished generation."""
+        released = [piece for token in generation.tokens for piece in self.cutter.push(token.text)]
+        text, logprobs = self.take(generation, released + self.cutter.finish())
+        finish_reason = _FINISH[generation.finish_reason or "length"]
+        return CompletionChoice(text=text, index=index, logprobs=logprobs, finish_reason=finish_reason)
+
+
+def completion(
+    body: CompletionRequest, generations: list[Generation], words: list[str], header: dict
+) -> Completion:
+    """The answer of a plain request: one choice per candidate."""
+    choices = [_Pieces(body, words).choice(index, g) for index, g in enumerate(generations)]
+    return Completion(**header, choices=choices, usage=usage_of(generations))
+
+
+def stream_renderer(
+    body: CompletionRequest, count: int, words: list[str], header: dict
+) -> Callable[[TokenEvent], list[str]]:
+    """The render callback of app/http/streaming.py: one chunk per released piece of a choice's text (a
+    token, once no stop sequence can begin in it), the choice's last chunk with its finish_reason."""
+    pieces = [_Pieces(body, words) for _ in range(count)]
+    exclude = {"usage"} if not body.include_usage else set()
+
+    def render(event: TokenEvent) -> list[str]:
+        choice = pieces[event.choice]
+        released = choice.cutter.push(event.token.text)
+        if event.finish_reason is not None:
+            released += choice.cutter.finish()
+        elif not released and not choice.prefix:
+            return []
+        text, logprobs = choice.take(event.generation, released)
+        finish_reason = _FINISH[event.finish_reason] if event.finish_reason else None
+        part = CompletionChoice(text=text, index=event.choice, logprobs=logprobs, finish_reason=finish_reason)
+        return [Completion(**header, choices=[part]).model_dump_json(exclude=exclude)]
+
+    return render

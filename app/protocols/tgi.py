@@ -5,8 +5,8 @@ requests that succeed when pressed "Try it out" in Swagger (/docs).
 
 Values are strict (app/protocols/strict.py). As in TGI, `null` means "the default" for every generation
 parameter and fields this server does not know are ignored (and logged), since TGI clients send fields of
-newer TGI versions. What this model cannot do (`best_of` > 1, `watermark`, `grammar`, `adapter_id`) is
-refused with a 422 that says why, never silently ignored.
+newer TGI versions. What this model cannot do (`watermark`, `grammar`, `adapter_id`) is refused with a 422
+that says why, never silently ignored. The answers' shapes are in app/protocols/tgi_answers.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.engine.errors import APIError
-from app.engine.service import ModelService
+from app.engine.limits import Limits
+from app.engine.run import GenerationRequest
+from app.protocols.sampling import SamplingFields, TopK
 from app.protocols.strict import IgnoresUnknown
 from models.decoding import SamplingParams
 
@@ -37,7 +39,7 @@ EXAMPLE_PARAMETERS: dict[str, Any] = {
 }
 
 
-class GenerateParameters(IgnoresUnknown):
+class GenerateParameters(SamplingFields, TopK):
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PARAMETERS})
 
     max_new_tokens: int | None = Field(
@@ -53,14 +55,6 @@ class GenerateParameters(IgnoresUnknown):
     temperature: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="divides the logits: < 1 sharper, > 1 more varied"
     )
-    top_k: int | None = Field(None, ge=1, description="sample only among the k most probable words")
-    top_p: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        allow_inf_nan=False,
-        description="nucleus sampling: smallest set with this much mass (1 or null: off)",
-    )
     typical_p: float | None = Field(
         None,
         gt=0,
@@ -68,23 +62,6 @@ class GenerateParameters(IgnoresUnknown):
         allow_inf_nan=False,
         description="typical decoding (Meister et al. 2022): keep the words whose surprisal is closest to "
         "the entropy, as many as hold this much mass (1 or null: off)",
-    )
-    repetition_penalty: float | None = Field(
-        None,
-        gt=0,
-        allow_inf_nan=False,
-        description="> 1 discourages words already in the prompt or output (1 or null: off)",
-    )
-    frequency_penalty: float | None = Field(
-        None,
-        ge=-2,
-        le=2,
-        allow_inf_nan=False,
-        description="as in TGI: subtracts this times a word's share of the tokens so far (prompt and output) "
-        "from its logit; > 0 discourages repeats, < 0 encourages them (0 or null: off)",
-    )
-    seed: int | None = Field(
-        None, ge=0, le=2**64 - 1, description="same seed and parameters give the same text; drawn if absent"
     )
     stop: list[str] | None = Field(
         default_factory=list,
@@ -109,9 +86,15 @@ class GenerateParameters(IgnoresUnknown):
         None, ge=1, description="read only the last N tokens of the prompt (null: all of it)"
     )
 
+    best_of: int | None = Field(
+        None,
+        ge=1,
+        description="decode this many candidates in one batch and return the one with the highest cumulative "
+        "log-probability, the others in details.best_of_sequences (as in TGI: needs sampling, not with "
+        "streaming; server limit: /info max_best_of)",
+    )
     # Parameters of TGI that this model cannot honour: the schema admits only their "off" values (so it says
     # exactly what is accepted); any other value is a 422 whose message says why (app/http/errors.py's hints).
-    best_of: int | None = Field(None, ge=1, le=1, description="only null or 1: one sequence per request")
     watermark: Literal[False, None] = Field(False, description="only false (or null): no watermarking")
     grammar: None = Field(None, description="only null: no constrained decoding")
     adapter_id: None = Field(None, description="only null: no LoRA adapters")
@@ -159,16 +142,14 @@ class GenerateRequest(IgnoresUnknown):
         return self.parameters if self.parameters is not None else GenerateParameters()
 
 
-def sampling_params(
-    service: ModelService, parameters: GenerateParameters, stream: bool = False
-) -> SamplingParams:
+def sampling_params(limits: Limits, parameters: GenerateParameters, stream: bool = False) -> SamplingParams:
     """TGI's parameters (null: the default) -> SamplingParams, checked against the server limits."""
     max_new_tokens = (
         parameters.max_new_tokens if parameters.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
     )
     stop = parameters.stop or []
-    service.check_top_k(parameters.top_k, "parameters.top_k")
-    service.check_generation_limits(max_new_tokens, stop, parameters.top_n_tokens or 0, parameters.truncate)
+    limits.check_top_k(parameters.top_k, "parameters.top_k")
+    limits.check_generation(max_new_tokens, stop, parameters.top_n_tokens or 0, parameters.truncate)
     if stream and parameters.decoder_input_details:
         raise APIError(
             422,
@@ -181,16 +162,12 @@ def sampling_params(
         max_new_tokens=max_new_tokens,
         do_sample=bool(parameters.do_sample),
         temperature=parameters.temperature,
-        top_k=parameters.top_k,
-        top_p=parameters.top_p,
         typical_p=parameters.typical_p,
-        repetition_penalty=parameters.repetition_penalty,
-        frequency_penalty=parameters.frequency_penalty,
-        seed=parameters.seed,
         stop=tuple(stop),
         top_n_tokens=parameters.top_n_tokens or 0,
         prefill_logprobs=bool(parameters.decoder_input_details),
         truncate=parameters.truncate,
+        **parameters.shared_params(),
     )
     try:
         params.validate()
@@ -199,66 +176,31 @@ def sampling_params(
     return params
 
 
-class Token(BaseModel):
-    id: int
-    text: str
-    logprob: float = Field(description="log-probability under the distribution the token was drawn from")
-    special: bool = False
-    similarity: float | None = Field(
-        None,
-        description="cosine between the predicted vector and the word's output vector (null: one-hot head, "
-        "and in top_tokens)",
-    )
-
-
-class PrefillToken(BaseModel):
-    id: int
-    text: str
-    logprob: float | None = Field(
-        None,
-        description="with decoder_input_details: log P(token | the prompt tokens before it), as /predict "
-        "gives it; null for the first token, a character read as <unk>, and without decoder_input_details",
-    )
-
-
-class Details(BaseModel):
-    finish_reason: Literal["length", "stop_sequence"]
-    generated_tokens: int
-    seed: int | None = Field(description="the seed used when sampling (echo it back to reproduce the text)")
-    prefill: list[PrefillToken] = Field(
-        description="the prompt as the model read it: its tokens, rare words as their characters"
-    )
-    tokens: list[Token]
-    top_tokens: list[list[Token]] | None = Field(
-        None, description="with top_n_tokens: the most probable words at each step, best first"
-    )
-    unknown_words: list[str] = Field(
-        description="prompt words not in the vocabulary as whole words: read through their characters "
-        "(a character too rare to learn as <unk>), never skipped"
-    )
-
-
-class GenerateResponse(BaseModel):
-    generated_text: str
-    details: Details | None = None
-
-
-class StreamDetails(BaseModel):
-    finish_reason: Literal["length", "stop_sequence"]
-    generated_tokens: int
-    seed: int | None
-    input_length: int
-    unknown_words: list[str]
-
-
-class StreamResponse(BaseModel):
-    """One Server-Sent Event of /generate_stream; the last one also carries generated_text and details."""
-
-    index: int
-    token: Token
-    top_tokens: list[Token] | None = Field(None, description="with top_n_tokens: the most probable words")
-    generated_text: str | None = None
-    details: StreamDetails | None = None
+def generation_request(limits: Limits, body: GenerateRequest, route: str, stream: bool) -> GenerationRequest:
+    """A TGI request as the engine runs it: the prompt, the parameters, and best_of candidates (as TGI
+    validates best_of: it needs sampling, since greedy candidates would all be the same text, and it is
+    refused for a stream, which has one sequence to send)."""
+    limits.check_prompt(body.inputs)
+    params = sampling_params(limits, body.params, stream)
+    best_of = body.params.best_of or 1
+    limits.check_candidates(best_of, "parameters.best_of")
+    if best_of > 1 and not params.sampling:
+        raise APIError(
+            422,
+            "validation",
+            f"parameters.best_of is {best_of}, which needs sampling (as in TGI: greedy candidates would all "
+            "be the same text); set do_sample to true, or a temperature, top_k, top_p or typical_p",
+            param="parameters.best_of",
+        )
+    if best_of > 1 and stream:
+        raise APIError(
+            422,
+            "validation",
+            f"parameters.best_of is {best_of}: best_of > 1 is not supported when streaming tokens (as in "
+            "TGI); use POST /generate, or send 1",
+            param="parameters.best_of",
+        )
+    return GenerationRequest(text=body.inputs, params=params, route=route, candidates=best_of)
 
 
 class SimpleToken(BaseModel):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app import __version__
 from app.http.errors import ErrorResponse
 from app.protocols.native import HealthResponse
-from app.protocols.tgi import GenerateRequest, SimpleToken, sampling_params
+from app.protocols.tgi import GenerateRequest, SimpleToken, generation_request
 from app.routes.dependencies import AppMetrics, Service
 from models.artifacts import MANIFEST_FILE
 
@@ -50,7 +50,7 @@ class Info(BaseModel):
     model_device_type: str = "cpu"
     model_pipeline_tag: str = "text-generation"
     max_concurrent_requests: int = Field(description="per worker: MAX_BATCH_SIZE + MAX_WAITING")
-    max_best_of: int = Field(1, description="best_of > 1 is refused")
+    max_best_of: int = Field(description="MAX_BEST_OF: candidates one request may ask for (best_of, n)")
     max_stop_sequences: int
     max_input_tokens: int = Field(description="MAX_PROMPT_CHARS: a token is at least one character")
     max_input_length: int = Field(description="the same, under TGI's older name")
@@ -84,11 +84,11 @@ def info(service: Service) -> dict[str, Any]:
         "model_device_type": "cpu",
         "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": settings.max_batch_size + settings.max_waiting,
-        "max_best_of": 1,
+        "max_best_of": settings.max_best_of,
         "max_stop_sequences": settings.max_stop_sequences,
-        "max_input_tokens": service.max_input_tokens,
-        "max_input_length": service.max_input_tokens,
-        "max_total_tokens": service.max_input_tokens + settings.max_new_tokens,
+        "max_input_tokens": service.limits.max_input_tokens,
+        "max_input_length": service.limits.max_input_tokens,
+        "max_total_tokens": service.limits.max_input_tokens + settings.max_new_tokens,
         "max_batch_size": settings.max_batch_size,
         "max_batch_total_tokens": None,
         "max_waiting_tokens": None,
@@ -115,6 +115,7 @@ def info(service: Service) -> dict[str, Any]:
         "max_stop_sequences": settings.max_stop_sequences,
         "max_top_n_tokens": settings.max_top_n_tokens,
         "max_stop_chars": settings.max_stop_chars,
+        "max_best_of": settings.max_best_of,
         "max_topn": settings.max_topn,
         "max_similar_words": settings.max_similar_words,
         "max_word_chars": settings.max_word_chars,
@@ -149,10 +150,9 @@ async def ping(service: Service) -> HealthResponse:
 async def tokenize(body: GenerateRequest, service: Service) -> list[SimpleToken]:
     """Only `inputs` is read (the body is TGI's GenerateRequest, so a client can send the one it generates
     with). The number of tokens is x-prompt-tokens / usage.prompt_tokens of the same prompt."""
-    service.check_prompt(body.inputs)
     # The parameters are not used, but they are checked as /generate checks them: the schema this body
     # shares with /generate states the server's limits, and a request is valid on both or on neither.
-    sampling_params(service, body.params)
+    generation_request(service.limits, body, "/tokenize", stream=False)
     pieces = await service.run_model(service.decoder.pieces, body.inputs)
     unknown = service.decoder.unknown_id
     return [

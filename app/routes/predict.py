@@ -20,8 +20,8 @@ router = APIRouter(tags=["prediction"])
     summary="Next-word candidates with probability and cosine similarity",
 )
 async def predict(body: PredictRequest, service: Service) -> PredictResponse:
-    service.check_prompt(body.inputs)
-    service.check_top_k(body.top_k, "top_k")
+    service.limits.check_prompt(body.inputs)
+    service.limits.check_top_k(body.top_k, "top_k")
     try:
         prompt, candidates = await service.run_model(
             service.decoder.predict_next, body.inputs, body.top_k, body.temperature

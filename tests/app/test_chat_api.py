@@ -99,7 +99,7 @@ HELLO = [{"role": "user", "content": "你好"}]
             "messages[0].content",
             "should be 'text' (got \"image_url\")",
         ),
-        ({"messages": HELLO, "n": 2}, 422, "n", "n > 1 is not supported"),
+        ({"messages": HELLO, "n": 5}, 422, "n", "the limit is 4 (MAX_BEST_OF)"),
         ({"messages": HELLO, "character": "孙悟空"}, 404, "character", "宝玉"),  # names the known ones
         ({"messages": HELLO, "max_tokens": 65}, 422, "max_tokens", "limit is 64"),
         ({"messages": HELLO, "max_completion_tokens": 65}, 422, "max_completion_tokens", "limit is 64"),
@@ -175,8 +175,8 @@ def test_openai_client_plain_and_streaming(server_url: str) -> None:
     assert len([p for p in pieces if p]) >= 1 and "".join(pieces).strip() == reply
 
     with pytest.raises(openai.UnprocessableEntityError) as raised:
-        client.chat.completions.create(model="tiny", messages=messages, n=2)
-    assert "n > 1 is not supported" in str(raised.value)  # the client shows the server's message
+        client.chat.completions.create(model="tiny", messages=messages, n=5)
+    assert "n is 5, the limit is 4" in str(raised.value)  # the client shows the server's message
     with pytest.raises(openai.NotFoundError, match="known: 宝玉"):
         client.chat.completions.create(model="tiny", messages=messages, extra_body={"character": "孙悟空"})
 

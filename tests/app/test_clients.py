@@ -96,7 +96,8 @@ def test_hub_top_n_tokens_and_decoder_input_details(hub: InferenceClient) -> Non
 
 def test_hub_refusals_are_validation_errors(hub: InferenceClient) -> None:
     for refused, fragment in (
-        ({"best_of": 2, "do_sample": True}, "best_of > 1 is not supported"),
+        ({"best_of": 2}, "which needs sampling"),
+        ({"best_of": 5, "do_sample": True}, "the limit is 4"),
         ({"watermark": True}, "watermark is not supported"),
         ({"grammar": {"type": "regex", "value": "[a-z]+"}}, "grammar is not supported"),
         ({"adapter_id": "my-lora"}, "adapter_id is not supported"),
@@ -110,7 +111,7 @@ def test_hub_endpoint_info_and_health(server_url: str, tiny_model_dir) -> None:
     hub = InferenceClient(model=server_url, provider="hf-inference", timeout=60)
     info = hub.get_endpoint_info()
     assert info["model_id"] == tiny_model_dir.name
-    assert info["max_input_tokens"] == 200 and info["max_best_of"] == 1
+    assert info["max_input_tokens"] == 200 and info["max_best_of"] == 4
     assert hub.health_check() is True
     assert hub.text_generation(PROMPT, max_new_tokens=3, return_full_text=False)
 

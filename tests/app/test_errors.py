@@ -43,7 +43,8 @@ GENERATE_ERRORS = [
     ({"prompt": "宝玉"}, "inputs is required"),
     # TGI parameters: out of range, over a server limit, or a feature this model lacks (the message says why).
     ({"inputs": "宝玉", "parameters": {"watermark": True}}, "watermark is not supported"),
-    ({"inputs": "宝玉", "parameters": {"best_of": 2, "do_sample": True}}, "best_of > 1 is not supported"),
+    ({"inputs": "宝玉", "parameters": {"best_of": 2}}, "which needs sampling (as in TGI"),
+    ({"inputs": "宝玉", "parameters": {"best_of": 5, "do_sample": True}}, "the limit is 4 (MAX_BEST_OF)"),
     ({"inputs": "宝玉", "parameters": {"best_of": 0}}, "parameters.best_of"),
     ({"inputs": "宝玉", "parameters": {"grammar": {"type": "regex", "value": "a+"}}}, "grammar is not supp"),
     ({"inputs": "宝玉", "parameters": {"adapter_id": "lora-1"}}, "adapter_id is not supported"),

@@ -97,7 +97,7 @@ def test_logprobs_and_echo(client: openai.OpenAI, server_url: str) -> None:
 
 def test_refusals_and_limits_are_openai_errors(client: openai.OpenAI, server_url: str) -> None:
     for arguments, param, fragment in (
-        ({"n": 2}, "n", "n > 1 is not supported"),
+        ({"n": 5}, "n", "the limit is 4"),
         ({"best_of": 3}, "best_of", "best_of > 1 is not supported"),
         ({"suffix": "。"}, "suffix", "suffix is not supported"),
         ({"logit_bias": {"50256": -100}}, "logit_bias", "logit_bias is not supported"),

@@ -68,10 +68,11 @@ def test_tgi_off_values_are_the_only_values_the_schema_allows(client: TestClient
     parameters = _component(client, "GenerateParameters")["properties"]
     for field in ("grammar", "adapter_id"):
         assert parameters[field]["type"] == "null", field
-    assert _branch(parameters["best_of"], "integer")["maximum"] == 1
+    assert _branch(parameters["best_of"], "integer")["maximum"] == 4  # MAX_BEST_OF
     for parameter, value in (
         ("grammar", {"type": "json"}),
-        ("best_of", 2),
+        ("best_of", 2),  # greedy: best_of > 1 needs sampling
+        ("best_of", 5),
         ("watermark", True),
         ("watermark", 0),
     ):

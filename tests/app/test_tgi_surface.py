@@ -221,7 +221,7 @@ def test_info_has_tgi_fields_next_to_the_model_card(client: TestClient, tiny_mod
     info = client.get("/info").json()
     assert info["model_id"] == tiny_model_dir.name
     assert info["max_input_tokens"] == 200 and info["max_total_tokens"] == 200 + 64
-    assert info["max_best_of"] == 1 and info["max_client_batch_size"] == 1
+    assert info["max_best_of"] == 4 and info["max_client_batch_size"] == 1
     assert info["max_stop_sequences"] == 8 and info["max_concurrent_requests"] > 0
     assert info["router"] == "novel-lstm" and info["version"] == "0.1.0"
     assert len(info["model_sha"]) == 64

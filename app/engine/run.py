@@ -1,0 +1,81 @@
+"""What a protocol hands the engine and gets back: one `GenerationRequest` type for every API, its candidates,
+and the token stream of a running request.
+
+A request may ask for several candidates (OpenAI's `n`, TGI's `best_of`, a chat reranker's pool): they are
+separate generations of the same prompt, decoded side by side in the scheduler's batch, each with its own
+seed. Candidate 0 uses the request's seed itself, so a request for one candidate is exactly the request it
+always was; candidate i > 0 uses a seed derived from the request's seed and i (`candidate_seed`), so a
+seeded request gives the same candidates every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from app.engine.scheduler import Ticket, TokenEvent
+from models.decoding import Generation, SamplingParams
+
+# Derived seeds stay below 2**53 as drawn ones do (models/decoding.py): JavaScript echoes them exactly.
+_MAX_SEED = 2**53
+
+# A candidate's score (higher is better): how `ModelService.complete` ranks a request's candidates.
+Score = Callable[[Generation], float]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A generation request as every protocol validates it into.
+
+    `text` is the prompt as the client sent it (its length decides where it is cut, see
+    `ModelService.prepare`) and `field` its name in the request, for the 422 of an empty prompt. `start`
+    turns the parameters into a Generation; by default the decoder cuts `text` (`Decoder.generate`), chat
+    passes `Chat.prepare` for its rendered conversation. `route` labels the generated tokens in /metrics."""
+
+    text: str
+    params: SamplingParams
+    route: str
+    field: str = "inputs"
+    candidates: int = 1
+    start: Callable[[SamplingParams], Generation] | None = None
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The seed of candidate `index` of a request seeded with `seed` (candidate 0 keeps the request's)."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) % _MAX_SEED
+
+
+def candidates(first: Generation, count: int) -> list[Generation]:
+    """`first` and count - 1 more generations of its prompt (cut once), each with its own seed."""
+    more = []
+    for index in range(1, count):
+        seed = candidate_seed(first.seed, index)
+        more.append(Generation(prompt=first.prompt, params=replace(first.params, seed=seed), seed=seed))
+    return [first, *more]
+
+
+def cumulative_logprob(generation: Generation) -> float:
+    """TGI's best_of score: the sum of the chosen tokens' log-probabilities."""
+    return float(sum(token.logprob for token in generation.tokens))
+
+
+class TokenStream:
+    """The token events of one submitted request, every candidate's interleaved, for `async for`. Leaving the
+    loop early (a disconnect cancels the task iterating it) cancels every candidate."""
+
+    def __init__(self, ticket: Ticket, count_token: Callable[[], None]) -> None:
+        self._ticket = ticket
+        self._count_token = count_token
+        self.generations = ticket.generations
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        async for event in self._ticket.events():
+            self._count_token()
+            yield event
+
+    def cancel(self) -> None:
+        self._ticket.cancel()
