@@ -124,6 +124,7 @@ def field_limits(settings: Settings) -> dict[str, dict[str, Any]]:
             "maxLength": settings.max_stop_chars,
         },
         "top_n_tokens": {"maximum": settings.max_top_n_tokens},
+        "logprobs": {"maximum": settings.max_top_n_tokens},  # OpenAI completions' name for it
         # Candidates of one request: TGI's best_of, OpenAI's n and best_of.
         "best_of": {"maximum": settings.max_best_of},
         "n": {"maximum": settings.max_best_of},
