@@ -20,6 +20,8 @@ Per token the logits go through, in this order (the order of Hugging Face `gener
 4. top-k keeps the k highest logits (the k-th largest found with `np.partition`), as candidates in ascending
    id order, so which word a seeded draw lands on never depends on a partition algorithm's output order;
 5. top-p (nucleus) keeps the smallest prefix of the sorted candidates whose probability mass reaches p;
+   then min-p (llama.cpp, vLLM, HF `MinPLogitsWarper`) keeps the words whose probability is at least
+   `min_p` times the most probable word's (a ratio, so it is the same before or after renormalising);
 6. typical-p (Meister et al. 2022, HF `TypicalLogitsWarper`, after top-p as in TGI) keeps the words whose
    surprisal is closest to the distribution's entropy, as many as hold `typical_p` of the mass;
 7. one draw from the renormalised distribution with a seeded `numpy.random.Generator` (one uniform number per
@@ -59,6 +61,7 @@ class SamplingParams:
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    min_p: float | None = None
     typical_p: float | None = None
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -112,6 +115,9 @@ class SamplingParams:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        finite("min_p", self.min_p)
+        if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1] (0 = off), got {self.min_p}")
         if self.typical_p is not None and not 0.0 < self.typical_p <= 1.0:
             raise ValueError(f"typical_p must be in (0, 1] (1 = off), got {self.typical_p}")
         if self.min_new_tokens < 0:
@@ -160,6 +166,7 @@ class Sampler:
         self.top_k = params.top_k if params.top_k is not None and params.top_k < vocab_size else None
         self.top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
         self.typical_p = params.typical_p if params.typical_p is not None and params.typical_p < 1.0 else None
+        self.min_p = params.min_p or None
         self.top_n = params.top_n_tokens
         seen = [int(i) for i in seen]
         ordered = list(dict.fromkeys(seen))
@@ -238,11 +245,18 @@ class Sampler:
 
     def _choose_row(self, logits: np.ndarray) -> tuple[int, float, _Top]:
         """The one-row form of the steps `choose_batch` vectorises (after the penalty): the reference the
-        batched path is tested against, and the path for parameters it does not vectorise (typical_p,
+        batched path is tested against, and the path for parameters it does not vectorise (typical_p, min_p,
         top_n_tokens)."""
         if self.sampling:
             return _sample(
-                logits, self.temperature, self.top_k, self.top_p, self.rng, self.typical_p, self.top_n
+                logits,
+                self.temperature,
+                self.top_k,
+                self.top_p,
+                self.rng,
+                self.typical_p,
+                self.top_n,
+                self.min_p,
             )
         return _greedy(logits, self.top_n)
 
@@ -402,10 +416,11 @@ def _sample(
     rng: np.random.Generator,
     typical_p: float | None = None,
     top_n: int = 0,
+    min_p: float | None = None,
 ) -> tuple[int, float, _Top]:
-    """Temperature → top-k → top-p → typical-p → one draw, for one row. Works on the k candidates only once
-    top-k has cut them; `kept` (indices into the candidates) is None while every candidate is still in.
-    `_sample_rows` is the same for many rows (without typical-p and top_n)."""
+    """Temperature → top-k → top-p → min-p → typical-p → one draw, for one row. Works on the k candidates
+    only once top-k has cut them; `kept` (indices into the candidates) is None while every candidate is still
+    in. `_sample_rows` is the same for many rows (without min-p, typical-p and top_n)."""
     if top_k is not None:
         candidates = top_k_ascending(logits, top_k)
         scaled = logits[candidates].astype(np.float64)
@@ -424,6 +439,10 @@ def _sample(
         keep = min(int(np.searchsorted(cumulative, top_p, side="left")) + 1, cumulative.size)
         kept = order[:keep]
         probabilities = sorted_probabilities[:keep] / cumulative[keep - 1]
+    if min_p is not None:
+        likely = np.flatnonzero(probabilities >= min_p * probabilities.max())
+        kept = likely if kept is None else kept[likely]
+        probabilities = probabilities[likely] / probabilities[likely].sum()
     if typical_p is not None:
         typical = _typical(probabilities, typical_p)
         kept = typical if kept is None else kept[typical]

@@ -31,6 +31,14 @@ class SamplingFields(IgnoresUnknown):
         allow_inf_nan=False,
         description="nucleus sampling: the smallest set of words with this much mass (1 or null: off)",
     )
+    min_p: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="when sampling, keep only the words at least this many times as probable as the most "
+        "probable one (0 or null: off)",
+    )
     repetition_penalty: float | None = Field(
         None,
         gt=0,
@@ -54,6 +62,7 @@ class SamplingFields(IgnoresUnknown):
         return {
             "top_k": getattr(self, "top_k", None),
             "top_p": self.top_p,
+            "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty,
             "frequency_penalty": self.frequency_penalty,
             "seed": self.seed,

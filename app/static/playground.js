@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const SLIDERS = ["temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty"];
+const SLIDERS = ["temperature", "top_k", "top_p", "min_p", "max_new_tokens", "repetition_penalty"];
 let running = null; // AbortController of the generation in progress
 
 function showError(message) {
@@ -35,6 +35,7 @@ function parameters() {
     params.temperature = Number($("temperature").value);
     params.top_k = Number($("top_k").value);
     params.top_p = Number($("top_p").value);
+    params.min_p = Number($("min_p").value);
   }
   const seed = $("seed").value.trim();
   if (seed !== "") params.seed = Number(seed);
@@ -306,7 +307,7 @@ function init() {
     update();
   }
   $("greedy").addEventListener("change", () => {
-    for (const id of ["temperature", "top_k", "top_p"]) $(id).disabled = $("greedy").checked;
+    for (const id of ["temperature", "top_k", "top_p", "min_p"]) $(id).disabled = $("greedy").checked;
   });
   $("generate-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,25 @@ def test_errors_are_shown_on_the_page(browser, server_url: str) -> None:
     page.keyboard.press("Control+Enter")
     page.wait_for_selector("#error:not([hidden])")
     assert "inputs is empty" in page.locator("#error").inner_text()
+    page.close()
+
+
+def test_the_min_p_control_is_sent_with_the_sampling_parameters(browser, server_url: str) -> None:
+    page = browser.new_page()
+    sent: list[dict] = []
+    page.on("request", lambda r: r.url.endswith("/generate_stream") and sent.append(json.loads(r.post_data)))
+    page.goto(server_url + "/")
+    page.locator("#min_p").focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowRight")
+    assert page.locator("#min_p-value").inner_text() == "0.1"
+    page.locator("#prompt").fill("黛玉听了")
+    page.locator("#prompt").focus()
+    page.keyboard.press("Control+Enter")
+    page.locator("#status", has_text="length").wait_for(timeout=30_000)
+    assert sent[-1]["parameters"]["min_p"] == 0.1
+    page.locator("#greedy").check()  # greedy takes the best word: min-p, like top-p, is off and disabled
+    assert page.locator("#min_p").is_disabled()
     page.close()
 
 

@@ -130,13 +130,13 @@ def test_unknown_fields_are_ignored_and_logged(client: TestClient, caplog: pytes
     with caplog.at_level(logging.INFO, logger="app"):
         body = {
             "inputs": PROMPT,
-            "parameters": {**SAMPLED, "temprature": 0.5, "min_p": 0.1},
+            "parameters": {**SAMPLED, "temprature": 0.5, "epsilon_cutoff": 0.1},
             "add_special_tokens": False,
         }
         ignored = _post(client, "/generate", **body)
     assert ignored["generated_text"] == _text(client, **SAMPLED)
     logged = caplog.text
-    assert "'temprature'" in logged and "'min_p'" in logged and "'add_special_tokens'" in logged
+    assert "'temprature'" in logged and "'epsilon_cutoff'" in logged and "'add_special_tokens'" in logged
 
 
 # ----------------------------------------------------------------------------------- each parameter's effect

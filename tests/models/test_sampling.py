@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 
 from models.sampling import Sampler, SamplingParams, choose_batch, top_k_ascending
 
@@ -217,3 +218,57 @@ def test_a_masked_seen_word_stays_masked_under_a_zero_float32_repetition_penalty
     sampler = Sampler(SamplingParams(do_sample=True, top_k=1, repetition_penalty=5e-324), 0, 3, seen=[1, 2])
     choice = sampler.choose(logits.copy())
     assert choice.id != 1 and np.isfinite(choice.logprob)
+
+
+def test_min_p_keeps_the_words_at_least_min_p_times_as_probable_as_the_best() -> None:
+    logits = _logits(3, 60) / 3  # standard normal: several words within a factor 5 of the best
+    probabilities = np.exp(logits.astype(np.float64) - logits.max())
+    probabilities /= probabilities.sum()
+    kept = probabilities >= 0.2 * probabilities.max()
+    assert 1 < kept.sum() < 60  # the cut matters for this row
+    chosen = set()
+    for seed in range(300):
+        choice = Sampler(SamplingParams(do_sample=True, min_p=0.2), seed=seed, vocab_size=60).choose(
+            logits.copy()
+        )
+        assert kept[choice.id], choice
+        # Drawn from the kept words renormalised.
+        assert math.isclose(choice.logprob, math.log(probabilities[choice.id] / probabilities[kept].sum()))
+        chosen.add(choice.id)
+    assert chosen == set(np.flatnonzero(kept).tolist())
+    # min_p 1 keeps only the best word; 0 (and null) is off: the same draws as without it.
+    best = Sampler(SamplingParams(do_sample=True, min_p=1.0), seed=1, vocab_size=60).choose(logits.copy())
+    assert best.id == int(np.argmax(logits)) and best.logprob == 0.0
+    for seed in range(20):
+        off = Sampler(SamplingParams(do_sample=True, min_p=0.0), seed=seed, vocab_size=60).choose(
+            logits.copy()
+        )
+        plain = Sampler(SamplingParams(do_sample=True), seed=seed, vocab_size=60).choose(logits.copy())
+        assert off == plain
+
+
+def test_min_p_chooses_the_same_alone_and_in_a_batch() -> None:
+    vocab, batch = 200, 24
+    modes = [
+        SamplingParams(do_sample=True, min_p=0.05),
+        SamplingParams(do_sample=True, temperature=1.4, min_p=0.1, top_k=50),
+        SamplingParams(do_sample=True, top_p=0.9, min_p=0.3, repetition_penalty=1.2),
+        SamplingParams(do_sample=True, temperature=0.8),  # batched rows in between
+        SamplingParams(),
+    ]
+    rows = [_logits(2000 + i, vocab) for i in range(batch)]
+    together = [Sampler(modes[i % len(modes)], seed=i, vocab_size=vocab, seen=[i]) for i in range(batch)]
+    alone = [Sampler(modes[i % len(modes)], seed=i, vocab_size=vocab, seen=[i]) for i in range(batch)]
+    for step in range(8):
+        logits = np.stack([np.roll(row, 13 * step) for row in rows])
+        batched = choose_batch(together, logits.copy())
+        for i, sampler in enumerate(alone):
+            assert batched[i] == sampler.choose(logits[i].copy()), (step, i)
+
+
+def test_min_p_is_validated() -> None:
+    for value in (-0.1, 1.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="min_p"):
+            SamplingParams(min_p=value).validate()
+    SamplingParams(min_p=0.0).validate()
+    SamplingParams(min_p=1.0).validate()
