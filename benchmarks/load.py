@@ -1,4 +1,4 @@
-"""Load, abandonment and half-open connections against the real server, all on 127.0.0.1 (issue 12).
+"""Load, abandonment and half-open connections against the real server, all on 127.0.0.1.
 
 Starts `uvicorn app.main:app` (a subprocess on a free loopback port, `--workers N`) for a trained model and
 runs, in this order:

@@ -11,7 +11,7 @@ their ratio. The in-process decoder (`Decoder.generate`, sequential, in this pro
 measured in each round at concurrency 8, is the reference for the HTTP overhead. "per CPU s" is the ratio of
 tokens per second of each server's own CPU time, which does not depend on the share of the shared cores a
 server happened to get while it was measured. Then a batching server with two worker processes at concurrency
-64. The last two lines are the ratios issue 11 asks for:
+64. The last two lines are the ratios it exists for:
 
     batched/unbatched throughput at concurrency 16: X.XX
     http/in-process throughput at concurrency 8: X.XX

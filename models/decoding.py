@@ -46,7 +46,7 @@ _MAX_DRAWN_SEED = 2**53
 
 
 class NetworkLike(Protocol):
-    """What decoding needs from models.network.Network (see the team contract)."""
+    """What decoding needs from models.network.Network (a duck type the tests' small networks satisfy too)."""
 
     def forward_sequence(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]: ...
     def step(self, ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]: ...
@@ -75,7 +75,7 @@ class EmptyPromptError(ValueError):
 @dataclass(frozen=True)
 class Prompt:
     """A prompt as the model sees it: the tokenizer's tokens, the model's ids for all of them (rare words
-    spelled with their characters, DESIGN §2), and the words that had to be spelled (not deleted)."""
+    spelled with their characters: models/vocabulary.py), and the words that had to be spelled."""
 
     text: str
     tokens: list[str]

@@ -1,4 +1,4 @@
-"""/docs and /redoc in headless Chromium with the network off (issue 12 item 13): both render every operation
+"""/docs and /redoc in headless Chromium with the network off: both render every operation
 from assets this server serves; no request leaves 127.0.0.1."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""No response anywhere contains a non-finite number (issue 12), on the real app and tiny model.
+"""No response anywhere contains a non-finite number, on the real app and tiny model.
 
 Every operation in the OpenAPI document is called with its example (or a minimal valid body), then once per
 numeric field at each extreme the schema admits: the smallest positive double (5e-324) and 1e-308 where a

@@ -1,4 +1,4 @@
-"""The OpenAPI document says what the server does (issue 12 items 8 and 11), on the real app and tiny model.
+"""The OpenAPI document says what the server does, on the real app and tiny model.
 
 tests/app/test_schema_fuzz.py fuzzes the whole document; these tests pin the specific defects found before.
 """
@@ -105,14 +105,14 @@ def test_integral_numbers_are_integers(client: TestClient, path: str, payload: d
     ],
 )
 def test_list_and_string_limits(client: TestClient, path: str, payload: dict, fragment: str) -> None:
-    # Issue 12 item 8: 8 stop strings of 1M characters got a 200; /similar took a 1M-word list.
+    # 8 stop strings of 1M characters got a 200; /similar took a 1M-word list.
     response = client.post(path, json=payload)
     assert response.status_code == 422, response.text
     assert fragment in response.json()["error"]
 
 
 def test_options_and_405_list_every_method_of_the_path(client: TestClient) -> None:
-    # Issue 12 item 11: OPTIONS /similar answered 405 with `Allow: GET`, though POST /similar exists.
+    # OPTIONS /similar answered 405 with `Allow: GET`, though POST /similar exists.
     options = client.options("/similar")
     assert options.status_code == 204 and options.headers["allow"] == "GET, POST"
     wrong = client.delete("/similar")
@@ -133,7 +133,7 @@ def _raw_exchange(server_url: str, request: bytes) -> tuple[bytes, bytes]:
 
 
 def test_a_90_kb_url_and_a_malformed_request_are_answered_in_json(server_url: str) -> None:
-    # Issue 12 item 12: uvicorn answered these itself, in plain text ("Invalid HTTP request received.").
+    # uvicorn answered these itself, in plain text ("Invalid HTTP request received.").
     head, body = _raw_exchange(
         server_url, b"GET /similar?word=" + b"a" * 90_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     )

@@ -57,7 +57,7 @@ def test_similar_post_analogy(client: TestClient) -> None:
 
 
 def test_subnormal_temperature_gives_finite_greedy_answers(client: TestClient) -> None:
-    # Issue 12 item 3: /predict answered "probability": null and /generate repeated one word with
+    # Before: /predict answered "probability": null and /generate repeated one word with
     # logprob -1e30 for temperature 5e-324.
     greedy = client.post("/predict", json={"inputs": "宝玉笑道", "top_k": 3}).json()["candidates"]
     for temperature in (5e-324, 1e-308):

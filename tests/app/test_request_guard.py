@@ -39,7 +39,7 @@ def _assert_json_error(response, status: int, *needles: str) -> dict:
     ],
 )
 def test_lone_surrogate_is_422_naming_the_field(client: TestClient, path: str, body: str) -> None:
-    # Issue 12 item 2: this used to be a 500 (or a stream broken half-way) with a traceback in the log.
+    # This used to be a 500 (or a stream broken half-way) with a traceback in the log.
     response = client.post(path, content=body.encode(), headers=JSON)
     _assert_json_error(response, 422, "lone UTF-16 surrogate")
 
@@ -53,7 +53,7 @@ def test_a_valid_surrogate_pair_and_an_escaped_backslash_still_pass(client: Test
 
 
 def test_body_over_the_limit_is_413_json(client: TestClient) -> None:
-    # Issue 12 item 8: a 100 MB body used to be read and parsed in full.
+    # A 100 MB body used to be read and parsed in full.
     limit = client.app.state.settings.max_body_bytes
     huge = b'{"inputs": "' + b"a" * (limit + 1) + b'"}'
     _assert_json_error(client.post("/generate", content=huge, headers=JSON), 413, "larger than", "/info")
@@ -67,13 +67,13 @@ def test_body_over_the_limit_is_413_json(client: TestClient) -> None:
 
 
 def test_invalid_utf8_says_so(client: TestClient) -> None:
-    # Issue 12 item 12: a generic 400 before.
+    # A generic 400 before.
     response = client.post("/generate", content=b'{"inputs": "\xff\xfe"}', headers=JSON)
     _assert_json_error(response, 400, "not valid UTF-8 JSON", "offset 12")
 
 
 def test_wrong_content_type_says_so(client: TestClient) -> None:
-    # Issue 12 item 12: "input should be a valid dictionary" before.
+    # "input should be a valid dictionary" before.
     response = client.post(
         "/generate", content=b"inputs=hello", headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
@@ -81,7 +81,7 @@ def test_wrong_content_type_says_so(client: TestClient) -> None:
 
 
 def test_stalled_body_is_answered_408_and_the_connection_freed(tiny_model_dir: Path) -> None:
-    # Issue 12 item 10 (body part): half a body used to hold the request forever.
+    # The body: half a body used to hold the request forever.
     with running_server(tiny_model_dir, BODY_READ_TIMEOUT="1") as server_url:
         url = urllib.parse.urlsplit(server_url)
         with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
@@ -120,7 +120,7 @@ def _closed_after(sock: socket.socket, drip: bytes = b"", every: float = 0.3) ->
 
 
 def test_stalled_or_dripping_headers_are_answered_408_and_the_connection_closed(tiny_model_dir: Path) -> None:
-    # Issue 12 item 10 (header part): half a request line or headers held the connection forever, and so
+    # The request line and headers: half a request line or headers held the connection forever, and so
     # did one byte every few seconds.
     with running_server(tiny_model_dir, HEADER_READ_TIMEOUT="1") as server_url:
         url = urllib.parse.urlsplit(server_url)

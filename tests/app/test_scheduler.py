@@ -77,7 +77,7 @@ def test_a_disconnected_stream_frees_its_slot(one_slot_url: str) -> None:
 
 
 def test_a_disconnected_plain_generate_stops_generating(one_slot_url: str) -> None:
-    """Issue 12 item 9: a /generate whose client is gone must not keep generating."""
+    """A /generate whose client is gone must not keep generating."""
     _wait_for(lambda: _idle(one_slot_url))
     cancelled = _metric(one_slot_url, "novel_lstm_cancelled_generations_total")
     closed = _requests(one_slot_url, "/generate", 499)
@@ -172,7 +172,7 @@ def test_a_request_failing_validation_never_enters_the_batch(one_slot_url: str) 
 
 
 def test_seeded_requests_are_the_same_alone_and_among_31_others(server_url: str) -> None:
-    # Every TGI control in the mix, each sequence with its own (issue 8's typical_p, frequency_penalty,
+    # Every TGI control in the mix, each sequence with its own (typical_p, frequency_penalty,
     # top_n_tokens, decoder_input_details and truncate as well as the sampling basics).
     extras = [
         {},

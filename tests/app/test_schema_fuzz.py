@@ -1,5 +1,5 @@
 """Schemathesis against the real server (uvicorn, the tiny real model): the OpenAPI document must describe
-exactly what the server does (issue 12 item 11).
+exactly what the server does.
 
 Every operation in /openapi.json, the routes other modules add included, gets generated requests that fit
 the schema (which must be accepted) and requests that break it (which must be refused with a documented 4xx),
@@ -7,7 +7,7 @@ and every response is checked by all of Schemathesis's checks: no 5xx, documente
 types, responses valid against their schemas, 405 with a correct `Allow` for undocumented methods. The seed is
 fixed and the number of examples bounded, so a run is reproducible and takes about a minute on 2 cores.
 
-One deliberate allowance: until prompts are spelled through their characters (issue 10), a prompt made only of
+One deliberate allowance: until prompts are spelled through their characters, a prompt made only of
 words outside the model's vocabulary is refused with 422 `unknown_words`, which depends on the trained model
 and so cannot be written into the schema. The built-in "schema-valid data is accepted" check is replaced by
 the same check that lets exactly that answer through; every other refusal of schema-valid data still fails.

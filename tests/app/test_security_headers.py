@@ -1,4 +1,4 @@
-"""Security headers and no disclosure (issue 12 item 14), on the real app and tiny model."""
+"""Security headers and no disclosure, on the real app and tiny model."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_static_redirect_does_not_echo_the_host_header(client: TestClient) -> No
 
 
 def test_docs_pages_and_their_csp_name_no_other_origin(client: TestClient) -> None:
-    # Issue 12 item 13: /docs and /redoc loaded Swagger UI and ReDoc from a CDN (floating versions).
+    # Before: /docs and /redoc loaded Swagger UI and ReDoc from a CDN (floating versions).
     for path in ("/docs", "/redoc"):
         response = client.get(path)
         assert response.status_code == 200

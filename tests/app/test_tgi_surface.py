@@ -238,7 +238,7 @@ def test_tokenize_gives_ids_offsets_and_how_each_piece_is_read(
     client: TestClient, vocabulary: list[str]
 ) -> None:
     text = "宝玉 看见孙悟空"
-    assert "孙悟空" not in vocabulary  # read through its characters (DESIGN §2)
+    assert "孙悟空" not in vocabulary  # read through its characters (models/vocabulary.py)
     tokens = _post(client, "/tokenize", text)
     assert "".join(t["text"] for t in tokens) == text.replace(" ", "")
     for token in tokens:
