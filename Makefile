@@ -10,7 +10,7 @@ PORT        ?= 8000
 TRAIN_ARGS  ?=
 PYTEST_ARGS ?=
 
-.PHONY: install serve train test lint format bench browser clean
+.PHONY: install serve train test lint format bench browser nginx failover clean
 
 # Two stamps: serving needs only the runtime dependencies (faster first `make serve`); tests add the dev extra.
 # Each is rebuilt whenever pyproject.toml changes, so `make` never runs on stale dependencies.
@@ -54,6 +54,14 @@ format: install
 # Debian's Chromium for the playground browser test (needs root, as on CI).
 browser:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei)
+
+# Debian's nginx for the proxy tests and benchmarks/failover.py (needs root, as on CI).
+nginx:
+	test -x /usr/sbin/nginx || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx)
+
+# Replicas behind nginx under load: rolling restart (SIGTERM) and a killed replica (SIGKILL), on 127.0.0.1.
+failover: install
+	$(PY) benchmarks/failover.py --model-dir $(MODEL_DIR)
 
 bench: install
 	$(PY) -m pip install --no-cache-dir -q -e '.[dev,bench]'

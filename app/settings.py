@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     header_read_timeout: float = Field(
         10.0, gt=0, description="seconds a request's line and headers may take to arrive before 408"
     )
+    drain_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a stopping worker (SIGTERM) gives running generations before ending them",
+    )
     # Comma-separated in the environment (CORS_ORIGINS=http://a.example,http://b.example); empty = no CORS.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -286,9 +286,65 @@ def test_compose_file_validates_with_docker_compose() -> None:
 
 def test_compose_services_share_one_image_built_here() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"trainer", "api"}
-    assert services["trainer"]["image"] == services["api"]["image"]
-    assert services["trainer"]["build"] == services["api"]["build"] == "."
+    assert set(services) == {"trainer", "api", "replica", "proxy"}
+    assert services["trainer"]["image"] == services["api"]["image"] == services["replica"]["image"]
+    assert services["trainer"]["build"] == services["api"]["build"] == services["replica"]["build"] == "."
+
+
+def test_compose_scale_profile_runs_replicas_behind_the_repository_nginx_config() -> None:
+    from app.settings import Settings
+
+    services = load_compose()["services"]
+    api, replica, proxy = services["api"], services["replica"], services["proxy"]
+    assert "profiles" not in api and "profiles" not in services["trainer"], (
+        "`docker compose up` stays as it was"
+    )
+    assert replica["profiles"] == proxy["profiles"] == ["scale"]
+    # A replica is the API service without a published port (only the proxy is reachable from the host).
+    assert {k: v for k, v in replica.items() if k not in ("profiles", "deploy")} == {
+        k: v for k, v in api.items() if k != "ports"
+    }
+    assert replica["deploy"]["replicas"] == "${REPLICAS:-3}"
+    assert proxy["depends_on"] == {"replica": {"condition": "service_healthy"}}
+    assert proxy["ports"] == ["${PROXY_PORT:-8080}:8080"]
+    mounts = {volume.split(":")[0]: volume.split(":")[1] for volume in proxy["volumes"]}
+    assert mounts == {
+        "./deploy/nginx/novel-lstm.conf": "/etc/nginx/conf.d/default.conf",
+        "./deploy/nginx/compose/novel-lstm-replicas.conf": "/etc/nginx/novel-lstm-replicas.conf",
+        "./deploy/nginx/compose/novel-lstm-listen.conf": "/etc/nginx/novel-lstm-listen.conf",
+    }
+    for source in mounts:
+        assert (REPO / source).is_file(), source
+    assert "listen 8080;" in (REPO / "deploy/nginx/compose/novel-lstm-listen.conf").read_text()
+    # The upstream `resolve` parameter (re-resolving `replica` as containers come and go): nginx >= 1.27.3.
+    major, minor, patch = (int(part) for part in proxy["image"].split(":")[1].split("-")[0].split("."))
+    assert (major, minor, patch) >= (1, 27, 3), proxy["image"]
+    assert (
+        "server replica:8000 resolve" in (REPO / "deploy/nginx/compose/novel-lstm-replicas.conf").read_text()
+    )
+    # Docker's SIGKILL comes only after the drain: stop_grace_period above DRAIN_TIMEOUT.
+    grace = api["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > Settings(_env_file=None).drain_timeout
+
+
+def test_compose_scale_profile_validates_with_docker_compose() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose; .ci/run does it)")
+    env = {key: value for key, value in os.environ.items() if key not in compose_defaults()}
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE_FILE), "--profile", "scale", "config"],
+        cwd=REPO,
+        env={**env, "REPLICAS": "4"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert resolved["replica"]["deploy"]["replicas"] == 4
+    assert "ports" not in resolved["replica"]
+    assert resolved["proxy"]["ports"][0]["target"] == 8080
 
 
 def test_compose_trainer_trains_only_when_the_volume_holds_no_model() -> None:
