@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.engine.service import ModelLoadError, ModelService
+from app.http.drain import DrainOnSigterm
 from app.http.errors import install_error_handlers
 from app.http.metrics import MetricsMiddleware
 from app.http.openapi import install_openapi
@@ -86,9 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = ModelService.start(settings, metrics)
+        drain = DrainOnSigterm(app.state.service, settings.drain_timeout)
+        drain.install()
         try:
             yield
         finally:
+            drain.uninstall()
             app.state.service.stop()
 
     app = FastAPI(

@@ -92,6 +92,23 @@ class Metrics:
             "Requests refused with 429 because the batch and the queue were full",
             registry=self.registry,
         )
+        # Graceful drain on SIGTERM (app/http/drain.py): the state, and what it refused and what it cut.
+        self.draining = Gauge(
+            "novel_lstm_draining",
+            "1 while this worker drains (SIGTERM received: /health answers 503, no new generations)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.drain_refused = Counter(
+            "novel_lstm_drain_refused_requests",
+            "Generations refused with 503 because the worker was draining",
+            registry=self.registry,
+        )
+        self.drain_cut = Counter(
+            "novel_lstm_drain_cut_generations",
+            "Generations still running at the drain timeout, ended with an error",
+            registry=self.registry,
+        )
         self.cancelled = Counter(
             "novel_lstm_cancelled_generations",
             "Generations dropped before their end because the client went away",

@@ -56,6 +56,10 @@ class GenerationFailed(Exception):
     """The scheduler could not run this generation (a bug on the server's side; the log has the traceback)."""
 
 
+class Draining(Exception):
+    """The worker is stopping (SIGTERM): it finishes what it runs and takes no new generations."""
+
+
 @dataclass(frozen=True)
 class TokenEvent:
     """One decoded token of one candidate of a request. `finish_reason` is set on that candidate's last token
@@ -150,6 +154,9 @@ class Scheduler:
         self._tick_seconds = 0.001  # moving average, for the Retry-After hint
         self._window_start = time.perf_counter()  # tokens/s gauge: tokens counted over windows of >= 1 s
         self._window_tokens = 0
+        self._draining = False  # set once by begin_drain: submit refuses from then on
+        self._cut_reason: str | None = None  # set by cut_all, acted on by the scheduler thread
+        self.cut = 0  # generations ended by cut_all
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -171,6 +178,8 @@ class Scheduler:
         Call on the request's event loop."""
         ticket = Ticket(self, generations, stream)
         with self._lock:
+            if self._draining:
+                raise Draining("this server is shutting down and takes no new generations")
             if self._active + len(self._waiting) + len(generations) > self.max_batch_size + self.max_waiting:
                 raise Overloaded(self._overloaded_message(), self._retry_after())
             self._waiting.extend((ticket, choice) for choice in range(len(generations)))
@@ -181,6 +190,24 @@ class Scheduler:
     @property
     def active(self) -> int:
         return self._active
+
+    @property
+    def in_flight(self) -> int:
+        """Generations running or waiting: what a drain waits for."""
+        with self._lock:
+            return self._active + len(self._waiting)
+
+    def begin_drain(self) -> None:
+        """Refuse every later submit with Draining; what is running or waiting goes on to its end."""
+        with self._lock:
+            self._draining = True
+
+    def cut_all(self, reason: str) -> None:
+        """End every running and waiting generation at the next tick: a stream gets `reason` as its error,
+        a plain request fails with it. `cut` counts them once done (in_flight is then 0)."""
+        with self._lock:
+            self._cut_reason = reason
+            self._lock.notify()
 
     @property
     def waiting(self) -> int:
@@ -217,6 +244,9 @@ class Scheduler:
                     self._lock.wait()
                 if not self._running:
                     break
+                if self._cut_reason is not None:
+                    self._cut(self._cut_reason)
+                    self._cut_reason = None
                 cancelled, self._cancelled = self._cancelled, []
                 if cancelled:
                     leaving = set(map(id, cancelled))
@@ -286,6 +316,21 @@ class Scheduler:
             by_loop.setdefault(id(ticket.loop), (ticket.loop, []))[1].append((ticket.queue, deliveries))
         for loop, items in by_loop.values():
             _call_soon(loop, _put_all, items)
+
+    def _cut(self, reason: str) -> None:
+        """cut_all's work, on the scheduler thread with the lock held: fail every request, empty the batch."""
+        entries = [*self._tickets.values(), *self._waiting]  # (ticket, candidate) per generation
+        error = GenerationFailed(reason)
+        for ticket in {id(ticket): ticket for ticket, _ in entries}.values():
+            self._deliver(ticket, [_Delivery(0, None, None, error)])
+        self._tickets.clear()
+        self._waiting.clear()
+        self._batch = DecodingBatch(self.decoder)
+        self._active = 0
+        self.cut += len(entries)
+        if self.metrics is not None:
+            self.metrics.drain_cut.inc(len(entries))
+        self._observe_queue()
 
     def _went_idle(self) -> None:
         if self.metrics is not None:

@@ -35,7 +35,7 @@ from anyio import CapacityLimiter, to_thread
 from app.engine.errors import APIError, ClientDisconnected
 from app.engine.limits import Limits
 from app.engine.run import GenerationRequest, Score, TokenStream, candidates
-from app.engine.scheduler import GenerationFailed, Overloaded, Scheduler, Ticket
+from app.engine.scheduler import Draining, GenerationFailed, Overloaded, Scheduler, Ticket
 from app.metrics import Metrics
 from app.settings import Settings
 from models.artifacts import ArtifactError
@@ -87,6 +87,7 @@ class ModelService:
         self.chat = Chat(self.decoder, model.characters, settings.max_prompt_chars)
         self.name = model.directory.name
         self._model_lane: CapacityLimiter | None = None
+        self._draining = False
         self.scheduler = Scheduler(self.decoder, settings.max_batch_size, settings.max_waiting, metrics)
 
     # ------------------------------------------------------------------------------------------- the run path
@@ -143,6 +144,43 @@ class ModelService:
             raise APIError(
                 429, "overloaded", str(error), headers={"Retry-After": str(error.retry_after)}
             ) from None
+        except Draining as error:
+            if self.metrics is not None:
+                self.metrics.drain_refused.inc()
+            # Nothing ran, so the request is safe to send again: another replica answers it. Connection:
+            # close, so a client that keeps its connections open opens a new one (to a replica not stopping).
+            raise APIError(
+                503,
+                "unavailable",
+                f"{error}; send the request again (another replica takes it)",
+                headers={"Retry-After": "1", "Connection": "close"},
+            ) from None
+
+    # ------------------------------------------------------------------------------------------------ drain
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, timeout: float) -> tuple[int, int]:
+        """Stop taking generations and give the running and waiting ones `timeout` seconds to finish; end the
+        rest with an error (a stream's last event says the server stopped). Returns (finished, cut)."""
+        self._draining = True
+        self.scheduler.begin_drain()
+        if self.metrics is not None:
+            self.metrics.draining.set(1)
+        running = self.scheduler.in_flight
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.scheduler.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.scheduler.in_flight:
+            self.scheduler.cut_all(
+                f"the server is shutting down and stopped this generation after DRAIN_TIMEOUT={timeout:g} s; "
+                "send the request again (another replica takes it)"
+            )
+            while self.scheduler.in_flight:
+                await asyncio.sleep(0.01)
+        return running - self.scheduler.cut, self.scheduler.cut
 
     # ------------------------------------------------------------------------------------- other model work
     async def run_model(self, function: Callable[..., _Result], *args: object) -> _Result:

@@ -49,7 +49,8 @@ def event_stream(
                     yield {"data": data}
         except GenerationFailed as error:
             logger.error("generation failed in the middle of a stream: %s", error)
-            message = "the generation failed on the server; the server log has the details"
+            # The server's own reason: a bug it logged, or the drain timeout of a server that is stopping.
+            message = f"the generation failed on the server ({error}); the server log has the details"
             yield {"data": json.dumps(error_payload(path, 424, "generation", message), ensure_ascii=False)}
             return
         for data in closing():

@@ -68,6 +68,6 @@ class SimilarResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "draining"]
     model: str
     vocab_size: int

@@ -8,9 +8,11 @@ from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import __version__
+from app.engine.service import ModelService
 from app.http.errors import ErrorResponse
 from app.protocols.native import HealthResponse
 from app.protocols.tgi import GenerateRequest, SimpleToken, generation_request
@@ -131,14 +133,32 @@ def info(service: Service) -> dict[str, Any]:
 
 # async: answered on the event loop itself, never queued behind busy worker threads (a sync route waits for
 # a thread of the pool, which prompt cutting and model work share), so a health check stays fast under load.
-@router.get("/health", response_model=HealthResponse, summary="Liveness: the model is loaded")
-async def health(service: Service) -> HealthResponse:
-    return HealthResponse(status="ok", model=service.name, vocab_size=len(service.model.vectors))
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": '`"status": "draining"`: stopping (SIGTERM)'}},
+    summary="Readiness: the model is loaded and the server takes new generations (503 while draining)",
+)
+async def health(service: Service) -> HealthResponse | JSONResponse:
+    # 503 while draining, so a proxy's or Kubernetes' readiness check stops sending this replica requests.
+    status_code = 503 if service.draining else 200
+    body = _health_body(service)
+    return body if status_code == 200 else JSONResponse(body.model_dump(), status_code=status_code)
 
 
-@router.get("/ping", response_model=HealthResponse, summary="The same as /health (SageMaker's name)")
+@router.get(
+    "/ping",
+    response_model=HealthResponse,
+    summary="Liveness: the server answers (200 also while draining; the status field tells)",
+)
 async def ping(service: Service) -> HealthResponse:
-    return await health(service)
+    # Always 200: a draining server is alive and finishing its work, and must not be restarted for it.
+    return _health_body(service)
+
+
+def _health_body(service: ModelService) -> HealthResponse:
+    status = "draining" if service.draining else "ok"
+    return HealthResponse(status=status, model=service.name, vocab_size=len(service.model.vectors))
 
 
 @router.post(

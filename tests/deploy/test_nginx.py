@@ -162,3 +162,27 @@ def check_kill_in_flight(proxy: LocalNginx, replicas: list[LiveServer]) -> None:
     statuses = [generate(proxy.url, 20).status_code for _ in range(10)]
     assert statuses == [200] * 10
     assert metric(survivor.url, "novel_lstm_http_requests_total", route="/generate") == 10
+
+
+def test_a_replica_taken_out_and_stopped_finishes_its_stream_while_the_other_serves(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """One step of a rolling restart: the replica leaves nginx's upstream (reload), gets SIGTERM and drains;
+    its stream through the proxy ends normally, and every new request meanwhile goes to the other replica."""
+    with replicas_behind_nginx(tiny_model_dir, tmp_path / "nginx") as (proxy, replicas):
+        body = {"inputs": "宝玉", "parameters": {"max_new_tokens": 6000, "do_sample": True, "seed": 7}}
+        with httpx.stream("POST", f"{proxy.url}/generate_stream", json=body, timeout=120) as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
+            running = [metric(server.url, "novel_lstm_batch_current_size") for server in replicas]
+            assert sorted(running) == [0, 1], running
+            stopping, survivor = (replicas[0], replicas[1]) if running[0] else (replicas[1], replicas[0])
+            proxy.reload([port_of(server) for server in replicas], down={port_of(stopping)})
+            stopping.process.send_signal(signal.SIGTERM)
+            statuses = [generate(proxy.url, 20).status_code for _ in range(10)]
+            events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+        assert statuses == [200] * 10
+        assert metric(survivor.url, "novel_lstm_http_requests_total", route="/generate") == 10
+        assert events[-1]["details"]["finish_reason"] == "length" and len(events) == 5999
+        stopping.process.wait(timeout=30)
+        assert "drained: 1 generations finished, 0 cut" in stopping.output()
