@@ -4,8 +4,8 @@ uvicorn replicas of one model, under load, all on 127.0.0.1.
 Starts the replicas (`uvicorn app.main:app`, one process each, DRAIN_TIMEOUT as given) and Debian's nginx in
 front of them (benchmarks/nginx_process.py), then drives load through the proxy for the whole run: `--clients`
 concurrent clients, each sending one request after another, half POST /generate and half POST /generate_stream
-(read to the end), 16-64 new tokens, every request with its own id (X-Request-ID, and `?request_id=` so each
-replica's access log names it). Meanwhile, in this order:
+(read to the end), 16-64 new tokens (one in five: 200-400), every request with its own id (X-Request-ID, and
+`?request_id=` so each replica's access log names it). Meanwhile, in this order:
 
 1. **steady**: load only (`--steady` seconds).
 2. **rolling restart (SIGTERM)**: for each replica in turn, what a deploy does: take it out of nginx's
@@ -31,6 +31,11 @@ the killed replica, G the failures among requests started 1 s or more after the 
 failed during the rolling restart, a failure happened 1 s after the kill, or a generation ran twice.
 
     python benchmarks/failover.py --model-dir artifacts/hongloumeng
+
+Clients open a new connection to nginx for every request unless `--keep-alive`: reloading nginx (how a replica
+is taken out and put back) closes the idle client connections of its old workers, and a request sent on one at
+that very moment fails (httpx does not resend a POST): a cost of reloading the proxy with keep-alive clients,
+not of the replicas, which `--keep-alive` shows on its own.
 
 The clients, nginx and the replicas share this machine's cores, so latency and tokens/s are for all of them
 together; the failure counts are what the benchmark is about.
@@ -67,6 +72,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16-32)")
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of load before and after events")
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="DRAIN_TIMEOUT of the replicas")
+    parser.add_argument(
+        "--take-out-delay",
+        type=float,
+        default=1.0,
+        help="seconds between taking a replica out of nginx and its SIGTERM (Kubernetes' preStop pause)",
+    )
+    parser.add_argument(
+        "--no-take-out",
+        action="store_true",
+        help="SIGTERM the replicas without taking them out of nginx first (what a bare `docker compose "
+        "restart` does): shows what the drain's 503s cost when the proxy is not told",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="clients reuse their connections to nginx (off: one connection per request, see the docstring)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.replicas < 2:
@@ -143,20 +165,22 @@ class Result:
 async def one_request(client: httpx.AsyncClient, proxy: str, request_id: str, rng: random.Random) -> Result:
     stream = rng.random() < 0.5
     kind = "stream" if stream else "generate"
+    # Mostly short requests; one in five long enough (seconds under load) to be running when a replica stops.
+    tokens = rng.randint(200, 400) if rng.random() < 0.2 else rng.randint(16, 64)
     body = {
         "inputs": rng.choice(PROMPTS),
-        "parameters": {"max_new_tokens": rng.randint(16, 64), "do_sample": True, "seed": rng.getrandbits(32)},
+        "parameters": {"max_new_tokens": tokens, "do_sample": True, "seed": rng.getrandbits(32)},
     }
     url = f"{proxy}/{'generate_stream' if stream else 'generate'}?request_id={request_id}"
     headers = {"X-Request-ID": request_id}
     started = time.monotonic()
     cause: str | None = None
-    tokens = 0
+    received = 0
     try:
         if not stream:
             response = await client.post(url, json=body, headers=headers)
             if response.status_code == 200:
-                tokens = int(response.headers["x-generated-tokens"])
+                received = int(response.headers["x-generated-tokens"])
             else:
                 cause = f"HTTP {response.status_code}"
         else:
@@ -172,19 +196,21 @@ async def one_request(client: httpx.AsyncClient, proxy: str, request_id: str, rn
                             if "error" in last:
                                 cause = f"error event ({last.get('error_type')})"
                                 break
-                            tokens += 1
+                            received += 1
                     if cause is None and "details" not in last:
                         cause = "stream ended without its last event"
     except httpx.RemoteProtocolError:
         cause = "stream broken off" if stream else "connection closed without an answer"
     except httpx.HTTPError as error:
         cause = f"transport: {type(error).__name__}"
-    return Result(request_id, kind, started, time.monotonic(), cause, tokens if cause is None else 0)
+    return Result(request_id, kind, started, time.monotonic(), cause, received if cause is None else 0)
 
 
-async def client_loop(number: int, proxy: str, stop: asyncio.Event, results: list[Result], seed: int) -> None:
+async def client_loop(
+    number: int, proxy: str, stop: asyncio.Event, results: list[Result], seed: int, keep_alive: bool
+) -> None:
     rng = random.Random(seed * 1000 + number)
-    limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=2 if keep_alive else 0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         count = 0
         while not stop.is_set():
@@ -203,23 +229,31 @@ class Window:
 
 
 async def rolling_restart(
-    replicas: list[Replica], nginx: LocalNginx, model_dir: Path, drain_timeout: float, windows: list[Window]
+    replicas: list[Replica], nginx: LocalNginx, args: argparse.Namespace, windows: list[Window]
 ) -> None:
+    model_dir, drain_timeout = args.model_dir, args.drain_timeout
     ports = [replica.port for replica in replicas]
     for replica in replicas:
         window = Window(f"restart replica {replica.index} (SIGTERM)", time.monotonic())
         windows.append(window)
-        await asyncio.to_thread(nginx.reload, ports, {replica.port})
+        if not args.no_take_out:
+            await asyncio.to_thread(nginx.reload, ports, {replica.port})
+            # nginx's old workers pass on the requests they had already read with the old replica list;
+            # they reach the replica within milliseconds, and must arrive before it refuses new generations.
+            await asyncio.sleep(args.take_out_delay)
         taken_out = time.monotonic()
         replica.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(replica.process.wait, drain_timeout + 30)
         drained = time.monotonic()
+        drain_report = (re.findall(r"drained: .*", replica.logs[-1].read_text()) or ["no drain line"])[-1]
         replica.start(model_dir, drain_timeout)
         loaded = await asyncio.to_thread(replica.wait_healthy)
-        await asyncio.to_thread(nginx.reload, ports)
+        if not args.no_take_out:
+            await asyncio.to_thread(nginx.reload, ports)
         print(
-            f"  replica {replica.index}: out of nginx in {taken_out - window.start:.2f} s, drained and "
-            f"exited {drained - taken_out:.2f} s after SIGTERM, restarted and healthy in {loaded:.1f} s",
+            f"  replica {replica.index}: SIGTERM {taken_out - window.start:.2f} s after the restart began, "
+            f"exited {drained - taken_out:.2f} s later ({drain_report}); "
+            f"restarted and healthy in {loaded:.1f} s",
             flush=True,
         )
         await asyncio.sleep(2)  # settle: the new process takes its share again before the next one goes
@@ -279,7 +313,8 @@ async def run(args: argparse.Namespace, replicas: list[Replica], nginx: LocalNgi
     results: list[Result] = []
     stop = asyncio.Event()
     clients = [
-        asyncio.create_task(client_loop(n, nginx.url, stop, results, args.seed)) for n in range(args.clients)
+        asyncio.create_task(client_loop(n, nginx.url, stop, results, args.seed, args.keep_alive))
+        for n in range(args.clients)
     ]
     windows: list[Window] = []
     began = time.monotonic()
@@ -288,7 +323,7 @@ async def run(args: argparse.Namespace, replicas: list[Replica], nginx: LocalNgi
     windows[-1].end = time.monotonic()
 
     print("rolling restart:", flush=True)
-    await rolling_restart(replicas, nginx, args.model_dir, args.drain_timeout, windows)
+    await rolling_restart(replicas, nginx, args, windows)
     rolling_start, rolling_end = windows[1].start, windows[-1].end
 
     windows.append(Window("steady after the restarts", time.monotonic()))
@@ -337,9 +372,11 @@ async def run(args: argparse.Namespace, replicas: list[Replica], nginx: LocalNgi
     elsewhere = [r for r in kill_failed if r not in on_victim]
     late = [r for r in kill_failed if r.started >= killed + 1]
     in_flight = [r for r in on_victim if r.started < killed]
+    latest = max((r.started - killed for r in on_victim), default=0.0)
     print(
         f"killed replica: {len(on_victim)} failed requests had been sent to it ({len(in_flight)} of them "
-        f"started before the kill); {len(elsewhere)} other failures"
+        f"started before the kill; latest start {1000 * latest:+.0f} ms from the kill); "
+        f"{len(elsewhere)} other failures"
         + (f": {Counter(r.cause for r in elsewhere).most_common()}" if elsewhere else "")
     )
     if rolling_failed:
