@@ -34,6 +34,12 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._http()
+        self._batching()
+        self._drain()
+
+    def _http(self) -> None:
+        """Requests, latency and tokens per route (app/http/metrics.py and the engine count them)."""
         self.requests = Counter(
             "novel_lstm_http_requests",
             "HTTP requests by method, route template and status code",
@@ -53,7 +59,9 @@ class Metrics:
         self.tokens = Counter(
             "novel_lstm_generated_tokens", "Tokens generated, by route", ["route"], registry=self.registry
         )
-        # Continuous batching (app/engine/scheduler.py).
+
+    def _batching(self) -> None:
+        """Continuous batching (app/engine/scheduler.py)."""
         self.batch_size = Histogram(
             "novel_lstm_batch_size",
             "Sequences advanced together, observed once per scheduler tick",
@@ -92,7 +100,14 @@ class Metrics:
             "Requests refused with 429 because the batch and the queue were full",
             registry=self.registry,
         )
-        # Graceful drain on SIGTERM (app/http/drain.py): the state, and what it refused and what it cut.
+        self.cancelled = Counter(
+            "novel_lstm_cancelled_generations",
+            "Generations dropped before their end because the client went away",
+            registry=self.registry,
+        )
+
+    def _drain(self) -> None:
+        """Graceful drain on SIGTERM (app/http/drain.py): the state, and what it refused and what it cut."""
         self.draining = Gauge(
             "novel_lstm_draining",
             "1 while this worker drains (SIGTERM received: /health answers 503, no new generations)",
@@ -107,11 +122,6 @@ class Metrics:
         self.drain_cut = Counter(
             "novel_lstm_drain_cut_generations",
             "Generations still running at the drain timeout, ended with an error",
-            registry=self.registry,
-        )
-        self.cancelled = Counter(
-            "novel_lstm_cancelled_generations",
-            "Generations dropped before their end because the client went away",
             registry=self.registry,
         )
 
