@@ -1,5 +1,6 @@
-"""The import rules of docs/architecture.md, checked on the source: app/, training/ and benchmarks/ stand on
-models/ and nothing points back up; inside app/, the engine and the protocols know nothing of HTTP."""
+"""The rules of docs/architecture.md, checked on the source: app/, training/ and benchmarks/ stand on
+models/ and nothing points back up; inside app/, the engine and the protocols know nothing of HTTP,
+and its functions and modules stay within the size the document sets."""
 
 from __future__ import annotations
 
@@ -44,3 +45,20 @@ def test_nothing_imports_upwards(folder: str, forbidden: tuple[str, ...]) -> Non
         for module, names in imports.items()
     }
     assert {module: names for module, names in wrong.items() if names} == {}
+
+
+def test_app_functions_and_modules_stay_readable() -> None:
+    """docs/architecture.md's size rule for app/: no function over 80 lines (decorators included), no module
+    over 400; past that a piece is doing two things and should be split where the document says."""
+    too_long = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(ROOT))
+        if len(text.splitlines()) > 400:
+            too_long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
+                if node.end_lineno - start + 1 > 80:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {node.end_lineno - start + 1} lines")
+    assert too_long == []
