@@ -10,7 +10,7 @@ PORT        ?= 8000
 TRAIN_ARGS  ?=
 PYTEST_ARGS ?=
 
-.PHONY: install serve train test lint format bench browser nginx failover clean
+.PHONY: install serve train test lint format bench quality browser nginx failover clean
 
 # Two stamps: serving needs only the runtime dependencies (faster first `make serve`); tests add the dev extra.
 # Each is rebuilt whenever pyproject.toml changes, so `make` never runs on stale dependencies.
@@ -69,6 +69,11 @@ bench: install
 	$(PY) benchmarks/vector_search.py
 	$(PY) benchmarks/serve.py --model-dir $(MODEL_DIR)
 	$(PY) benchmarks/load.py --model-dir $(MODEL_DIR)
+
+# Held-out quality of the default settings on full 红楼梦, its first 300,000 and 120,000 characters: one table
+# (benchmarks/quality.py; about 10 minutes on a quiet 2-core machine). Models go to /tmp/novel-lstm-quality.
+quality: $(VENV)/.installed-runtime
+	$(PY) benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

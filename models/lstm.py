@@ -47,6 +47,7 @@ class LSTMCache:
     h: np.ndarray  # (T+1, B, H): h[0] is the initial state, h[t+1] the output at step t
     c: np.ndarray  # (T+1, B, H): c[0] is the initial cell state
     tanh_c: np.ndarray  # (T, B, H): tanh(c[t+1]), kept so backward does not recompute it
+    recurrent_mask: np.ndarray | None = None  # (H, 4H) DropConnect mask the recurrent weights were used with
 
     @property
     def final_state(self) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +127,14 @@ class LSTM:
                 raise ValueError(f"LSTM {what}: {name} has shape {np.shape(array)}, expected {expected}")
 
     def forward(
-        self, x: np.ndarray, state: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        x: np.ndarray,
+        state: tuple[np.ndarray, np.ndarray] | None = None,
+        recurrent_mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, LSTMCache]:
         """x (B, T, D) -> h (B, T, H) and the cache; cache.final_state is (h_T, c_T) for carrying state on.
+        recurrent_mask (H, 4H), when given, multiplies the recurrent weights W_h (DropConnect in training);
+        backward then differentiates the masked weights.
 
         The returned h is a read-only view into the cache (backward needs it unchanged); copy it to modify."""
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -143,6 +149,12 @@ class LSTM:
         # free (instead of a separate pass over all T*B*4H gates), and in backward the same GEMM that gives
         # dW_x gives db in its last row.
         W_xb, W_h = self._scaled_weights()
+        if recurrent_mask is not None:
+            if recurrent_mask.shape != W_h.shape:
+                raise ValueError(
+                    f"LSTM recurrent mask: expected shape {W_h.shape}, got {recurrent_mask.shape}"
+                )
+            W_h = W_h * recurrent_mask
         xs = np.empty((T, B, D + 1), dtype=dtype)
         np.copyto(xs[:, :, :D], x.transpose(1, 0, 2), casting="same_kind")
         xs[:, :, D] = 1.0
@@ -169,7 +181,7 @@ class LSTM:
 
         out = hs[1:].transpose(1, 0, 2)
         out.flags.writeable = False
-        return out, LSTMCache(x=xs, gates=gates, h=hs, c=cs, tanh_c=tanh_c)
+        return out, LSTMCache(x=xs, gates=gates, h=hs, c=cs, tanh_c=tanh_c, recurrent_mask=recurrent_mask)
 
     def _gate_scale(self) -> np.ndarray:
         """(4H,) factors -1 on i, f, o and -2 on g applied to pre-activations, see the module docstring."""
@@ -220,6 +232,8 @@ class LSTM:
         self._check_state(dstate, B, "backward dstate")
         dtype = self.dtype
         W_x, W_h = self.W[:D], self.W[D:]
+        if cache.recurrent_mask is not None:
+            W_h = W_h * cache.recurrent_mask
         W_h_T = W_h.T  # a transposed view: BLAS reads it with the transpose flag, no copy
 
         dgates = np.empty((T, B, 4 * H), dtype=dtype)
@@ -270,6 +284,8 @@ class LSTM:
         dW_xb = cache.x.reshape(T * B, D + 1).T @ flat  # rows [:D] are dW_x, row D is db
         dW[:D] = dW_xb[:D]
         np.matmul(cache.h[:-1].reshape(T * B, H).T, flat, out=dW[D:])
+        if cache.recurrent_mask is not None:
+            dW[D:] *= cache.recurrent_mask
         db = dW_xb[D].copy()
         dx = (flat @ W_x.T).reshape(T, B, D).transpose(1, 0, 2)
         return {"W": dW, "b": db}, dx, (dh_next, dc)

@@ -7,11 +7,20 @@ Zaremba et al.'s PTB models), so the model learns to use context longer than a w
 held-out text the same stateful way. Each epoch starts the sub-streams at a random offset in ``[0, seq_len)``
 so window boundaries move between epochs.
 
-Weights: Adam with global gradient-norm clipping and a cosine learning-rate decay over the planned epochs.
-An exponential moving average of the weights (``--average``, decay ramped up from 0 over the first updates)
-is what gets validated, selected and saved; like averaged SGD in AWD-LSTM it generalises better than the
-last iterate. A time budget measures the first epochs and, if the planned epochs would not fit, plans fewer
-(the learning-rate schedule follows the new plan).
+Weights: Adam with global gradient-norm clipping, optional decoupled weight decay towards the initial values
+(AdamW; for the output word vectors that is word2vec's) and a cosine learning-rate decay over the planned
+updates. An exponential moving average of the weights (``--average``, decay ramped up from 0 over the first
+updates) is what gets validated, selected and saved; like averaged SGD in AWD-LSTM it generalises better than
+the last iterate.
+
+The plan (how long to train) fits the novel and the machine instead of a fixed epoch count: the first 10
+updates measure the seconds per update, and the plan is the number of updates that fits into the time budget
+(``--time-budget-minutes``), at most ``--epochs`` epochs; it is re-made from the measured speed after every
+epoch, and the learning-rate schedule follows it (the last epoch may be cut short). After every epoch the
+validation loss decides: a better one is kept as the best weights; ``--patience`` validations in a row without
+a better one stop the run (optionally the learning rate is cut at each, ``--plateau-lr-factor``). So a small
+novel trains until it stops improving, and a large one gets every update the budget allows. The plan and the
+reason the run stopped are printed and kept in the summary (manifest.json "training").
 
 Validation: after every epoch the loss is measured on a validation slice, the last 5% of the training stream
 (the end of the training chapters, just before the held-out ones), by the same stateful pass the evaluation
@@ -54,27 +63,34 @@ VALIDATION_WINDOW = 128
 
 @dataclass
 class FitConfig:
-    """Training settings; the defaults fit a fresh `make serve` on 红楼梦 into 5 minutes on 2 cores: one
-    epoch of the default network is ~90 CPU-seconds there (381 windows of 32 x 32 tokens, V = 6,975)."""
+    """Training settings. The defaults fit a fresh `make serve` on 红楼梦 into 5 minutes on 2 cores: the plan
+    spends at most ``time_budget_minutes`` fitting, and a small novel stops earlier, when the validation loss
+    stops improving."""
 
-    # 3 epochs measured on 红楼梦 (2-core machine, 47 s each): 6.06 held-out bpc served, vs 6.13 after 2.
-    epochs: int = 3
+    epochs: int = 3  # the most epochs the plan may hold; time and the validation loss usually stop it first
     hidden: int = 256
     layers: int = 1
     seq_len: int = 32
     batch_size: int = 32
     lr: float = 3e-3
-    final_lr_fraction: float = 0.05  # cosine decay from lr to lr * this over the planned epochs
+    final_lr_fraction: float = 0.05  # cosine decay from lr to lr * this over the planned steps
     loss: str = "cos_softmax"
     dropout: float = 0.3
+    locked_dropout: bool = False
+    embedding_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_decay: float = 0.0  # decoupled, towards the initial values (see decay_targets)
     output_bias: bool = True
     train_output: bool = True
     train_input: bool = True
+    tie_vectors: bool = False
     clip: float = 5.0  # global gradient-norm clipping
     average: float = 0.995  # decay of the parameter average used for validation and the saved model; 0 = off
-    patience: int = 2  # stop after this many epochs without a better validation loss
-    # Fewer epochs when the measured epoch time would exceed this: `make serve` on a fresh clone
-    # (segmentation, word2vec, fit, mixture, evaluation) has to finish within 5 minutes on 2 cores.
+    patience: int = 2  # stop after this many validations without a better loss
+    # Each validation that does not improve multiplies the learning rate by this (1 = keep the schedule).
+    plateau_lr_factor: float = 1.0
+    # The plan's time budget: `make serve` on a fresh clone (segmentation, word2vec, fit, mixture,
+    # evaluation) has to finish within 5 minutes on 2 cores.
     time_budget_minutes: float | None = 2.75
     seed: int = 0
 
@@ -87,8 +103,12 @@ class FitConfig:
             "batch-size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "dropout": 0.0 <= self.dropout < 1.0,
+            "embedding-dropout": 0.0 <= self.embedding_dropout < 1.0,
+            "recurrent-dropout": 0.0 <= self.recurrent_dropout < 1.0,
+            "weight-decay": self.weight_decay >= 0.0 and self.weight_decay * self.lr < 1.0,
             "clip": self.clip > 0,
             "patience": self.patience >= 1,
+            "plateau-lr-factor": 0.0 < self.plateau_lr_factor <= 1.0,
             "average": 0.0 <= self.average < 1.0,
             "loss": self.loss in LOSSES,
         }
@@ -119,7 +139,11 @@ class FitConfig:
             dropout=self.dropout,
             output_bias=self.output_bias,
             train_output=self.train_output,
-            train_input=self.train_input,
+            train_input=self.train_input and not self.tie_vectors,  # the tied vector replaces the offset
+            tie_vectors=self.tie_vectors,
+            locked_dropout=self.locked_dropout,
+            embedding_dropout=self.embedding_dropout,
+            recurrent_dropout=self.recurrent_dropout,
         )
 
 
@@ -127,7 +151,13 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """The network/training options of `python -m training` (defaults from FitConfig)."""
     d = FitConfig()
     group = parser.add_argument_group("network and training")
-    group.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (default %(default)s)")
+    group.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="the most epochs the plan may hold; the time budget and the validation loss usually stop it "
+        "sooner (default %(default)s)",
+    )
     group.add_argument("--hidden", type=int, default=d.hidden, help="LSTM hidden size (default %(default)s)")
     group.add_argument("--layers", type=int, default=d.layers, choices=(1, 2), help="stacked LSTM layers")
     group.add_argument(
@@ -139,10 +169,42 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--loss",
         choices=LOSSES,
         default=d.loss,
-        help="cos_softmax: softmax over scaled cosine to output vectors (default); mse: the reference recipe "
-        "(regress onto the next word vector); cosine; softmax: one-hot head over the vocabulary",
+        help="cos_softmax: softmax over scaled cosine to output vectors; adaptive_cos_softmax: the same "
+        "distribution as an adaptive softmax (frequent words first, rare ones in clusters: cheaper to "
+        "train); mse: the reference recipe (regress onto the next word vector); cosine; softmax: one-hot "
+        "head over the vocabulary (default %(default)s)",
     )
-    group.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate (default %(default)s)")
+    group.add_argument(
+        "--dropout",
+        type=float,
+        default=d.dropout,
+        help="dropout rate on every LSTM input and output (default %(default)s)",
+    )
+    group.add_argument(
+        "--locked-dropout",
+        action=argparse.BooleanOptionalAction,
+        default=d.locked_dropout,
+        help="one dropout mask per sequence, shared by all its time steps (default %(default)s)",
+    )
+    group.add_argument(
+        "--embedding-dropout",
+        type=float,
+        default=d.embedding_dropout,
+        help="share of word types dropped from each batch's inputs (default %(default)s)",
+    )
+    group.add_argument(
+        "--recurrent-dropout",
+        type=float,
+        default=d.recurrent_dropout,
+        help="DropConnect rate on the recurrent LSTM weights (default %(default)s)",
+    )
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help="decoupled weight decay towards the initial values (word2vec for the word vectors) "
+        "(default %(default)s)",
+    )
     group.add_argument(
         "--output-bias",
         action=argparse.BooleanOptionalAction,
@@ -162,9 +224,28 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         help="learn a per-word offset to the frozen word2vec input vectors (default %(default)s)",
     )
     group.add_argument(
+        "--tie-vectors",
+        action=argparse.BooleanOptionalAction,
+        default=d.tie_vectors,
+        help="read each word through its trained output vector (tied input and output vectors) instead of "
+        "word2vec plus a learned offset (default %(default)s)",
+    )
+    group.add_argument(
         "--clip", type=float, default=d.clip, help="gradient-norm clipping (default %(default)s)"
     )
-    group.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    group.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="stop after this many validations without a better loss (default %(default)s)",
+    )
+    group.add_argument(
+        "--plateau-lr-factor",
+        type=float,
+        default=d.plateau_lr_factor,
+        help="multiply the learning rate by this after a validation without a better loss "
+        "(default %(default)s)",
+    )
     group.add_argument(
         "--average",
         type=float,
@@ -176,8 +257,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-budget-minutes",
         type=float,
         default=d.time_budget_minutes,
-        help="plan fewer epochs if the measured epoch time would exceed this; 0 = no budget "
-        "(default %(default)s)",
+        help="plan the training steps that fit into this many minutes at the measured speed; 0 = no "
+        "budget (default %(default)s)",
     )
     group.add_argument(
         "--resume",
@@ -193,7 +274,10 @@ class FitResult:
 
 
 class Adam:
-    """Adam (Kingma & Ba) over a dict of arrays, updated in place; moments are part of the checkpoint."""
+    """Adam (Kingma & Ba) over a dict of arrays, updated in place; moments are part of the checkpoint.
+
+    Every operation writes into preallocated arrays (one scratch array per param): a temporary the size of
+    the (V, D) word matrices would be a fresh allocation, and its page faults, on every update."""
 
     def __init__(
         self, params: dict[str, np.ndarray], beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
@@ -201,6 +285,7 @@ class Adam:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = {name: np.zeros_like(p) for name, p in params.items()}
         self.v = {name: np.zeros_like(p) for name, p in params.items()}
+        self.scratch = {name: np.empty_like(p) for name, p in params.items()}
         self.t = 0
 
     def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
@@ -208,12 +293,19 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         step = lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for name, param in params.items():
-            g, m, v = grads[name], self.m[name], self.v[name]
+            g, m, v, s = grads[name], self.m[name], self.v[name], self.scratch[name]
             m *= b1
-            m += (1 - b1) * g
+            np.multiply(g, 1 - b1, out=s)
+            m += s
             v *= b2
-            v += (1 - b2) * (g * g)
-            param -= step * m / (np.sqrt(v) + self.eps)
+            np.multiply(g, g, out=s)
+            s *= 1 - b2
+            v += s
+            np.sqrt(v, out=s)
+            s += self.eps
+            np.divide(m, s, out=s)
+            s *= step
+            param -= s
 
 
 def clip_gradients(grads: dict[str, np.ndarray], max_norm: float) -> float:
@@ -226,14 +318,26 @@ def clip_gradients(grads: dict[str, np.ndarray], max_norm: float) -> float:
     return norm
 
 
-def planned_lr(config: FitConfig, epoch: int, planned_epochs: int) -> float:
-    """Cosine decay per epoch (epoch counted from 0) from lr down to lr * final_lr_fraction at the last
-    one."""
-    if planned_epochs <= 1:
+def planned_lr(config: FitConfig, step: int, planned_steps: int) -> float:
+    """Cosine decay per update (step counted from 0) from lr down to lr * final_lr_fraction at the last
+    planned one."""
+    if planned_steps <= 1:
         return config.lr
-    progress = min(epoch / (planned_epochs - 1), 1.0)
+    progress = min(step / (planned_steps - 1), 1.0)
     floor = config.final_lr_fraction
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# Parameters that weight decay leaves alone: biases (a bias is a level, not a weight to shrink) and the cosine
+# scale κ; the per-word biases do decay, towards the log unigram frequencies they start from.
+_UNDECAYED = ("lstm0.b", "lstm1.b", "head.b", "out.log_scale", "out.cluster_bias")
+
+
+def decay_targets(network: Network) -> dict[str, np.ndarray]:
+    """{name: what weight decay pulls the param towards}: its initial value. For the word vectors that is
+    word2vec's (the output vectors) or no change to it (the input offsets start at 0), so a rare word whose
+    vectors see few updates stays near what word2vec knows about it instead of memorising its few contexts."""
+    return {name: p.copy() for name, p in network.params.items() if name not in _UNDECAYED}
 
 
 def validation_size(training_tokens: int) -> int:
@@ -305,14 +409,25 @@ def _fingerprint(token_ids: np.ndarray, split_index: int, vectors: WordVectors, 
 
 @dataclass
 class _Progress:
-    epoch: int = 0  # completed epochs
-    planned_epochs: int = 0
-    history: dict = dataclasses.field(default_factory=lambda: {"train_loss": [], "val_loss": [], "lr": []})
+    epoch: int = 0  # completed epochs (the last one may have been cut short by the plan)
+    steps: int = 0  # updates done
+    steps_per_epoch: int = 0
+    planned_steps: int = 0
+    plan: dict = dataclasses.field(default_factory=dict)  # how planned_steps was decided, for the manifest
+    history: dict = dataclasses.field(
+        default_factory=lambda: {"train_loss": [], "val_loss": [], "lr": [], "steps": []}
+    )
     best_epoch: int = 0
     best_val: float = math.inf
+    stale: int = 0  # validations in a row without a better loss
+    lr_scale: float = 1.0  # plateau_lr_factor ** (validations that did not improve)
     seconds: float = 0.0
     tokens: int = 0
     stopped: str = ""
+
+    @property
+    def planned_epochs(self) -> int:
+        return math.ceil(self.planned_steps / max(self.steps_per_epoch, 1))
 
 
 def _save_checkpoint(
@@ -398,6 +513,37 @@ def _load_checkpoint(
     return _Progress(**meta["progress"])
 
 
+def _replan(config: FitConfig, progress: _Progress, seconds: float, max_steps: int) -> None:
+    """Plan the updates that fit into the time budget at the measured seconds per update (`seconds` spent on
+    progress.steps updates), never more than max_steps (the --epochs limit)."""
+    per_step = seconds / max(progress.steps, 1)
+    budget = None if config.time_budget_minutes is None else config.time_budget_minutes * 60.0
+    affordable = max_steps if budget is None else progress.steps + int(max(budget - seconds, 0.0) // per_step)
+    progress.planned_steps = max(min(max_steps, affordable), progress.steps, 1)
+    limit = "the time budget" if progress.planned_steps < max_steps else f"--epochs {config.epochs}"
+    progress.plan = {
+        "planned_steps": progress.planned_steps,
+        "planned_epochs": round(progress.planned_steps / progress.steps_per_epoch, 2),
+        "steps_per_epoch": progress.steps_per_epoch,
+        "seconds_per_step": round(per_step, 4),
+        "time_budget_minutes": config.time_budget_minutes,
+        "max_epochs": config.epochs,
+        "limited_by": limit,
+    }
+
+
+def _plan_line(progress: _Progress, config: FitConfig) -> str:
+    plan = progress.plan
+    budget = plan["time_budget_minutes"]
+    return (
+        f"plan: {plan['planned_steps']} updates = {plan['planned_epochs']:g} epochs of "
+        f"{plan['steps_per_epoch']} ({1000 * plan['seconds_per_step']:.0f} ms each measured; "
+        + (f"time budget {budget:g} min" if budget is not None else "no time budget")
+        + f", at most {plan['max_epochs']} epochs: limited by {plan['limited_by']}); validating after every "
+        f"epoch, stopping after {config.patience} without a better loss"
+    )
+
+
 def train_network(
     token_ids: np.ndarray,
     split_index: int,
@@ -419,6 +565,7 @@ def train_network(
     rng = np.random.default_rng(config.seed)
     counts = np.bincount(training_chapters, minlength=vocab_size)
     network = Network(config.network_config(vocab_size, dim), vectors.matrix, rng, unigram_counts=counts)
+    anchors = decay_targets(network) if config.weight_decay else {}
     adam = Adam(network.params)
     best = {name: p.copy() for name, p in network.params.items()}
     # Polyak-style moving average of the weights (as averaged SGD does for AWD-LSTM): it smooths the noise of
@@ -428,31 +575,38 @@ def train_network(
     fingerprint = _fingerprint(token_ids, split_index, vectors, config)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
 
-    progress = _Progress(planned_epochs=config.epochs)
+    steps_per_epoch = len(stream_windows(train, config.batch_size, config.seq_len))
+    max_steps = config.epochs * steps_per_epoch
+    progress = _Progress(steps_per_epoch=steps_per_epoch, planned_steps=max_steps)
     if resume:
         if not checkpoint.is_file():
             raise ValueError(f"--resume: no checkpoint at {checkpoint}; train once without --resume first")
         progress = _load_checkpoint(checkpoint, network, copies, adam, rng, fingerprint)
+        _replan(config, progress, progress.seconds, max_steps)  # --epochs or the budget may have changed
         print(f"resuming after epoch {progress.epoch} of {progress.planned_epochs}", file=sys.stderr)
+    # The first updates of this run measure the speed the plan is made from (again after every epoch).
+    measure_after = min(10, steps_per_epoch) if progress.steps == 0 else 0
+    if not measure_after:
+        print(_plan_line(progress, config), file=sys.stderr)
 
-    budget = None if config.time_budget_minutes is None else config.time_budget_minutes * 60.0
-    while progress.epoch < progress.planned_epochs and not progress.stopped:
+    while progress.steps < progress.planned_steps and not progress.stopped:
         epoch = progress.epoch
         started = time.perf_counter()
-        lr = planned_lr(config, epoch, progress.planned_epochs)
         offset = int(rng.integers(0, config.seq_len))
         windows = stream_windows(train[offset:], config.batch_size, config.seq_len)
         state: State | None = None
         total = 0.0
         bar = tqdm(
-            windows,
+            total=min(len(windows), progress.planned_steps - progress.steps),
             desc=f"epoch {epoch + 1}/{progress.planned_epochs}",
             unit="win",
             file=sys.stderr,
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        for step, window in enumerate(bar, start=1):
+        done = 0
+        for window in windows:
+            lr = planned_lr(config, progress.steps, progress.planned_steps) * progress.lr_scale
             loss, grads, state = network.loss_grads_state(window, rng, state=state)
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -460,18 +614,39 @@ def train_network(
                 )
             clip_gradients(grads, config.clip)
             adam.update(network.params, grads, lr)
+            if anchors:
+                # Decoupled weight decay (AdamW): a pull towards the initial values, scaled by the lr.
+                shrink = lr * config.weight_decay
+                for name, anchor in anchors.items():
+                    param, scratch = network.params[name], adam.scratch[name]
+                    np.subtract(param, anchor, out=scratch)
+                    scratch *= shrink
+                    param -= scratch
             if config.average:
                 # Early on a long average would mostly remember the initialisation: ramp the decay up.
                 decay = min(config.average, (1 + adam.t) / (10 + adam.t))
                 for name, param in network.params.items():
+                    scratch = adam.scratch[name]
                     average[name] *= decay
-                    average[name] += (1 - decay) * param
+                    np.multiply(param, 1 - decay, out=scratch)
+                    average[name] += scratch
             total += loss
-            if step % 10 == 0 or step == len(windows):
+            done += 1
+            progress.steps += 1
+            bar.update(1)
+            if done == measure_after:
+                measure_after = 0
+                _replan(config, progress, progress.seconds + time.perf_counter() - started, max_steps)
+                bar.total = min(len(windows), progress.planned_steps - progress.steps + done)
+                bar.set_description(f"epoch {epoch + 1}/{progress.planned_epochs}")
+                print(_plan_line(progress, config), file=sys.stderr)
+            if done % 10 == 0 or done == len(windows):
                 elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{total / step:.3f}", tok_s=f"{step * window.size / elapsed:,.0f}")
+                bar.set_postfix(loss=f"{total / done:.3f}", tok_s=f"{done * window.size / elapsed:,.0f}")
+            if progress.steps >= progress.planned_steps:
+                break
         bar.close()
-        train_loss = total / len(windows)
+        train_loss = total / done
         evaluated = average if config.average else network.params
         with _swapped_in(network, evaluated):
             val_loss = validation_loss(network, validation)
@@ -479,25 +654,30 @@ def train_network(
 
         progress.epoch += 1
         progress.seconds += seconds
-        progress.tokens += int(windows.shape[0] * windows.shape[1] * config.seq_len)
+        progress.tokens += int(done * config.batch_size * config.seq_len)
         progress.history["train_loss"].append(round(train_loss, 5))
         progress.history["val_loss"].append(round(val_loss, 5))
         progress.history["lr"].append(lr)
+        progress.history["steps"].append(progress.steps)
         if val_loss < progress.best_val:
-            progress.best_val, progress.best_epoch = val_loss, progress.epoch
+            progress.best_val, progress.best_epoch, progress.stale = val_loss, progress.epoch, 0
             for name, value in evaluated.items():
                 best[name][...] = value
-        elif progress.epoch - progress.best_epoch >= config.patience:
-            progress.stopped = f"early stopping: no better validation loss for {config.patience} epochs"
-        replanned = None
-        if budget is not None and not progress.stopped:
-            per_epoch = progress.seconds / progress.epoch
-            affordable = progress.epoch + int((budget - progress.seconds) // per_epoch)
-            if affordable < progress.planned_epochs:
-                # Shrink the plan (the lr schedule follows it) so training ends inside the budget.
-                replanned = max(progress.epoch, affordable)
-        if replanned is not None:
-            progress.planned_epochs = replanned
+        else:
+            progress.stale += 1
+            progress.lr_scale *= config.plateau_lr_factor
+            if progress.stale >= config.patience:
+                progress.stopped = (
+                    f"the validation loss stopped improving: no better loss for {config.patience} "
+                    f"validations after epoch {progress.best_epoch}"
+                )
+        planned_before = progress.planned_steps
+        if not progress.stopped:
+            _replan(config, progress, progress.seconds, max_steps)
+            if progress.steps >= progress.planned_steps:
+                progress.stopped = (
+                    f"completed the plan: {progress.steps} updates, limited by {progress.plan['limited_by']}"
+                )
         # Durable before the epoch is announced: whoever sees "epoch N:" and kills the run can --resume it.
         _save_checkpoint(checkpoint, network, copies, adam, rng, progress, fingerprint)
         print(
@@ -505,22 +685,25 @@ def train_network(
             f"lr {lr:.2e}  {seconds:.0f} s",
             file=sys.stderr,
         )
-        if replanned is not None:
-            print(
-                f"time budget {config.time_budget_minutes:g} min: planning {progress.planned_epochs} epochs",
-                file=sys.stderr,
-            )
+        if progress.planned_steps != planned_before and not progress.stopped:
+            print(_plan_line(progress, config), file=sys.stderr)
+    if not progress.stopped:
+        progress.stopped = f"completed the plan: {progress.steps} updates"
+    print(f"stopped: {progress.stopped}; keeping epoch {progress.best_epoch}", file=sys.stderr)
 
     for name, param in network.params.items():
         param[...] = best[name]
     summary = {
         "epochs": progress.epoch,
         "planned_epochs": progress.planned_epochs,
+        "plan": progress.plan,
+        "steps": progress.steps,
         "best_epoch": progress.best_epoch,
-        "stopped": progress.stopped or "completed the planned epochs",
+        "stopped": progress.stopped,
         "train_loss": progress.history["train_loss"],
         "val_loss": progress.history["val_loss"],
         "lr": progress.history["lr"],
+        "steps_at_validation": progress.history["steps"],
         "validation": "last 5% of the training chapters, stateful, no dropout; selects the best epoch",
         "seconds": round(progress.seconds, 1),
         "tokens_per_second": round(progress.tokens / progress.seconds) if progress.seconds else None,

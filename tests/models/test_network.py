@@ -1,5 +1,5 @@
-"""Network: exact gradients for every loss and parameter, scores/step consistency, save/load and its
-errors."""
+"""Network: exact gradients for every head, regulariser and parameter, scores/step consistency, save/load and
+its errors. Every head of models/heads.py runs through the same tests (HEAD_VARIANTS covers HEADS)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 from gradient_check import numerical_gradient, relative_error
 
+from models.heads import HEADS
 from models.network import FORMAT_KEY, Network, NetworkConfig
 
 V, D, H = 11, 5, 4
+
+# One plain variant per head; the interface tests below run on each.
+HEAD_VARIANTS = {name: NetworkConfig(V, D, H, loss=name) for name in HEADS}
 
 VARIANTS = {
     "mse": NetworkConfig(V, D, H, loss="mse"),
@@ -30,6 +34,33 @@ VARIANTS = {
         V, D, H, loss="cos_softmax", dropout=0.3, train_input=True
     ),
     "mse-input-offset": NetworkConfig(V, D, H, loss="mse", train_input=True),
+    "adaptive_cos_softmax": NetworkConfig(V, D, H, loss="adaptive_cos_softmax"),
+    "adaptive-3-clusters-frozen-nobias": NetworkConfig(
+        V,
+        D,
+        H,
+        loss="adaptive_cos_softmax",
+        output_bias=False,
+        train_output=False,
+        cluster_coverage=[0.3, 0.6, 0.9],
+    ),
+    "adaptive-every-regulariser-2layers": NetworkConfig(
+        V,
+        D,
+        H,
+        layers=2,
+        loss="adaptive_cos_softmax",
+        dropout=0.3,
+        locked_dropout=True,
+        train_input=True,
+        embedding_dropout=0.3,
+        recurrent_dropout=0.3,
+    ),
+    "softmax-recurrent-dropconnect": NetworkConfig(V, D, H, loss="softmax", recurrent_dropout=0.5),
+    "cos_softmax-tied-embedding-dropout": NetworkConfig(
+        V, D, H, loss="cos_softmax", dropout=0.3, tie_vectors=True, embedding_dropout=0.3
+    ),
+    "adaptive-tied-2layers": NetworkConfig(V, D, H, layers=2, loss="adaptive_cos_softmax", tie_vectors=True),
 }
 
 
@@ -62,33 +93,38 @@ def test_gradient_check_every_parameter(name: str) -> None:
         assert error < 1e-5, f"{name}: {param_name} relative error {error:.2e}"
 
 
-def test_step_matches_forward_sequence_and_scores_are_logits() -> None:
-    for config in (VARIANTS["cos_softmax-2layers-dropout"], VARIANTS["softmax"], VARIANTS["mse"]):
-        network = _network(config, dtype=np.float32)
-        ids = np.random.default_rng(2).integers(0, V, size=(2, 6))
-        outputs, final = network.forward_sequence(ids)
-        state = None
-        for t in range(ids.shape[1]):
-            output, state = network.step(ids[:, t], state)
-            np.testing.assert_allclose(output, outputs[:, t], rtol=1e-5, atol=1e-6)
-        for (h1, c1), (h2, c2) in zip(final, state, strict=True):
-            np.testing.assert_allclose(h1, h2, rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(c1, c2, rtol=1e-5, atol=1e-6)
-        logits = network.scores(outputs[:, -1])
-        assert logits.shape == (2, V) and logits.dtype == np.float32
-        similarity = network.similarity(outputs[:, -1])
-        if config.loss == "softmax":
-            assert similarity is None
-        else:
-            assert similarity.shape == (2, V) and np.all(np.abs(similarity) <= 1.0 + 1e-5)
+@pytest.mark.parametrize("name", list(HEAD_VARIANTS))
+def test_every_head_is_gradient_checked(name: str) -> None:
+    assert any(config.loss == name for config in VARIANTS.values())
 
 
-def test_validation_loss_is_the_training_loss_without_dropout() -> None:
-    for name in ("cos_softmax", "softmax", "mse", "cosine"):
-        network = _network(VARIANTS[name])
-        ids = np.random.default_rng(3).integers(0, V, size=(3, 7))
-        loss, _ = network.loss_and_grads(ids, np.random.default_rng(0), train=False)
-        assert network.loss_and_state(ids)[0] == pytest.approx(loss, rel=1e-10)
+@pytest.mark.parametrize("config", [*HEAD_VARIANTS.values(), VARIANTS["cos_softmax-2layers-dropout"]])
+def test_step_matches_forward_sequence_and_scores_are_logits(config: NetworkConfig) -> None:
+    network = _network(config, dtype=np.float32)
+    ids = np.random.default_rng(2).integers(0, V, size=(2, 6))
+    outputs, final = network.forward_sequence(ids)
+    state = None
+    for t in range(ids.shape[1]):
+        output, state = network.step(ids[:, t], state)
+        np.testing.assert_allclose(output, outputs[:, t], rtol=1e-5, atol=1e-6)
+    for (h1, c1), (h2, c2) in zip(final, state, strict=True):
+        np.testing.assert_allclose(h1, h2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c1, c2, rtol=1e-5, atol=1e-6)
+    logits = network.scores(outputs[:, -1])
+    assert logits.shape == (2, V) and logits.dtype == np.float32
+    similarity = network.similarity(outputs[:, -1])
+    if not network.head.predicts_vector:
+        assert similarity is None
+    else:
+        assert similarity.shape == (2, V) and np.all(np.abs(similarity) <= 1.0 + 1e-5)
+
+
+@pytest.mark.parametrize("name", [*HEAD_VARIANTS, "adaptive-every-regulariser-2layers"])
+def test_validation_loss_is_the_training_loss_without_dropout(name: str) -> None:
+    network = _network({**HEAD_VARIANTS, **VARIANTS}[name])
+    ids = np.random.default_rng(3).integers(0, V, size=(3, 7))
+    loss, _ = network.loss_and_grads(ids, np.random.default_rng(0), train=False)
+    assert network.loss_and_state(ids)[0] == pytest.approx(loss, rel=1e-10)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
@@ -177,3 +213,54 @@ def test_inference_cache_matches_uncached_scores_and_is_cleared_by_training() ->
     network.params["out.vectors"] *= 2.0
     network.params["out.vectors"][0] += 1.0
     assert not np.allclose(network.scores(last), uncached_scores)
+
+
+def test_adaptive_softmax_is_an_exact_distribution_grouped_by_frequency() -> None:
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 100, size=V)
+    config = VARIANTS["adaptive-3-clusters-frozen-nobias"]
+    network = Network(config, rng.standard_normal((V, D)), rng, dtype=np.float64, unigram_counts=counts)
+    cluster = network.buffers["out.cluster"]
+    assert set(cluster.tolist()) == {0, 1, 2, 3}
+    # Groups follow frequency: every head word is at least as frequent as every word of a later cluster.
+    for group in range(3):
+        assert counts[cluster == group].min() >= counts[cluster > group].max()
+    outputs, _ = network.forward_sequence(np.array([[1, 2, 3, 4, 5]]))
+    log_p = network.scores(outputs[0])
+    np.testing.assert_allclose(np.log(np.exp(log_p).sum(axis=1)), 0.0, atol=1e-10)
+
+
+def test_adaptive_clusters_save_load_and_a_damaged_cluster_array_is_refused(tmp_path: Path) -> None:
+    network = _network(VARIANTS["adaptive_cos_softmax"], dtype=np.float32)
+    path = tmp_path / "lstm.npz"
+    network.save(path)
+    loaded = Network.load(path, network.embedding)
+    np.testing.assert_array_equal(loaded.buffers["out.cluster"], network.buffers["out.cluster"])
+    ids = np.array([[1, 2, 3, 4]])
+    outputs = network.forward_sequence(ids)[0][0]
+    np.testing.assert_array_equal(loaded.scores(outputs), network.scores(outputs))
+    loaded.prepare_inference()
+    np.testing.assert_allclose(loaded.scores(outputs), network.scores(outputs), rtol=1e-5, atol=1e-6)
+    arrays = {FORMAT_KEY: np.array(json.dumps(asdict(network.config))), **network.params}
+    arrays["out.cluster"] = np.full(V, 7, dtype=np.int32)
+    with open(tmp_path / "bad.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(ValueError, match=r"bad\.npz: array 'out\.cluster' must hold cluster numbers 0\.\.2"):
+        Network.load(tmp_path / "bad.npz", network.embedding)
+
+
+def test_regularisers_drop_what_they_say() -> None:
+    config = replace(VARIANTS["cos_softmax-input-offset-dropout"], locked_dropout=True)
+    network = _network(config)
+    mask = network._dropout_mask(3, 5, D, np.random.default_rng(0))
+    assert mask.shape == (3, 1, D)  # one mask per sequence, shared by its time steps
+    # Embedding dropout removes word types: a dropped word gets no offset gradient anywhere in the batch.
+    network = _network(
+        replace(VARIANTS["cos_softmax-input-offset-dropout"], dropout=0.0, embedding_dropout=0.5)
+    )
+    ids = np.random.default_rng(4).integers(0, V, size=(4, 9))
+    _, grads = network.loss_and_grads(ids, np.random.default_rng(5))
+    seen = np.unique(ids[:, :-1])
+    silent = [w for w in seen if not np.any(grads["input.offset"][w])]
+    assert 0 < len(silent) < len(seen)
+    assert network.loss_and_grads(ids, np.random.default_rng(5), train=False)[1]["input.offset"][silent].any()

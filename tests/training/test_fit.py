@@ -117,3 +117,39 @@ def test_cli_arguments_map_onto_fit_config() -> None:
     assert defaults == FitConfig()
     with pytest.raises(ValueError, match="--dropout"):
         FitConfig.from_args(parser.parse_args(["--dropout", "1.5"]))
+
+
+def test_a_small_novel_trains_until_the_validation_loss_stops_improving(small_stream, tmp_path: Path) -> None:
+    ids, split, vectors = small_stream
+    # A high learning rate without dropout overfits 30k characters within a few epochs.
+    config = _config(epochs=60, lr=3e-2, dropout=0.0, patience=2, average=0.0)
+    summary = train_network(ids, split, vectors, config, tmp_path, resume=False).summary
+    assert summary["epochs"] < 60, summary["val_loss"]
+    assert summary["stopped"].startswith("the validation loss stopped improving"), summary["stopped"]
+    val = summary["val_loss"]
+    best = summary["best_epoch"]
+    assert val[best - 1] == min(val) and summary["epochs"] == best + 2  # exactly `patience` worse ones after
+    assert all(v >= val[best - 1] for v in val[best:])
+    assert summary["plan"]["limited_by"] == "--epochs 60" and summary["plan"]["time_budget_minutes"] is None
+
+
+def test_the_plan_fits_the_time_budget_at_the_measured_speed(
+    small_stream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids, split, vectors = small_stream
+    # A budget of ~3 s: the plan is made from the first updates' speed and ends inside an epoch or two.
+    config = _config(epochs=500, time_budget_minutes=0.05, patience=500)
+    summary = train_network(ids, split, vectors, config, tmp_path, resume=False).summary
+    plan = summary["plan"]
+    assert plan["limited_by"] == "the time budget"
+    assert summary["steps"] == plan["planned_steps"] < 500 * plan["steps_per_epoch"]
+    assert summary["stopped"] == f"completed the plan: {summary['steps']} updates, limited by the time budget"
+    assert (
+        summary["seconds"] < 3.0 * 2 + 2.0
+    )  # the budget, give or take one epoch's validation and timing noise
+    assert abs(plan["planned_steps"] * plan["seconds_per_step"] - 3.0) < 1.5
+    printed = capsys.readouterr().err
+    assert re.search(
+        r"plan: \d+ updates = [\d.]+ epochs of \d+ \(\d+ ms each measured; time budget 0.05 min", printed
+    )
+    assert "stopped: completed the plan" in printed
