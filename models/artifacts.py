@@ -25,7 +25,10 @@ from pathlib import Path
 # <unk>), vocabulary and word2vec from the training chapters only. A format-1 model deleted unknown
 # words from the text and from prompts.
 # 3: characters.json (the novel's speakers, for chat) is part of every model directory.
-FORMAT_VERSION = 3
+# 4: lstm.npz may hold fixed arrays beside the trained ones (the adaptive softmax head's word clusters,
+# "out.cluster"). A format-3 directory holds none and means the same as before, so it is still read.
+FORMAT_VERSION = 4
+OLDEST_READABLE_VERSION = 3
 
 # The files of a model directory: every reader and writer names them through these constants.
 MANIFEST_FILE = "manifest.json"  # settings, metrics and the sha256 of every other file
@@ -249,17 +252,17 @@ def read_manifest(model_dir: Path) -> dict:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: expected a JSON object at the top level; {retrain}")
     version = manifest.get("format_version")
-    if isinstance(version, int) and version < FORMAT_VERSION:
+    if isinstance(version, int) and version < OLDEST_READABLE_VERSION:
         raise ArtifactError(
             f"{manifest_path}: written by an older version of novel-lstm (format_version {version}, this "
-            f"program reads {FORMAT_VERSION}: the open-vocabulary token stream and characters.json); retrain "
-            "it with "
+            f"program reads {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}: the open-vocabulary token stream "
+            "and characters.json); retrain it with "
             "`make train OUT=DIR` or `python -m training --out DIR ...`"
         )
-    if version != FORMAT_VERSION:
+    if not isinstance(version, int) or not OLDEST_READABLE_VERSION <= version <= FORMAT_VERSION:
         raise ArtifactError(
             f"{manifest_path}: format_version {version!r}, this program reads format_version "
-            f"{FORMAT_VERSION}; {retrain}"
+            f"{OLDEST_READABLE_VERSION} to {FORMAT_VERSION}; {retrain}"
         )
     if manifest.get(MANIFEST_HASH_KEY) != manifest_digest(manifest):
         raise ArtifactError(

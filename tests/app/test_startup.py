@@ -88,12 +88,12 @@ def test_a_model_of_an_older_format_is_refused_with_one_line_saying_retrain(
     # A format-1 model (closed vocabulary, unknown words deleted) must be retrained, not served.
     import json
 
-    from models.artifacts import FORMAT_VERSION, MANIFEST_FILE, MANIFEST_HASH_KEY, manifest_digest
+    from models.artifacts import MANIFEST_FILE, MANIFEST_HASH_KEY, OLDEST_READABLE_VERSION, manifest_digest
 
     old = tmp_path / "old"
     shutil.copytree(tiny_model_dir, old)
     manifest = json.loads((old / MANIFEST_FILE).read_text(encoding="utf-8"))
-    manifest["format_version"] = FORMAT_VERSION - 1
+    manifest["format_version"] = OLDEST_READABLE_VERSION - 1
     manifest[MANIFEST_HASH_KEY] = manifest_digest(manifest)  # a genuine old manifest, not a corrupted one
     (old / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
     result = _start(old)

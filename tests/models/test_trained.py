@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.artifacts import ArtifactError, manifest_digest, sha256_file
-from models.network import FORMAT_KEY
+from models.network import FORMAT_KEY, Network
 from models.trained import TrainedModel
 
 
@@ -77,3 +77,21 @@ def test_tampered_file_and_missing_directory(tiny_model_dir: Path, tmp_path: Pat
         TrainedModel.load(model_dir)
     with pytest.raises(ArtifactError, match="does not exist"):
         TrainedModel.load(tmp_path / "nowhere")
+
+
+def test_a_format_3_model_without_adaptive_clusters_still_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Format 4 only added fixed arrays for the adaptive softmax head; a format-3 directory (a network without
+    # them) means the same and is still served.
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    model = TrainedModel.load(model_dir)
+    config = replace(model.network.config, loss="cos_softmax")
+    Network(config, model.vectors.matrix, np.random.default_rng(0)).save(model_dir / "lstm.npz")
+    manifest_path = model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["format_version"] = 3
+    manifest["network"] = asdict(config)
+    manifest["files"]["lstm.npz"] = sha256_file(model_dir / "lstm.npz")
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    loaded = TrainedModel.load(model_dir)
+    assert loaded.manifest["format_version"] == 3 and loaded.network.buffers == {}
