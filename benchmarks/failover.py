@@ -176,6 +176,7 @@ async def one_request(client: httpx.AsyncClient, proxy: str, request_id: str, rn
     started = time.monotonic()
     cause: str | None = None
     received = 0
+    answered = False  # the status line came back (a stream that breaks off after it is "broken off")
     try:
         if not stream:
             response = await client.post(url, json=body, headers=headers)
@@ -185,6 +186,7 @@ async def one_request(client: httpx.AsyncClient, proxy: str, request_id: str, rn
                 cause = f"HTTP {response.status_code}"
         else:
             async with client.stream("POST", url, json=body, headers=headers) as response:
+                answered = True
                 if response.status_code != 200:
                     await response.aread()
                     cause = f"HTTP {response.status_code}"
@@ -200,7 +202,7 @@ async def one_request(client: httpx.AsyncClient, proxy: str, request_id: str, rn
                     if cause is None and "details" not in last:
                         cause = "stream ended without its last event"
     except httpx.RemoteProtocolError:
-        cause = "stream broken off" if stream else "connection closed without an answer"
+        cause = "stream broken off" if answered else "connection closed, no answer"
     except httpx.HTTPError as error:
         cause = f"transport: {type(error).__name__}"
     return Result(request_id, kind, started, time.monotonic(), cause, received if cause is None else 0)
@@ -284,11 +286,16 @@ def describe(window: Window, results: list[Result]) -> str:
 
 def upstreams_by_request(nginx: LocalNginx) -> dict[str, str]:
     """request id -> the upstream address(es) nginx tried, from its access log."""
+    return {request_id: line.split('"')[1] for request_id, line in log_lines_by_request(nginx).items()}
+
+
+def log_lines_by_request(nginx: LocalNginx) -> dict[str, str]:
+    """request id -> its line in nginx's access log (status, upstreams tried and their statuses)."""
     found: dict[str, str] = {}
     for line in nginx.access_log.read_text().splitlines():
-        match = re.search(r'"([^"]*)" "[^"]*" (\S+)$', line)
+        match = re.search(r'"[^"]*" "[^"]*" (\S+)$', line)
         if match:
-            found[match.group(2)] = match.group(1)
+            found[match.group(1)] = line
     return found
 
 
@@ -300,6 +307,16 @@ def replicas_by_request(replicas: list[Replica]) -> dict[str, set[str]]:
             for request_id in re.findall(r"request_id=([\w-]+) HTTP/1\.1\" \d+", log.read_text()):
                 seen.setdefault(request_id, set()).add(log.stem)
     return seen
+
+
+def resources(pid: int) -> tuple[float, float]:
+    """Resident memory (MB) and CPU seconds (user + system) of a process, from /proc."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def overlapping(results: list[Result], start: float, end: float) -> list[Result]:
@@ -342,6 +359,9 @@ async def run(args: argparse.Namespace, replicas: list[Replica], nginx: LocalNgi
     await asyncio.gather(*clients)
     ended = time.monotonic()
     windows[-1].end = ended
+    for replica in replicas[1:]:  # the survivors, after the whole run's load
+        rss, cpu = resources(replica.process.pid)
+        print(f"replica {replica.index}: {rss:.0f} MB resident, {cpu:.1f} s of CPU since its (re)start")
 
     print()
     for window in windows:
@@ -381,6 +401,14 @@ async def run(args: argparse.Namespace, replicas: list[Replica], nginx: LocalNgi
     )
     if rolling_failed:
         print(f"rolling restart failures: {Counter(r.cause for r in rolling_failed).most_common()}")
+        lines = log_lines_by_request(nginx)
+        marks = ", ".join(f"{w.name} at {w.start - began:.2f} s" for w in windows[1:-3])
+        print(f"  (times from the start of the load: {marks})")
+        for r in rolling_failed[:5]:
+            print(
+                f"  {r.request_id} {r.kind}: {r.started - began:.2f}-{r.ended - began:.2f} s, {r.cause}; "
+                f"nginx: {lines.get(r.request_id, 'no log line')}"
+            )
     print(f"rolling restart (SIGTERM) under load: {len(rolling)} requests, {len(rolling_failed)} failed")
     print(
         f"replica killed (SIGKILL) under load: {len(after_kill)} requests, {len(on_victim)} failed "

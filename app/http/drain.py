@@ -13,9 +13,13 @@ it waiting until the orchestrator's SIGKILL cuts the stream off without a last e
 3. The signal is then handed to the handler that was there before (uvicorn's), which closes the socket, waits
    for the responses still being written, runs the lifespan shutdown and exits.
 
-SIGINT (Ctrl+C) keeps uvicorn's own behaviour. Each uvicorn worker process drains on its own: with --workers
-N, uvicorn's supervisor passes SIGTERM on to every worker. The in-process test client runs the lifespan
-outside the main thread, where signal handlers cannot be set; there the handler is simply not installed.
+sse-starlette (app/http/streaming.py) ends every open event stream the moment uvicorn's handler runs, and so
+would cut the drained streams' last events still being written; while this handler is installed it leaves
+ending them to the drain (streams end by themselves once their generation has), and ends any left after a
+short grace itself. SIGINT (Ctrl+C) keeps uvicorn's own behaviour, streams cut at once. Each uvicorn worker
+process drains on its own: with --workers N, uvicorn's supervisor passes SIGTERM on to every worker. The
+in-process test client runs the lifespan outside the main thread, where signal handlers cannot be set; there
+the handler is simply not installed.
 """
 
 from __future__ import annotations
@@ -26,9 +30,15 @@ import signal
 import threading
 from types import FrameType
 
+from sse_starlette.sse import AppStatus
+
 from app.engine.service import ModelService
 
 logger = logging.getLogger("app")
+
+# After the drain, how long the last responses may take to be written before open streams are ended anyway
+# (a client that stopped reading must not hold the process until the orchestrator's SIGKILL).
+STREAM_GRACE_SECONDS = 5.0
 
 
 class DrainOnSigterm:
@@ -39,6 +49,7 @@ class DrainOnSigterm:
         self.timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: signal.Handlers | object = signal.SIG_DFL
+        self._previous_sigint: signal.Handlers | object = signal.SIG_DFL
         self._task: asyncio.Task | None = None
 
     def install(self) -> bool:
@@ -47,12 +58,26 @@ class DrainOnSigterm:
             return False
         self._loop = asyncio.get_running_loop()
         self._previous = signal.getsignal(signal.SIGTERM)
+        self._previous_sigint = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        AppStatus.disable_automatic_graceful_drain()
         return True
 
     def uninstall(self) -> None:
-        if self._loop is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+        if self._loop is None:
+            return
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
             signal.signal(signal.SIGTERM, self._previous)
+        if signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        AppStatus.should_exit = True  # what sse-starlette's own hook would have done: end the streams now
+        if callable(self._previous_sigint):
+            self._previous_sigint(signum, frame)
+        else:
+            raise KeyboardInterrupt
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         # Python runs signal handlers on the main thread between two bytecodes of whatever it was doing, which
@@ -81,3 +106,8 @@ class DrainOnSigterm:
         # last responses (the cut streams' error events included), shut the app down and exit.
         self.uninstall()
         signal.raise_signal(signal.SIGTERM)
+        self._loop.call_later(STREAM_GRACE_SECONDS, _end_open_streams)
+
+
+def _end_open_streams() -> None:
+    AppStatus.should_exit = True

@@ -95,3 +95,23 @@ def test_a_stream_still_running_at_the_drain_timeout_ends_with_an_error_event(ti
         assert all("error" not in event for event in received[:-1])
         wait_for_exit(server, 30)
         assert "drained: 0 generations finished, 1 cut at the drain timeout" in server.output()
+
+
+def test_ctrl_c_still_stops_at_once(tiny_model_dir: Path) -> None:
+    """SIGINT keeps uvicorn's behaviour (no drain): a running stream is ended and the server exits."""
+    body = {"inputs": "宝玉", "parameters": {"max_new_tokens": 20000, "do_sample": True, "seed": 6}}
+    with live_server(tiny_model_dir, MAX_NEW_TOKENS="20000", DRAIN_TIMEOUT="60") as server:
+        with httpx.stream("POST", f"{server.url}/generate_stream", json=body, timeout=120) as response:
+            events = stream_events(response)
+            next(events)
+            server.process.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            try:
+                received = list(events)
+            except httpx.HTTPError:  # ended without a last chunk: the connection was closed
+                received = []
+        assert time.monotonic() - started < 10
+        # Cut off: the last event received is an ordinary token, not the final one with details.
+        assert not received or received[-1]["details"] is None, len(received)
+        wait_for_exit(server, 30)
+        assert "SIGTERM: draining" not in server.output()
