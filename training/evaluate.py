@@ -1,4 +1,4 @@
-"""Held-out evaluation (DESIGN §8): the model next to its baselines on the same held-out text.
+"""Held-out evaluation: the model next to its baselines on the same held-out text.
 
 Split: held-out = ``token_ids[split_index:]``, the last 10% of chapters as the open-vocabulary stream of
 models/vocabulary.py (nothing deleted: every non-whitespace character of those chapters is covered). Every
@@ -24,12 +24,15 @@ their
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
+from models.decoding import Decoder, DecodingBatch, Generation, Prompt
 from models.network import DISTRIBUTION_LOSSES, Network, State
 from models.ngram import Mixture
-from models.vectors import WordVectors
+from models.sampling import SamplingParams
 from models.vocabulary import UNKNOWN_TOKEN
 from training.baselines import (
     UNKNOWN_CHARACTER_BITS,
@@ -48,8 +51,9 @@ EVAL_WINDOW = 128
 TOP_K = 10
 SAMPLE_PROMPT_TOKENS = 6
 SAMPLE_NEW_TOKENS = 30
-SAMPLE_TEMPERATURE = 0.8
-SAMPLE_TOP_K = 20
+# How the report's samples are drawn: the server's sampler with a moderate temperature and top-k, so they show
+# what the model writes without the rare-word tail.
+SAMPLING = SamplingParams(do_sample=True, temperature=0.8, top_k=20)
 SAMPLE_SEED = 0
 QUALITY_SAMPLES = 20
 QUALITY_NEW_TOKENS = 200
@@ -165,61 +169,27 @@ def model_metrics(
     }
 
 
-def next_logits(
-    network: Network,
-    output: np.ndarray,
-    recent: np.ndarray,
-    unk_id: int | None = None,
-    mixture: Mixture | None = None,
-) -> np.ndarray:
-    """(B, V) float64 logits the samples are drawn from: the network's scores, or with a mixture the log of
-    λ·LSTM + (1 − λ)·n-gram after the ids `recent` (B, ≥ order-1); <unk> at -inf (never drawn, as in
-    serving)."""
-    logits = network.scores(output).astype(np.float64)
-    if mixture is not None:
-        logits = mixture.log_probs(logits, recent[:, recent.shape[1] - mixture.context :])
-    if unk_id is not None:
-        logits[:, unk_id] = -np.inf
-    return logits
-
-
-def generate_sample(
-    network: Network,
-    prompt: np.ndarray,
-    n_new: int,
-    rng: np.random.Generator,
-    unk_id: int | None = None,
-    mixture: Mixture | None = None,
-) -> list[int]:
-    """A minimal seeded sampler (temperature + top-k) for the report; serving uses models/decoding."""
-    return generate_batch(network, np.asarray(prompt)[None, :], n_new, rng, unk_id, mixture)[0].tolist()
-
-
-def generate_batch(
-    network: Network,
-    prompts: np.ndarray,
-    n_new: int,
-    rng: np.random.Generator,
-    unk_id: int | None = None,
-    mixture: Mixture | None = None,
-) -> np.ndarray:
-    """The report's sampler (temperature + top-k, seeded) for a batch of equal-length prompts at once:
-    (B, P) prompt ids -> (B, n_new) generated ids."""
-    output, state = network.forward_sequence(prompts)
-    output = output[:, -1]
-    recent = np.asarray(prompts, dtype=np.int64)
-    generated = np.zeros((len(prompts), n_new), dtype=np.int64)
-    for t in range(n_new):
-        logits = next_logits(network, output, recent, unk_id, mixture) / SAMPLE_TEMPERATURE
-        k = min(SAMPLE_TOP_K, logits.shape[1] - 1)
-        top = np.argpartition(-logits, k, axis=1)[:, :k]
-        weights = np.exp(np.take_along_axis(logits, top, axis=1) - logits.max(axis=1, keepdims=True))
-        cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
-        choice = np.minimum((cumulative < rng.random((len(prompts), 1))).sum(axis=1), k - 1)
-        generated[:, t] = top[np.arange(len(prompts)), choice]
-        recent = np.concatenate([recent[:, 1:], generated[:, t : t + 1]], axis=1)
-        output, state = network.step(generated[:, t], state)
-    return generated
+def continuations(
+    decoder: Decoder, prompts: Sequence[Sequence[int]], n_new: int, seed: int
+) -> list[list[int]]:
+    """n_new seeded tokens after each prompt (model ids), all decoded together through the decoder's batch
+    path (`DecodingBatch`, the sampler the server runs) at temperature 0.8 and top-k 20; prompt i draws with
+    seed + i, so a continuation does not depend on the others. <unk> is never drawn, as in serving."""
+    words = decoder.vectors.words
+    batch = DecodingBatch(decoder)
+    generations = []
+    for row, ids in enumerate(prompts):
+        ids = [int(i) for i in ids]
+        params = replace(SAMPLING, max_new_tokens=n_new, seed=seed + row)
+        params.validate()
+        text = "".join(words[i] for i in ids)
+        prompt = Prompt(text=text, tokens=[words[i] for i in ids], ids=ids, unknown=[])
+        generation = Generation(prompt=prompt, params=params, seed=seed + row)
+        batch.add(generation)
+        generations.append(generation)
+    while batch:
+        batch.tick()
+    return [[token.id for token in generation.tokens] for generation in generations]
 
 
 def longest_copy(text: str, source: str) -> int:
@@ -234,26 +204,21 @@ def longest_copy(text: str, source: str) -> int:
 
 
 def generation_quality(
-    network: Network,
-    held_out: np.ndarray,
-    words: list[str],
-    train_text: str,
-    mixture: Mixture | None = None,
+    decoder: Decoder, held_out: np.ndarray, train_text: str
 ) -> dict[str, float | int | None]:
-    """DESIGN §8: QUALITY_SAMPLES seeded samples of QUALITY_NEW_TOKENS tokens, prompted by held-out openings
-    spread evenly over the held-out text: distinct-2 (share of distinct token bigrams) and the longest passage
-    copied verbatim from the training text (characters), so looping and memorisation are visible."""
+    """QUALITY_SAMPLES seeded samples of QUALITY_NEW_TOKENS tokens, prompted by held-out openings spread
+    evenly over the held-out text: distinct-2 (share of distinct token bigrams) and the longest passage copied
+    verbatim from the training text (characters), so looping and memorisation are visible."""
     if len(held_out) < SAMPLE_PROMPT_TOKENS:
         return {"samples": 0, "tokens": 0, "distinct_2": None, "longest_copy_chars": None}
     starts = np.linspace(0, len(held_out) - SAMPLE_PROMPT_TOKENS, QUALITY_SAMPLES).astype(int)
-    prompts = np.stack([held_out[s : s + SAMPLE_PROMPT_TOKENS] for s in starts])
-    unk_id = words.index(UNKNOWN_AS_CHARACTER) if UNKNOWN_AS_CHARACTER in words else None
-    rng = np.random.default_rng(SAMPLE_SEED)
-    generated = generate_batch(network, prompts, QUALITY_NEW_TOKENS, rng, unk_id, mixture)
+    prompts = [held_out[s : s + SAMPLE_PROMPT_TOKENS] for s in starts]
+    generated = continuations(decoder, prompts, QUALITY_NEW_TOKENS, SAMPLE_SEED)
+    words = decoder.vectors.words
     return {
         "samples": QUALITY_SAMPLES,
         "tokens": QUALITY_NEW_TOKENS,
-        "distinct_2": distinct_n([list(row) for row in generated], 2),
+        "distinct_2": distinct_n(generated, 2),
         "longest_copy_chars": max(
             longest_copy("".join(words[i] for i in row), train_text) for row in generated
         ),
@@ -265,44 +230,42 @@ def distinct_n(tokens: list[list[int]], n: int) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def samples(
-    network: Network, held_out: np.ndarray, vectors: WordVectors, mixture: Mixture | None = None
-) -> list[dict]:
+def samples(decoder: Decoder, held_out: np.ndarray) -> list[dict]:
     """Three seeded continuations of fixed prompts: the opening tokens at 0%, 33% and 67% of the held-out
     text, which works for any corpus (no hand-picked words that might be out of vocabulary)."""
-    rng = np.random.default_rng(SAMPLE_SEED)
-    result = []
+    prompts = []
     for fraction in (0.0, 1 / 3, 2 / 3):
         start = int(fraction * max(0, len(held_out) - SAMPLE_PROMPT_TOKENS))
         prompt = held_out[start : start + SAMPLE_PROMPT_TOKENS]
-        if len(prompt) == 0:
-            continue
-        unk_id = vectors.index.get(UNKNOWN_TOKEN)
-        generated = generate_sample(network, prompt, SAMPLE_NEW_TOKENS, rng, unk_id, mixture)
-        result.append(
-            {
-                "prompt": "".join(vectors.words[i] for i in prompt),
-                "generated": "".join(vectors.words[i] for i in generated),
-                "ids": generated,
-            }
+        if len(prompt):
+            prompts.append(prompt)
+    words = decoder.vectors.words
+    return [
+        {
+            "prompt": "".join(words[i] for i in prompt),
+            "generated": "".join(words[i] for i in generated),
+            "ids": generated,
+        }
+        for prompt, generated in zip(
+            prompts, continuations(decoder, prompts, SAMPLE_NEW_TOKENS, SAMPLE_SEED), strict=True
         )
-    return result
+    ]
 
 
 def evaluate(
-    network: Network,
+    decoder: Decoder,
     token_ids: np.ndarray,
     split_index: int,
-    vectors: WordVectors,
     train_text: str | None = None,
     held_text: str | None = None,
-    mixture: Mixture | None = None,
 ) -> dict:
-    """The §8 table as a dict for manifest.json: split sizes, model and baseline metrics, samples.
+    """The held-out table as a dict for manifest.json: split sizes, model and baseline metrics, samples.
 
-    train_text / held_text: the real text of each side (for the character baselines); by default the token
-    stream read back as text, with <unk> as one private-use character. With a mixture, "model" is the
-    mixture (what is served) and "lstm" / "token_ngram" are its two parts alone."""
+    The model is what the decoder serves: its network, and with a mixture λ·LSTM + (1 − λ)·n-gram, in which
+    case "model" is the mixture and "lstm" / "token_ngram" are its two parts alone. train_text / held_text:
+    the real text of each side (for the character baselines); by default the token stream read back as text,
+    with <unk> as one private-use character."""
+    network, vectors, mixture = decoder.network, decoder.vectors, decoder.mixture
     token_ids = np.asarray(token_ids, dtype=np.int64)
     train, held_out = token_ids[:split_index], token_ids[split_index:]
     if len(held_out) < 2 or len(train) < 2:
@@ -316,7 +279,7 @@ def evaluate(
     targets = held_out
     unigram = unigram_top(train, vocab_size)
     bigram = bigram_table(train, vocab_size)
-    generated = samples(network, held_out, vectors, mixture)
+    generated = samples(decoder, held_out)
     sample_ids = [s.pop("ids") for s in generated]
 
     unk_id = vectors.index.get(UNKNOWN_TOKEN)
@@ -389,7 +352,7 @@ def evaluate(
         "samples": generated,
         "distinct_1": distinct_n(sample_ids, 1),
         "distinct_2": distinct_n(sample_ids, 2),
-        "generation": generation_quality(network, held_out, words, stream_train_text, mixture),
+        "generation": generation_quality(decoder, held_out, stream_train_text),
     }
 
 

@@ -7,27 +7,20 @@ from pathlib import Path
 from models.characters import CharacterList
 from models.chat import Chat
 from models.decoding import Decoder
-from models.network import Network
-from models.ngram import Mixture
-from models.tokenizer import Tokenizer
-from models.vectors import WordVectors
 from training.chat_evaluation import evaluate_chat, format_chat_table
 
 
 def chat_figures(
-    network: Network,
-    vectors: WordVectors,
-    tokenizer: Tokenizer,
+    decoder: Decoder,
     characters: CharacterList,
     chapters: list[str],
     held_out: int,
     user_dict: Path | None,
     quiet: bool = False,
-    mixture: Mixture | None = None,
 ) -> dict:
-    """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; with the
-    model's n-gram mixture, as the server decodes."""
-    chat = Chat(Decoder(network, vectors, tokenizer, mixture), characters)
+    """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; decoded as
+    the server decodes (with the model's n-gram mixture, when it has one)."""
+    chat = Chat(decoder, characters)
     result = evaluate_chat(chat, chapters, held_out, user_dict)
     if not quiet:
         print(format_chat_table(result))

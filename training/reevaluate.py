@@ -7,6 +7,7 @@ import argparse
 import json
 
 from models.artifacts import ArtifactError
+from models.decoding import Decoder
 from models.trained import TrainedModel
 from training.corpus import CorpusError, load_corpus
 from training.errors import UsageError
@@ -40,22 +41,13 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     segmentation = segment_corpus(corpus.chapters, model.tokenizer, args.cache_dir)
     stream = token_stream(segmentation.chapters, model.vectors.index)
     token_ids, split_index = ids_and_split(stream, model.vectors)
-    result = evaluate(
-        model.network,
-        token_ids,
-        split_index,
-        model.vectors,
-        stream.text(held=False),
-        stream.text(held=True),
-        model.mixture,
-    )
+    decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
+    result = evaluate(decoder, token_ids, split_index, stream.text(held=False), stream.text(held=True))
     held_out = (model.manifest.get("vocabulary") or {}).get("held_out_chapters", 0)
-    user_dict = model.tokenizer.user_dict
     # Printed before the held-out table: scripts read the bpc from the table's last line.
     chat = chat_figures(
-        model.network, model.vectors, model.tokenizer, model.characters, corpus.chapters, held_out, user_dict,
-        quiet=args.json, mixture=model.mixture,
-    )  # fmt: skip
+        decoder, model.characters, corpus.chapters, held_out, model.tokenizer.user_dict, quiet=args.json
+    )
     result = {**result, "chat": chat}
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))

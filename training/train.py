@@ -25,6 +25,7 @@ from models.artifacts import (
     write_model_dir,
 )
 from models.characters import CharacterList
+from models.decoding import Decoder
 from models.network import Network
 from models.ngram import Mixture
 from models.tokenizer import Tokenizer
@@ -146,23 +147,22 @@ def run_training(args: argparse.Namespace) -> dict:
                 mixture, manifest["mixture"] = choose_mixture(
                     network, prepared.token_ids, prepared.split_index
                 )
+        # The model as the server will decode it, for the held-out samples and the chat figures.
+        tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
+        decoder = Decoder(network, prepared.vectors, tokenizer, mixture)
         with timings.stage("evaluate"):
             manifest["evaluation"] = evaluate(
-                network,
+                decoder,
                 prepared.token_ids,
                 prepared.split_index,
-                prepared.vectors,
                 prepared.stream.text(held=False),
                 prepared.stream.text(held=True),
-                mixture,
             )
         print(format_table(manifest["evaluation"]))
         with timings.stage("chat_evaluation"):
-            tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
             manifest["chat_evaluation"] = chat_figures(
-                network, prepared.vectors, tokenizer, characters, prepared.corpus.chapters,
-                prepared.held_out_chapters, args.user_dict, mixture=mixture,
-            )  # fmt: skip
+                decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, args.user_dict
+            )
     # The same dicts, so the "write" stage timed while the directory is built is in manifest.json too.
     manifest["timings"] = timings.seconds
     manifest["cpu_seconds"] = timings.cpu_seconds

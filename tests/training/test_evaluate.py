@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from models.decoding import Decoder
 from models.network import Network, NetworkConfig
+from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
 from training.baselines import UNKNOWN_CHARACTER_BITS
 from training.evaluate import (
+    SAMPLING,
     bigram_table,
+    continuations,
     evaluate,
     format_table,
     generation_quality,
@@ -40,14 +46,18 @@ def _fixed_distribution_network(log_p: np.ndarray) -> Network:
     return network
 
 
+def _decoder(network: Network, words: list[str]) -> Decoder:
+    """The decoder the evaluation draws its samples with (the ids are given: the tokenizer never runs)."""
+    return Decoder(network, WordVectors(words, network.embedding), Tokenizer(mode="char"))
+
+
 def test_evaluate_baselines_and_model_on_known_answers() -> None:
     p = np.full(V, 0.01)
     p[3], p[2] = 0.5, 0.3
     p /= p.sum()
     network = _fixed_distribution_network(np.log(p))
-    vectors = WordVectors([f"w{i}" for i in range(V)], network.embedding)
     ids = np.concatenate([TRAIN, HELD_OUT])
-    result = evaluate(network, ids, len(TRAIN), vectors)
+    result = evaluate(_decoder(network, [f"w{i}" for i in range(V)]), ids, len(TRAIN))
 
     assert result["split"] == {
         "train_tokens": 12,
@@ -84,9 +94,8 @@ def test_unknown_target_is_a_miss_charged_one_character_and_the_stated_uniform()
     p = np.full(V, 1.0 / V)
     network = _fixed_distribution_network(np.log(p))
     words = [f"w{i}" for i in range(V - 1)] + ["<unk>"]
-    vectors = WordVectors(words, network.embedding)
     held = np.array([0, 11, 11, 1])  # targets w0, <unk>, <unk>, w1: 2 + 1 + 1 + 2 characters
-    result = evaluate(network, np.concatenate([TRAIN, held]), len(TRAIN), vectors)
+    result = evaluate(_decoder(network, words), np.concatenate([TRAIN, held]), len(TRAIN))
     assert result["split"]["held_out_chars"] == 6 and result["split"]["unk_targets"] == 2
     expected = (4 * np.log2(V) + 2 * UNKNOWN_CHARACTER_BITS) / 6
     assert result["model"]["bpc"] == pytest.approx(expected, rel=1e-5)
@@ -97,8 +106,8 @@ def test_unknown_target_is_a_miss_charged_one_character_and_the_stated_uniform()
 def test_mse_models_get_no_perplexity() -> None:
     rng = np.random.default_rng(0)
     network = Network(NetworkConfig(V, 4, hidden=3, loss="mse"), rng.standard_normal((V, 4)), rng)
-    vectors = WordVectors([f"w{i}" for i in range(V)], network.embedding)
-    result = evaluate(network, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN), vectors)
+    decoder = _decoder(network, [f"w{i}" for i in range(V)])
+    result = evaluate(decoder, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN))
     assert result["model"]["perplexity"] is None
     assert 0.0 <= result["model"]["acc@1"] <= result["model"]["acc@10"] <= 1.0
 
@@ -107,7 +116,7 @@ def test_write_report_draws_curve_and_table(tmp_path) -> None:
     from training.report import write_report
 
     network = _fixed_distribution_network(np.zeros(V))
-    vectors = WordVectors([f"w{i}" for i in range(V)], network.embedding)
+    decoder = _decoder(network, [f"w{i}" for i in range(V)])
     manifest = {
         "corpus": {"name": "hand-made", "tokens": 17},
         "network": {"loss": "softmax", "layers": 1, "hidden": 3},
@@ -117,7 +126,7 @@ def test_write_report_draws_curve_and_table(tmp_path) -> None:
             "best_epoch": 2,
             "epochs": 3,
         },
-        "evaluation": evaluate(network, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN), vectors),
+        "evaluation": evaluate(decoder, np.concatenate([TRAIN, HELD_OUT]), len(TRAIN)),
     }
     path = tmp_path / "report.png"
     write_report(path, manifest)
@@ -136,8 +145,22 @@ def test_generation_quality_counts_distinct_bigrams_of_seeded_samples() -> None:
     p = np.full(V, 1e-6)
     p[3] = 1.0  # a network that always says w3: one distinct bigram in every sample
     network = _fixed_distribution_network(np.log(p / p.sum()))
-    words = [f"w{i}" for i in range(V)]
-    quality = generation_quality(network, np.arange(10), words, train_text="w3w3w3w3")
+    decoder = _decoder(network, [f"w{i}" for i in range(V)])
+    quality = generation_quality(decoder, np.arange(10), train_text="w3w3w3w3")
     assert quality["samples"] == 20 and quality["tokens"] == 200
     assert quality["distinct_2"] == pytest.approx(1 / (20 * 199))
     assert quality["longest_copy_chars"] == 8  # the training text is w3 four times
+
+
+def test_samples_are_what_the_server_decoder_generates_for_the_same_prompt_and_seed() -> None:
+    rng = np.random.default_rng(3)
+    words = list("甲乙丙丁戊己庚辛壬癸子丑")
+    network = Network(NetworkConfig(V, 4, hidden=5, loss="softmax"), rng.standard_normal((V, 4)), rng)
+    decoder = _decoder(network, words)
+    prompts = [[0, 1, 2], [5, 4, 3, 2, 1, 0], [11]]
+    together = continuations(decoder, prompts, 40, seed=7)
+    for row, prompt in enumerate(prompts):
+        text = "".join(words[i] for i in prompt)
+        alone = decoder.generate(text, replace(SAMPLING, max_new_tokens=40, seed=7 + row)).run()
+        assert together[row] == [token.id for token in alone.tokens]
+    assert len({tuple(ids) for ids in together}) == 3  # seeded per prompt: three different continuations
