@@ -49,6 +49,12 @@ ENV VIRTUAL_ENV=/opt/venv \
     WORKERS=1 \
     LOG_LEVEL=info
 
+# A CJK font: the trainer run in this image draws the novel's Chinese name in report.png (training/fonts.py picks
+# it; without one the name would be drawn as "?").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed non-root uid/gid. /models is created owned by it so that a fresh named volume mounted there inherits that
 # ownership and the trainer can write into it.
 RUN groupadd --system --gid 10001 novel \

@@ -10,7 +10,7 @@ PORT        ?= 8000
 TRAIN_ARGS  ?=
 PYTEST_ARGS ?=
 
-.PHONY: install serve train test lint format bench quality browser nginx failover clean
+.PHONY: install serve train test lint format bench quality browser fonts nginx failover clean
 
 # Two stamps: serving needs only the runtime dependencies (faster first `make serve`); tests add the dev extra.
 # Each is rebuilt whenever pyproject.toml changes, so `make` never runs on stale dependencies.
@@ -54,6 +54,10 @@ format: install
 # Debian's Chromium for the playground browser test (needs root, as on CI).
 browser:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei)
+
+# A CJK font, so report.png draws a novel's Chinese name (needs root, as `browser`; without it: "?").
+fonts:
+	[ -d /usr/share/fonts/truetype/wqy ] || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-wqy-microhei)
 
 # Debian's nginx for the proxy tests and benchmarks/failover.py (needs root, as on CI).
 nginx:

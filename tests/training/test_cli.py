@@ -39,7 +39,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def novel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 12-chapter GB18030 file with CRLF line ends, shuffled from the lines above."""
     chapters = river_chapters(12, newline="\r\n")
-    path = tmp_path_factory.mktemp("novel") / "河边.txt"
+    path = tmp_path_factory.mktemp("novel") / "测试小说.txt"  # a Chinese file name, drawn in report.png
     path.write_bytes("\r\n".join(chapters).encode("gb18030"))
     return path
 
@@ -116,7 +116,7 @@ def test_vectors_only_writes_verified_vectors_and_manifest_then_hits_the_cache(
     manifest = read_manifest(out)
     assert sorted(manifest["files"]) == ["vectors.bin"]
     corpus = manifest["corpus"]
-    assert corpus["encoding"] == "gb18030" and corpus["chapters"] == 12 and corpus["name"] == "河边.txt"
+    assert corpus["encoding"] == "gb18030" and corpus["chapters"] == 12 and corpus["name"] == "测试小说.txt"
     assert corpus["strip_brackets"] is False and corpus["tokens"] > corpus["chars"] / 3
     assert manifest["segmentation"]["mode"] == "precise" and manifest["segmentation"]["cache_hit"] is False
     assert manifest["word2vec"]["dim"] == 16 and manifest["word2vec"]["negative"] == 25
@@ -158,6 +158,8 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     out = tmp_path / "model"
     result = run("--corpus", novel, "--out", out, *SMALL, *TINY_FIT, "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
+    # report.png names the novel (测试小说.txt) in a CJK font: matplotlib warned of no missing glyph.
+    assert "missing from font" not in result.stderr and "findfont" not in result.stderr
     manifest = read_manifest(out)
     assert sorted(manifest["files"]) == [
         "characters.json",
