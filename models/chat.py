@@ -1,4 +1,4 @@
-"""Chat with the novel's characters: a conversation -> the novel's dialogue form -> a reply (DESIGN §10).
+"""Chat with the novel's characters: a conversation -> the novel's dialogue form -> a reply.
 
 The LSTM only continues text, so a chat turn is a continuation in the form the novel itself writes dialogue:
 

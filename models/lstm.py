@@ -30,8 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GATE_ORDER = ("i", "f", "o", "g")
-
 
 @dataclass
 class LSTMCache:

@@ -2,7 +2,7 @@
 
 Two modes: ``jieba`` (words, the default) and ``char`` (every non-whitespace character is a token: the
 char-RNN of the reference notes). Either way models/vocabulary.py then maps the tokens onto the model's
-vocabulary (rare words spelled with their characters, DESIGN §2).
+vocabulary (rare words spelled with their characters).
 """
 
 from __future__ import annotations

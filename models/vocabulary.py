@@ -1,4 +1,4 @@
-"""The open-vocabulary rule (DESIGN §2): which tokens the model reads and writes, in ONE place.
+"""The open-vocabulary rule: which tokens the model reads and writes, in ONE place.
 
 Training, evaluation and serving all turn tokenizer output into model tokens with `spell`, so a prompt is read
 exactly as the novel was:
@@ -82,7 +82,7 @@ def with_unknown(vectors: WordVectors) -> WordVectors:
 
 def stream_shares(raw_tokens: list[str], model_tokens: list[str], vocabulary: Container[str]) -> dict:
     """What the rule did to a stretch of text: how many tokenizer tokens kept their identity, how many model
-    tokens are characters of spelled-out words, how many are <unk>; deleted is always 0."""
+    tokens are characters of spelled-out words, how many are <unk> (nothing is ever deleted)."""
     kept = sum(1 for token in raw_tokens if token in vocabulary)
     unk = sum(1 for token in model_tokens if token == UNKNOWN_TOKEN)
     total = len(model_tokens)
@@ -94,5 +94,4 @@ def stream_shares(raw_tokens: list[str], model_tokens: list[str], vocabulary: Co
         "unk_tokens": unk,
         "spelled_share": round((total - kept) / total, 5) if total else None,
         "unk_share": round(unk / total, 5) if total else None,
-        "deleted_tokens": 0,
     }

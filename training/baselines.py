@@ -1,4 +1,4 @@
-"""Baselines for the held-out table (DESIGN §8): what the LSTM must beat, measured on the same text.
+"""Baselines for the held-out table (training/evaluate.py): what the LSTM must beat, on the same text.
 
 * ``unigram_log2_probs``: token unigram, add-one smoothed over the vocabulary (no token gets probability 0).
 * ``KneserNey`` (models/ngram.py, shared with serving): interpolated modified Kneser-Ney (Chen & Goodman 1998)

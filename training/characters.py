@@ -1,4 +1,4 @@
-"""Who speaks in the novel: quoted utterances attributed to speakers, for chat (DESIGN §10).
+"""Who speaks in the novel: quoted utterances attributed to speakers, for chat (models/chat.py).
 
 Chinese fiction introduces direct speech with an attribution clause before a colon: `宝玉笑道：“…”`,
 `凤姐儿忙问：“…”`, `宝玉听了，忙问：“…”`. The speaker is the subject of that clause. No list of names is
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,8 +339,3 @@ def _merge_aliases(counts: Counter[str]) -> dict[str, str]:
         best = max(members, key=lambda name: (counts[name], name))
         canonical.update(dict.fromkeys(members, best))
     return canonical
-
-
-def top_speakers(characters: Iterable[Character], k: int = 10) -> str:
-    """`宝玉 914, 凤姐 520, …` for the training summary."""
-    return ", ".join(f"{c.name} {c.utterances:,}" for c in list(characters)[:k])

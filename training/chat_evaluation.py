@@ -1,4 +1,4 @@
-"""Chat evaluation on the held-out chapters (DESIGN §8, §10): does the model hold a conversation in form?
+"""Chat evaluation on the held-out chapters: does the model hold a conversation in form?
 
 Real two-turn exchanges come from the held-out chapters' attributed dialogue (training/characters.py): one
 character speaks (A) and another answers (B) right after, with at most a short stretch of narration

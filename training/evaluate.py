@@ -341,7 +341,6 @@ def evaluate(
             "unk_charge": f"{UNKNOWN_CHARACTER_BITS:.2f} bits per <unk> "
             "(uniform over CJK Unified Ideographs)",
             "held_out": "last 10% of chapters, every character (open-vocabulary stream, nothing deleted)",
-            "deleted_tokens": 0,
         },
         **rows,
         "unigram": token_row(np.tile(unigram, (len(targets), 1)), unigram_log2),

@@ -25,7 +25,7 @@ reason the run stopped are printed and kept in the summary (manifest.json "train
 Validation: after every epoch the loss is measured on a validation slice, the last 5% of the training stream
 (the end of the training chapters, just before the held-out ones), by the same stateful pass the evaluation
 uses. It drives the early stopping and the choice of the best epoch. The held-out split (the last 10% of
-chapters, DESIGN §8) is never seen during training or selection, so its numbers are an honest estimate.
+chapters, training/split.py) is never seen in training or selection, so its numbers are an honest estimate.
 
 Checkpoints: after every epoch ``checkpoint_dir/checkpoint.npz`` (written to a temporary name, then renamed)
 holds the parameters, their moving average, the best average so far, Adam's moments and step count, the RNG

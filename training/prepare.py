@@ -50,7 +50,6 @@ class Prepared:
             "single_characters": sum(1 for w in words if len(w) == 1),
             "unk_id": unk,
             "tokens": len(self.token_ids),
-            "oov_rate": 0.0,  # deleted tokens: none since the open-vocabulary stream (DESIGN §2)
             "split_index": self.split_index,
             "held_out_chapters": self.held_out_chapters,
             "held_out_tokens": len(self.token_ids) - self.split_index,
@@ -71,17 +70,22 @@ def make_tokenizer(args: argparse.Namespace) -> Tokenizer:
     return tokenizer
 
 
-def prepare(args: argparse.Namespace, progress: bool = True) -> Prepared:
+def prepare(args: argparse.Namespace) -> Prepared:
     """Corpus, segmentation, vectors and the id stream: everything --vectors-only needs."""
     timings = StageTimings()
     with timings.stage("corpus"):
         try:
-            corpus = load_corpus(args.corpus, strip_brackets=args.strip_brackets, max_chars=args.max_chars)
+            corpus = load_corpus(
+                args.corpus,
+                strip_brackets=args.strip_brackets,
+                max_chars=args.max_chars,
+                keep_markup=args.keep_markup,
+            )
         except CorpusError as exc:
             raise UsageError(str(exc)) from exc
     with timings.stage("segmentation"):
         tokenizer = make_tokenizer(args)
-        segmentation = segment_corpus(corpus.chapters, tokenizer, args.cache_dir, args.workers, progress)
+        segmentation = segment_corpus(corpus.chapters, tokenizer, args.cache_dir, args.workers)
     if segmentation.tokens == 0:
         raise UsageError(f"{corpus.source}: segmentation produced no tokens")
     with timings.stage("word2vec"):

@@ -30,7 +30,8 @@ def run_evaluate(args: argparse.Namespace) -> dict:
             f"{args.model_dir}: the manifest does not say which corpus it was trained on; pass --corpus"
         )
     try:
-        corpus = load_corpus(source, recorded.get("strip_brackets"), recorded.get("max_chars"))
+        kept = bool((recorded.get("cleaning") or {}).get("kept", False))
+        corpus = load_corpus(source, recorded.get("strip_brackets"), recorded.get("max_chars"), kept)
     except CorpusError as exc:
         raise UsageError(f"{exc} (needed to re-evaluate {args.model_dir}; pass --corpus)") from exc
     if corpus.sha256 != recorded.get("sha256"):

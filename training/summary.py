@@ -14,8 +14,10 @@ def print_summary(out: Path, manifest: dict) -> None:
     lines = [
         f"corpus      {corpus['name']}: encoding {corpus['encoding']}, {corpus['chars']:,} chars, "
         f"{corpus['chapters']} chapters, commentary {'stripped' if corpus['strip_brackets'] else 'kept'}",
+        _cleaning_line(corpus.get("cleaning") or {}),
         f"tokens      {corpus['tokens']:,} {manifest['segmentation'].get('tokenizer', 'jieba')} tokens"
-        f"{cached} -> {vocabulary['tokens']:,} model tokens, OOV (deleted) rate {vocabulary['oov_rate']:.1%}",
+        f"{cached} -> {vocabulary['tokens']:,} model tokens (rarer words spelled with their characters, "
+        "none deleted)",
         f"vocabulary  {vocabulary['size']:,} entries x {vocabulary['dim']} dims ({vocabulary['words']:,} "
         f"words, {vocabulary['single_characters']:,} characters, <unk>): words >= {vocabulary['min_count']} "
         f"in the training chapters, characters >= {vocabulary['min_char_count']}",
@@ -29,6 +31,16 @@ def print_summary(out: Path, manifest: dict) -> None:
         f"model       {out}",
     ]
     print("\n".join(lines))
+
+
+def _cleaning_line(cleaning: dict) -> str:
+    if cleaning.get("kept"):
+        return "cleaned     nothing: --keep-markup keeps HTML markup and download-site lines"
+    tags, lines, inserted = (cleaning.get(key, 0) for key in ("tags", "site_lines", "site_insertions"))
+    return (
+        f"cleaned     {tags:,} HTML tags, {lines:,} download-site lines and {inserted:,} site insertions "
+        "removed (--keep-markup keeps them)"
+    )
 
 
 def _characters_line(characters: dict) -> str:

@@ -166,7 +166,7 @@ def test_empty_existing_directory_is_replaced(tmp_path: Path) -> None:
 
 
 def test_replaces_only_a_verified_model(tmp_path: Path) -> None:
-    # Issue 12 item 1: a manifest.json alone, or a model with a foreign file beside it, is not ours to delete.
+    # A manifest.json alone, or a model with a foreign file beside it, is not ours to delete.
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "manifest.json").write_text("{}")
@@ -187,7 +187,7 @@ def test_replaces_only_a_verified_model(tmp_path: Path) -> None:
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path) -> None:
-    # Issue 12 item 6: `.NAME.tmp-*` left by kill -9 are cleaned; a fresh one (a concurrent run) and
+    # `.NAME.tmp-*` left by kill -9 are cleaned; a fresh one (a concurrent run) and
     # other names are left alone.
     import os
     import time
@@ -209,7 +209,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("edit", ["flip", "add", "remove"])
 def test_manifest_metadata_is_integrity_checked(tmp_path: Path, edit: str) -> None:
-    # Issue 12 item 15: flipped bits in manifest.json's own metadata are refused with one line.
+    # Flipped bits in manifest.json's own metadata are refused with one line.
     target = write_model_dir(tmp_path / "model", _build())
     path = target / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))

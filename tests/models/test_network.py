@@ -159,7 +159,8 @@ def test_load_rejects_a_wrong_shape_with_a_message_naming_the_array(tmp_path: Pa
 
 @pytest.mark.parametrize("array", ["head.W", FORMAT_KEY])
 def test_load_refuses_pickled_arrays_naming_the_file_and_the_array(tmp_path: Path, array: str) -> None:
-    # Issue 12 item 12: the refusal said only "Object arrays cannot be loaded when allow_pickle=False".
+    # The message must name the file and the array; NumPy's own refusal says only "Object arrays cannot be
+    # loaded when allow_pickle=False".
     network = _network(VARIANTS["cos_softmax"], dtype=np.float32)
     arrays = {FORMAT_KEY: np.array(json.dumps(asdict(network.config))), **network.params}
     arrays[array] = np.array([{"payload": 1}], dtype=object)  # np.savez pickles object arrays

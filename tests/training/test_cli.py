@@ -121,9 +121,11 @@ def test_vectors_only_writes_verified_vectors_and_manifest_then_hits_the_cache(
     assert manifest["segmentation"]["mode"] == "precise" and manifest["segmentation"]["cache_hit"] is False
     assert manifest["word2vec"]["dim"] == 16 and manifest["word2vec"]["negative"] == 25
     vocabulary = manifest["vocabulary"]
-    assert vocabulary["dim"] == 16 and vocabulary["oov_rate"] == 0.0  # nothing deleted (DESIGN §2)
+    assert vocabulary["dim"] == 16 and vocabulary["min_char_count"] == 3
     assert vocabulary["held_out_chapters"] == 1 and 0 < vocabulary["split_index"] < vocabulary["tokens"]
-    assert vocabulary["held_out"]["deleted_tokens"] == 0 and vocabulary["min_char_count"] == 3
+    # Nothing is deleted: every tokenizer token is kept as a word or spelled out as model tokens.
+    held = vocabulary["held_out"]
+    assert held["words_kept"] + held["spelled_tokens"] == held["model_tokens"] >= held["tokenizer_tokens"]
     assert set(manifest["timings"]) >= {"corpus", "segmentation", "word2vec"}
     kv = KeyedVectors.load_word2vec_format(str(out / "vectors.bin"), binary=True)
     assert len(kv) == vocabulary["size"] and kv.vector_size == 16
@@ -134,6 +136,35 @@ def test_vectors_only_writes_verified_vectors_and_manifest_then_hits_the_cache(
     assert "(cached)" in second.stdout
     assert read_manifest(out)["segmentation"]["cache_hit"] is True
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp or checkpoint dirs
+
+
+def test_downloaded_markup_is_removed_and_counted_unless_keep_markup(tmp_path: Path) -> None:
+    # A saved web page of an invented novel: headings in <h3>, lines in <p>, &nbsp; and a site banner.
+    chapters = [chapter.split("\n") for chapter in river_chapters(6)]
+    page = "".join(
+        f"<h3>{lines[0]}</h3>\n" + "".join(f"<p>&nbsp;&nbsp;{line}</p>\n" for line in lines[2:])
+        for lines in chapters
+    )
+    path = tmp_path / "下载.txt"
+    path.write_text(f"本书由河边书屋整理制作\n{page}更多精彩，尽在www.example.com\n", encoding="utf-8")
+    cleaned = run(
+        "--corpus", path, "--out", tmp_path / "a", *SMALL, "--vectors-only", "--cache-dir", tmp_path / "c"
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    removed = {"tags": 6 * 2 + 6 * 12 * 2, "site_lines": 2, "site_insertions": 0, "kept": False}
+    assert read_manifest(tmp_path / "a")["corpus"]["cleaning"] == removed
+    assert "cleaned     156 HTML tags, 2 download-site lines and 0 site insertions removed" in cleaned.stdout
+    words = KeyedVectors.load_word2vec_format(str(tmp_path / "a" / "vectors.bin"), binary=True).index_to_key
+    assert not {"h3", "nbsp", "www", "<", "p"} & set(words)
+
+    kept = run("--corpus", path, "--out", tmp_path / "b", *SMALL, "--vectors-only", "--keep-markup")
+    assert kept.returncode == 0, kept.stderr
+    assert read_manifest(tmp_path / "b")["corpus"]["cleaning"]["kept"] is True
+    assert "cleaned     nothing: --keep-markup" in kept.stdout
+    kept_words = KeyedVectors.load_word2vec_format(
+        str(tmp_path / "b" / "vectors.bin"), binary=True
+    ).index_to_key
+    assert {"h3", "nbsp"} <= set(kept_words)  # what the default run removed
 
 
 def test_existing_vectors_and_user_dict(tmp_path: Path, novel: Path) -> None:
@@ -213,7 +244,7 @@ def test_session_fixture_model_has_every_manifest_section(tiny_model_dir: Path) 
         corpus["name"] == "hongloumeng" and corpus["strip_brackets"] is True and corpus["max_chars"] == 60000
     )
     assert {"sha256", "encoding", "chars", "chapters", "tokens"} <= set(corpus)
-    assert {"size", "dim", "tokens", "oov_rate", "min_count", "min_char_count"} <= set(manifest["vocabulary"])
+    assert {"size", "dim", "tokens", "min_count", "min_char_count"} <= set(manifest["vocabulary"])
 
 
 def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, novel: Path) -> None:
@@ -269,7 +300,7 @@ def test_held_out_split_is_the_last_tenth_of_chapters_or_of_tokens() -> None:
 def test_keeps_a_directory_whose_only_claim_to_be_a_model_is_a_manifest_file(
     tmp_path: Path, novel: Path
 ) -> None:
-    # Issue 12 item 1: a stray manifest.json used to be enough to have the whole directory deleted.
+    # A stray manifest.json used to be enough to have the whole directory deleted.
     out = tmp_path / "x"
     out.mkdir()
     (out / "manifest.json").write_text("{}")
@@ -283,7 +314,7 @@ def test_keeps_a_directory_whose_only_claim_to_be_a_model_is_a_manifest_file(
 
 @pytest.mark.parametrize("where", ["under-a-file", "proc"])
 def test_unwritable_output_is_one_line_before_segmentation(tmp_path: Path, novel: Path, where: str) -> None:
-    # Issue 12 item 5: checked first (exit 2, one line), not a traceback after segmentation and word2vec.
+    # Checked first (exit 2, one line), not a traceback after segmentation and word2vec.
     if where == "under-a-file":
         (tmp_path / "file").write_text("not a directory")
         out = tmp_path / "file" / "model"

@@ -180,7 +180,7 @@ def test_directory_is_concatenated_in_name_order(tmp_path: Path) -> None:
 def test_directory_links_that_leave_it_are_skipped_and_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Issue 12 item 7: a link to /etc/passwd in a corpus directory used to end up in the vocabulary.
+    # A link to /etc/passwd in a corpus directory used to end up in the vocabulary.
     folder = tmp_path / "novel"
     folder.mkdir()
     (folder / "01.txt").write_text("第一章 上\n甲乙丙", encoding="utf-8")

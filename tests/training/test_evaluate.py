@@ -68,7 +68,6 @@ def test_evaluate_baselines_and_model_on_known_answers() -> None:
         "unk_share": 0.0,
         "unk_charge": "14.36 bits per <unk> (uniform over CJK Unified Ideographs)",
         "held_out": "last 10% of chapters, every character (open-vocabulary stream, nothing deleted)",
-        "deleted_tokens": 0,
     }
     # Add-one unigram: (count + 1) / (12 training tokens + 12 words) for targets 0, 1, 3, 11, 2.
     unigram_bits = -np.log2(np.array([5, 4, 2, 1, 3]) / 24).sum()

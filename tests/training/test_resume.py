@@ -80,7 +80,7 @@ def test_kill_during_epoch_3_then_resume(tmp_path: Path) -> None:
 
 
 def test_kill_right_after_the_epoch_line_then_resume(tmp_path: Path) -> None:
-    # Issue 12 item 4: the "epoch 1:" line used to be printed before checkpoint.npz was durably renamed into
+    # The "epoch 1:" line used to be printed before checkpoint.npz was durably renamed into
     # place, so a kill at that instant left only checkpoint.npz.tmp and --resume failed.
     cache = tmp_path / "cache"
     out = tmp_path / "model"
