@@ -4,6 +4,7 @@ directory.
 prepare (training/prepare.py: corpus, segmentation, split, vocabulary, word2vec) -> speakers
 (training/characters.py) -> fit (training/fit.py) -> n-gram mixture (training/mixture.py) -> held-out and chat
 evaluation (training/evaluate.py, training/held_out_chat.py) -> the model directory (models/artifacts.py).
+docs/architecture.md follows a novel through these stages and describes every file of the model directory.
 """
 
 from __future__ import annotations
