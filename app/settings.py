@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         ge=1,
         description="upper limit for best_of (TGI) and n (OpenAI): candidates one request decodes together",
     )
+    continuous_cache: bool = Field(
+        True,
+        description="mix the model's continuous cache (its weights are in the model directory) into every "
+        "next-token distribution: the prompt and the text generated so far make their words likelier; "
+        "false serves the model without it",
+    )
     max_batch_size: int = Field(
         64,
         ge=1,

@@ -16,6 +16,11 @@ server happened to get while it was measured. Then a batching server with two wo
     batched/unbatched throughput at concurrency 16: X.XX
     http/in-process throughput at concurrency 8: X.XX
 
+First, in this process, what the model's continuous cache (models/cache.py) costs a decoding tick: the same
+batch of sequences decoded by `DecodingBatch` with and without the cache, alternately, for short prompts and
+for prompts of ~700 tokens (a cache near its window), printed as `cache/no-cache tick time` ratios (medians
+of the rounds). `--ticks-only` stops after them.
+
     python benchmarks/serve.py --model-dir artifacts/hongloumeng
 """
 
@@ -60,6 +65,9 @@ def parse_args() -> argparse.Namespace:
         "--multi-workers", type=int, default=2, help="worker processes of the last measurement (0: skip it)"
     )
     parser.add_argument(
+        "--ticks-only", action="store_true", help="only the in-process tick cost of the continuous cache"
+    )
+    parser.add_argument(
         "--client",
         choices=("raw", "httpx"),
         default="raw",
@@ -83,12 +91,14 @@ def request_body(i: int, new_tokens: int) -> dict:
 
 
 def in_process_decoder(model_dir: Path) -> object:
+    from models.cache import ContinuousCache
     from models.decoding import Decoder, SamplingParams
     from models.trained import TrainedModel
 
     model = TrainedModel.load(model_dir)
-    # The model's n-gram mixture too: the server samples from λ·LSTM + (1 − λ)·n-gram (app/engine/service.py).
-    decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
+    # The model's n-gram mixture and cache too: the server samples from them (app/engine/service.py).
+    cache = ContinuousCache(model.cache) if model.cache is not None else None
+    decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture, cache)
     for i in range(4):  # warm-up: jieba's dictionary, BLAS
         body = request_body(i, 5)
         decoder.generate(body["inputs"], SamplingParams(**body["parameters"])).run()
@@ -105,6 +115,60 @@ def in_process_tokens_per_second(decoder: object, requests: int, new_tokens: int
     for body in bodies:
         tokens += len(decoder.generate(body["inputs"], SamplingParams(**body["parameters"])).run().tokens)
     return tokens / (time.perf_counter() - started)
+
+
+def tick_seconds(decoder: object, prompts: list[str], new_tokens: int) -> float:
+    """Seconds per tick of one DecodingBatch decoding every prompt together (prefill not counted)."""
+    from models.decoding import DecodingBatch, SamplingParams
+
+    batch = DecodingBatch(decoder)
+    for i, prompt in enumerate(prompts):
+        params = SamplingParams(**{**request_body(i, new_tokens)["parameters"]})
+        batch.add(decoder.generate(prompt, params))
+    ticks = 0
+    started = time.perf_counter()
+    while batch:
+        batch.tick()
+        ticks += 1
+    return (time.perf_counter() - started) / ticks
+
+
+def cache_tick_cost(model_dir: Path, rounds: int, new_tokens: int) -> None:
+    """Print the cache's cost per tick: the same batches with and without it, alternately."""
+    from models.cache import ContinuousCache
+    from models.decoding import Decoder
+    from models.trained import TrainedModel
+
+    model = TrainedModel.load(model_dir)
+    if model.cache is None:
+        print("cache: this model has none (trained with --no-cache, or the validation tail gave it weight 0)")
+        return
+    decoders = {
+        "cache": Decoder(
+            model.network, model.vectors, model.tokenizer, model.mixture, ContinuousCache(model.cache)
+        ),
+        "no-cache": Decoder(model.network, model.vectors, model.tokenizer, model.mixture),
+    }
+    long_prompt = "".join(PROMPTS) * 25  # ~1,000 characters: a history near the cache's window
+    print(f"cache: {model.cache}; {new_tokens} new tokens per sequence, {rounds} rounds alternately")
+    for label, prompt_of in (
+        ("short prompts", lambda i: PROMPTS[i % len(PROMPTS)]),
+        ("long prompts", lambda i: long_prompt),
+    ):
+        for batch_size in (1, 16, 64):
+            prompts = [prompt_of(i) for i in range(batch_size)]
+            for decoder in decoders.values():  # warm-up
+                tick_seconds(decoder, prompts[:2], 3)
+            times: dict[str, list[float]] = {name: [] for name in decoders}
+            for _ in range(rounds):
+                for name, decoder in decoders.items():
+                    times[name].append(tick_seconds(decoder, prompts, new_tokens))
+            ratio = statistics.median(c / n for c, n in zip(times["cache"], times["no-cache"], strict=True))
+            print(
+                f"{label}, batch {batch_size:>2}: tick {statistics.median(times['cache']) * 1000:7.2f} ms "
+                f"with the cache, {statistics.median(times['no-cache']) * 1000:7.2f} ms without; "
+                f"cache/no-cache tick time {ratio:.2f}"
+            )
 
 
 def _pooled(rounds: list[dict]) -> dict:
@@ -275,6 +339,9 @@ def main() -> None:
         )
 
     print(f"model: {args.model_dir}   new tokens: {args.new_tokens}   cores: {os.cpu_count()}")
+    cache_tick_cost(model_dir, args.rounds, args.new_tokens)
+    if args.ticks_only:
+        return
     print(
         f"one worker; batched = MAX_BATCH_SIZE={args.batch_size}, unbatched = MAX_BATCH_SIZE=1; "
         f"requests per level and round: max(--requests, 2 x concurrency); {args.rounds} rounds per level, "

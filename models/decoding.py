@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.cache import CacheHistory, ContinuousCache, unit_rows
 from models.ngram import Mixture
 from models.sampling import Sampler, SamplingParams, choose_batch, softmax_with_temperature, top_k_indices
 from models.vocabulary import UNKNOWN_TOKEN, spell
@@ -156,9 +157,12 @@ class Decoder:
         vectors: VectorsLike,
         tokenizer: TokenizerLike,
         mixture: Mixture | None = None,
+        cache: ContinuousCache | None = None,
     ) -> None:
         self.network = network
         self.mixture = mixture  # with one, every next-token distribution is λ·LSTM + (1 − λ)·n-gram
+        # With one, (1 − μ)·that + μ·a continuous cache over the prompt and the text generated so far.
+        self.cache = cache
         self.context = mixture.context if mixture is not None else 0  # ids of history the n-gram reads
         self.vectors = vectors
         self.tokenizer = tokenizer
@@ -202,14 +206,35 @@ class Decoder:
         if not prompt.ids:
             raise EmptyPromptError("the prompt is empty; send at least one word, e.g. 宝玉笑道")
 
-    def next_logits(self, outputs: np.ndarray, recent: Sequence[Sequence[int]]) -> np.ndarray:
+    def next_logits(
+        self, outputs: np.ndarray, recent: Sequence[Sequence[int]], history: CacheHistory | None = None
+    ) -> np.ndarray:
         """(B, V) logits of the next token after head outputs (B, .): the network's scores, or with a mixture
-        log(λ·softmax(scores) + (1 − λ)·P_ngram(· | the last ids of each row's `recent`)), the distribution
-        the held-out bits per character measure; <unk> at -inf."""
+        log(λ·softmax(scores) + (1 − λ)·P_ngram(· | the last ids of each row's `recent`)), and with a cache
+        and each row's `history` the log of (1 − μ)·that + μ·p_cache: the distribution the held-out bits per
+        character measure; <unk> at -inf."""
+        if self.cache is None or history is None:
+            logits = self.network.scores(outputs)
+            if self.mixture is not None:
+                logits = self.mixture.log_probs(logits, self.mixture.histories(recent), np.float32)
+            return self.mask_unknown(logits)
+        probabilities = self.cache.mix(self._model_probabilities(outputs, recent), outputs, history)
+        return self._log(probabilities)
+
+    def _model_probabilities(self, outputs: np.ndarray, recent: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, V) float32 next-token probabilities before the cache: softmax(scores), or the mixture's."""
         logits = self.network.scores(outputs)
         if self.mixture is not None:
-            logits = self.mixture.log_probs(logits, self.mixture.histories(recent), np.float32)
-        return self.mask_unknown(logits)
+            return self.mixture.probabilities(logits, self.mixture.histories(recent), np.float32)
+        probabilities = np.array(logits, dtype=np.float32)
+        probabilities -= probabilities.max(axis=-1, keepdims=True)
+        np.exp(probabilities, out=probabilities)
+        probabilities /= probabilities.sum(axis=-1, keepdims=True)
+        return probabilities
+
+    def _log(self, probabilities: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return self.mask_unknown(np.log(probabilities, out=probabilities))
 
     def mask_unknown(self, logits: np.ndarray) -> np.ndarray:
         """<unk> names no character, so it is never predicted or generated: its logit becomes -inf (in place;
@@ -220,24 +245,39 @@ class Decoder:
 
     def _run_prompt(self, prompt: Prompt) -> tuple[np.ndarray, Any]:
         """One pass over the prompt: the head output after its last token (1, .) and the LSTM state."""
-        output, state, _ = self._prefill(prompt, logprobs=False)
+        output, state, _, _ = self._prefill(prompt, logprobs=False)
         return output, state
 
-    def _prefill(self, prompt: Prompt, logprobs: bool) -> tuple[np.ndarray, Any, list[float | None] | None]:
-        """`_run_prompt`, plus (when asked) every prompt token's log-probability given the tokens before it:
-        the same pass already computed the head output at each position, so it costs one more (T-1, V)
-        scoring and no second LSTM pass. The model's next-word distribution as /predict gives it (temperature
-        1, no penalties, <unk> never predicted), as TGI's prefill details; None where there is nothing to
-        score: the first token, and a prompt character read as <unk>."""
+    def _prefill(
+        self, prompt: Prompt, logprobs: bool
+    ) -> tuple[np.ndarray, Any, list[float | None] | None, CacheHistory | None]:
+        """`_run_prompt`, plus (when
+        asked) every prompt token's log-probability given the tokens before it, and (with a cache) the
+        prompt's pairs of head output and following token, which the cache starts from.
+
+        The log-probabilities reuse the head output the same pass computed at each position, so they cost
+        one more (T-1, V) scoring and no second LSTM pass. The model's next-word distribution as /predict
+        gives it (temperature 1, no penalties, <unk> never predicted), as TGI's prefill details; None where
+        there is nothing to score: the first token, and a prompt character read as <unk>."""
         ids = np.asarray(prompt.ids, dtype=np.int64)[None, :]
         outputs, state = self.network.forward_sequence(ids)
+        history = None
+        if self.cache is not None:
+            history = CacheHistory.of_text(outputs[0, :-1], ids[0, 1:], self.cache.window)
         prefill: list[float | None] | None = None
         if logprobs:
             prefill = [None]
             if ids.shape[1] > 1:
-                # With a mixture the n-gram reads the ids before each position, as in decoding.
+                # With a mixture the n-gram reads the ids before each position, as in decoding; with a cache,
+                # position t remembers the prompt's pairs before t.
                 before = [prompt.ids[: i + 1] for i in range(ids.shape[1] - 1)]
-                logits = self.next_logits(outputs[0, :-1], before).astype(np.float64)
+                if self.cache is None:
+                    logits = self.next_logits(outputs[0, :-1], before).astype(np.float64)
+                else:
+                    probabilities = self._model_probabilities(outputs[0, :-1], before)
+                    unit = unit_rows(outputs[0, :-1])
+                    self.cache.mix_stream(probabilities, unit, ids[0, 1:], start=0)
+                    logits = self._log(probabilities).astype(np.float64)
                 logits -= logits.max(axis=1, keepdims=True)
                 log_norm = np.log(np.exp(logits).sum(axis=1))
                 following = ids[0, 1:]
@@ -246,7 +286,7 @@ class Decoder:
                     None if token == self.unknown_id else float(value)
                     for token, value in zip(following.tolist(), values.tolist(), strict=True)
                 ]
-        return outputs[:, -1], state, prefill
+        return outputs[:, -1], state, prefill, history
 
     # ----------------------------------------------------------------------------------------------------
     # next-word prediction
@@ -257,8 +297,8 @@ class Decoder:
         """The top_k most probable next words after `text`, with probability and cosine similarity."""
         prompt = self.encode(text)
         self._require_known(prompt)
-        output, _ = self._run_prompt(prompt)
-        logits = self.next_logits(output, [prompt.ids])[0].astype(np.float64)
+        output, _, _, history = self._prefill(prompt, logprobs=False)
+        logits = self.next_logits(output, [prompt.ids], history)[0].astype(np.float64)
         probabilities = softmax_with_temperature(logits, temperature)  # finite for any temperature > 0
         k = min(top_k, self.vocab_size)
         best = top_k_indices(probabilities, k)
@@ -365,6 +405,7 @@ class DecodingBatch:
         self.sequences: list[_Sequence] = []
         self._outputs: np.ndarray | None = None  # (B, .) head output after each sequence's last token
         self._state: Any = None  # Network state with B rows
+        self._history: CacheHistory | None = None  # with a cache: each row's remembered pairs
         self._has_vector: bool | None = None  # the one-hot head predicts no vector: no similarity
 
     def __len__(self) -> int:
@@ -376,16 +417,20 @@ class DecodingBatch:
 
     def add(self, generation: Generation) -> None:
         """Prefill: run the prompt through the LSTM and append the sequence; it decodes from the next tick."""
-        output, state, prefill = self.decoder._prefill(generation.prompt, generation.params.prefill_logprobs)
+        output, state, prefill, history = self.decoder._prefill(
+            generation.prompt, generation.params.prefill_logprobs
+        )
         generation.prefill_logprobs = prefill
         if self._has_vector is None:
             self._has_vector = self.network.similarity(output) is not None
         self.sequences.append(_Sequence(generation, self.decoder.vocab_size, self.decoder.context))
         if self._outputs is None:
-            self._outputs, self._state = output, state
+            self._outputs, self._state, self._history = output, state, history
         else:
             self._outputs = np.concatenate([self._outputs, output])
             self._state = _stack_states(self._state, state)
+            if history is not None and self._history is not None:
+                self._history = self._history.stack(history)
 
     def remove(self, generations: Iterable[Generation]) -> None:
         """Drop these generations now (cancelled: their client went away); their rows are freed."""
@@ -399,7 +444,9 @@ class DecodingBatch:
             return []
         outputs = self._outputs
         # (B, V): rows are scratch space for each sampler; <unk> is never drawn.
-        logits = self.decoder.next_logits(outputs, [sequence.recent for sequence in self.sequences])
+        logits = self.decoder.next_logits(
+            outputs, [sequence.recent for sequence in self.sequences], self._history
+        )
         choices = choose_batch([sequence.sampler for sequence in self.sequences], logits)
         similarities: list[float | None] = [None] * len(choices)
         if self._has_vector:
@@ -426,7 +473,11 @@ class DecodingBatch:
             events.append((sequence.generation, token))
         self._keep(continuing)
         if continuing:
-            self._outputs, self._state = self.network.step(np.asarray(next_ids, dtype=np.int64), self._state)
+            chosen_ids = np.asarray(next_ids, dtype=np.int64)
+            if self._history is not None:
+                # The output each row was just scored from, and the token that followed it.
+                self._history.append(self._outputs, chosen_ids)
+            self._outputs, self._state = self.network.step(chosen_ids, self._state)
         return events
 
     def _keep(self, rows: list[int]) -> None:
@@ -434,11 +485,13 @@ class DecodingBatch:
             return
         self.sequences = [self.sequences[row] for row in rows]
         if not rows:
-            self._outputs = self._state = None
+            self._outputs = self._state = self._history = None
             return
         index = np.asarray(rows, dtype=np.int64)
         self._outputs = self._outputs[index]
         self._state = _select_states(self._state, index)
+        if self._history is not None:
+            self._history = self._history.select(index)
 
 
 def _stack_states(first: Any, second: Any) -> Any:

@@ -261,6 +261,14 @@ class Mixture:
         """(B, V) LSTM logits and (B, order-1) previous ids (-1 = none) -> (B, V) log P_mixture in `dtype`
         (float64 for the evaluation; decoding asks for float32, which halves the memory traffic of the
         (B, V) passes that dominate a tick, and samples in float32 anyway)."""
+        mixed = self.probabilities(logits, histories, dtype)
+        with np.errstate(divide="ignore"):
+            return np.log(mixed, out=mixed)
+
+    def probabilities(
+        self, logits: np.ndarray, histories: np.ndarray, dtype: type = np.float64
+    ) -> np.ndarray:
+        """`log_probs` before the log: (B, V) P_mixture (a new array), for a caller that mixes in more."""
         mixed = np.array(logits, dtype=dtype)  # a copy: the caller's logits are left alone
         mixed -= mixed.max(axis=-1, keepdims=True)
         np.exp(mixed, out=mixed)
@@ -277,8 +285,7 @@ class Mixture:
         mixed += np.multiply.outer((scale * weights).astype(dtype), real.astype(dtype))
         for rows, symbols, values in terms:
             mixed[rows, symbols - 1] += (values * scale[rows]).astype(dtype)
-        with np.errstate(divide="ignore"):
-            return np.log(mixed, out=mixed)
+        return mixed
 
     def histories(self, sequences: list[list[int]]) -> np.ndarray:
         """The last order-1 ids of each sequence, left-padded with -1."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.artifacts import (
+    CACHE_FILE,
     CHARACTERS_FILE,
     MANIFEST_FILE,
     NETWORK_FILE,
@@ -16,6 +17,7 @@ from models.artifacts import (
     ArtifactError,
     read_manifest,
 )
+from models.cache import CacheSettings
 from models.characters import CharacterList
 from models.network import Network
 from models.ngram import Mixture
@@ -32,6 +34,8 @@ class TrainedModel:
     tokenizer: Tokenizer
     characters: CharacterList
     mixture: Mixture | None = None  # the LSTM + n-gram mixture the model serves, when it was trained with one
+    # The continuous cache's weights (models/cache.py), when training found that it helps.
+    cache: CacheSettings | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TrainedModel:
@@ -56,6 +60,12 @@ class TrainedModel:
         if NGRAM_FILE in manifest.get("files", {}):
             try:
                 mixture = Mixture.load(directory / NGRAM_FILE, len(vectors))
+            except ValueError as error:
+                raise ArtifactError(f"{error}; {retrain}") from None
+        cache = None
+        if CACHE_FILE in manifest.get("files", {}):
+            try:
+                cache = CacheSettings.load(directory / CACHE_FILE)
             except ValueError as error:
                 raise ArtifactError(f"{error}; {retrain}") from None
         segmentation = manifest.get("segmentation") or {}
@@ -84,4 +94,5 @@ class TrainedModel:
             tokenizer=tokenizer,
             characters=characters,
             mixture=mixture,
+            cache=cache,
         )

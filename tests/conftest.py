@@ -19,9 +19,11 @@ TINY_MODEL_ARGS = [
     "--seq-len", "16",
     "--batch-size", "32",
     # The LSTM alone: the app tests check decoding controls against the network's own scores. The served
-    # mixture (the default) is covered by tests/models/test_decoding.py, tests/training/test_cli.py and the
-    # char-mode model of tests/training/test_pipeline.py, which is trained and served with it.
+    # mixture and cache (the defaults) are covered by tests/models/test_decoding.py,
+    # tests/app/test_cache_serving.py, tests/training/test_cli.py and the char-mode model of
+    # tests/training/test_pipeline.py, which is trained and served with them.
     "--no-ngram-mixture",
+    "--no-cache",
 ]  # fmt: skip
 
 

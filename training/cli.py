@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve and evaluate λ·LSTM + (1-λ)·token Kneser-Ney n-gram, order and λ chosen on the "
         "validation tail of the training chapters (default on)",
     )
+    run.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve and evaluate a continuous cache over the text read so far (the prompt and the generated "
+        "text when serving), mixed into the served distribution; weight, flatness and window chosen on the "
+        "validation tail of the training chapters (default on)",
+    )
     add_fit_arguments(parser)
     return parser
 

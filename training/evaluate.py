@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 
+from models.cache import ContinuousCache, unit_rows
 from models.decoding import Decoder, DecodingBatch, Generation, Prompt
 from models.network import DISTRIBUTION_LOSSES, Network, State
 from models.ngram import Mixture
@@ -111,11 +112,15 @@ def model_metrics(
     unk_id: int | None = None,
     mixture: Mixture | None = None,
     histories: np.ndarray | None = None,
+    cache: ContinuousCache | None = None,
 ) -> dict:
     """acc@1, acc@10 and perplexity of the network over targets held_out[1:], read statefully (pass the last
     training token first to score every held-out token); with a mixture, of λ·LSTM + (1 − λ)·n-gram, where
-    histories[i] are the ids before target i. Also "log_probs": the natural log P of each target."""
+    histories[i] are the ids before target i; with a cache, of (1 − μ)·that + μ·p_cache, the cache
+    remembering the held-out positions read before each target (it starts empty at the first held-out
+    token). Also "log_probs": the natural log P of each target."""
     n_targets = len(held_out) - 1
+    all_targets = np.asarray(held_out[1:], dtype=np.int64)
     streams = max(1, min(EVAL_STREAMS, n_targets))
     bounds = np.linspace(0, n_targets, streams + 1).astype(int)
     # Sub-stream s predicts targets held_out[bounds[s]+1 : bounds[s+1]+1] from inputs starting one token
@@ -123,24 +128,29 @@ def model_metrics(
     length = int(np.max(np.diff(bounds)))
     hits1 = hits10 = 0
     log_probs = np.zeros(n_targets)
-    state: State | None = None
-    for start in range(0, length, EVAL_WINDOW):
-        stop = min(start + EVAL_WINDOW, length)
-        inputs = np.zeros((streams, stop - start), dtype=np.int64)
-        targets = np.full((streams, stop - start), -1, dtype=np.int64)
-        positions = np.full((streams, stop - start), -1, dtype=np.int64)
-        for s in range(streams):
-            a, b = bounds[s] + start, min(bounds[s] + stop, bounds[s + 1])
-            if b > a:
-                inputs[s, : b - a] = held_out[a:b]
-                targets[s, : b - a] = held_out[a + 1 : b + 1]
-                positions[s, : b - a] = np.arange(a, b)
-        outputs, state = network.forward_sequence(inputs, state)
-        valid = targets.reshape(-1) >= 0
-        logits = network.scores(outputs.reshape(-1, outputs.shape[-1])[valid])
-        wanted = targets.reshape(-1)[valid]
-        where = positions.reshape(-1)[valid]
-        if mixture is not None:
+    # With a cache a position needs the outputs of every position before it, which the sub-streams read in
+    # parallel reach in another order: they are all collected first, then scored in reading order.
+    collected: np.ndarray | None = None
+    unit: np.ndarray | None = None
+
+    def score(outputs: np.ndarray, where: np.ndarray) -> None:
+        nonlocal hits1, hits10
+        wanted = all_targets[where]
+        logits = network.scores(outputs)
+        if cache is not None:
+            assert unit is not None  # where is a contiguous run of positions in this case
+            if mixture is not None:
+                assert histories is not None
+                probabilities = mixture.probabilities(logits, histories[where])
+            else:
+                probabilities = logits.astype(np.float64)
+                probabilities -= probabilities.max(axis=1, keepdims=True)
+                np.exp(probabilities, out=probabilities)
+                probabilities /= probabilities.sum(axis=1, keepdims=True)
+            cache.mix_stream(probabilities, unit, all_targets, start=int(where[0]))
+            with np.errstate(divide="ignore"):
+                logits = np.log(probabilities, out=probabilities)
+        elif mixture is not None:
             assert histories is not None
             logits = mixture.log_probs(logits, histories[where])
         rows = np.arange(len(wanted))
@@ -156,8 +166,34 @@ def model_metrics(
         np.exp(logits, out=logits)
         log_norm = np.log(logits.sum(axis=1, dtype=np.float64)) + top[:, 0]
         log_probs[where] = target_logit - log_norm
+
+    state: State | None = None
+    for start in range(0, length, EVAL_WINDOW):
+        stop = min(start + EVAL_WINDOW, length)
+        inputs = np.zeros((streams, stop - start), dtype=np.int64)
+        positions = np.full((streams, stop - start), -1, dtype=np.int64)
+        for s in range(streams):
+            a, b = bounds[s] + start, min(bounds[s] + stop, bounds[s + 1])
+            if b > a:
+                inputs[s, : b - a] = held_out[a:b]
+                positions[s, : b - a] = np.arange(a, b)
+        outputs, state = network.forward_sequence(inputs, state)
+        valid = positions.reshape(-1) >= 0
+        outputs = outputs.reshape(-1, outputs.shape[-1])[valid]
+        where = positions.reshape(-1)[valid]
+        if cache is None:
+            score(outputs, where)
+            continue
+        if collected is None:
+            collected = np.zeros((n_targets, outputs.shape[-1]), dtype=outputs.dtype)
+        collected[where] = outputs
+    if collected is not None:
+        unit = unit_rows(collected)
+        for start in range(0, n_targets, EVAL_WINDOW * streams):
+            stop = min(start + EVAL_WINDOW * streams, n_targets)
+            score(collected[start:stop], np.arange(start, stop))
     nll = -float(np.sum(log_probs))
-    distribution = network.config.loss in DISTRIBUTION_LOSSES or mixture is not None
+    distribution = network.config.loss in DISTRIBUTION_LOSSES or mixture is not None or cache is not None
     perplexity = float(np.exp(nll / n_targets)) if distribution else None
     # Total bits of the targets under softmax(scores): what the decoder samples from at temperature 1.
     return {
@@ -262,10 +298,11 @@ def evaluate(
     """The held-out table as a dict for manifest.json: split sizes, model and baseline metrics, samples.
 
     The model is what the decoder serves: its network, and with a mixture λ·LSTM + (1 − λ)·n-gram, in which
-    case "model" is the mixture and "lstm" / "token_ngram" are its two parts alone. train_text / held_text:
-    the real text of each side (for the character baselines); by default the token stream read back as text,
-    with <unk> as one private-use character."""
-    network, vectors, mixture = decoder.network, decoder.vectors, decoder.mixture
+    case "model" is the mixture and "lstm" / "token_ngram" are its two parts alone; with a continuous cache,
+    "model" is what is served (the cache mixed in) and "without_cache" the same without it. train_text /
+    held_text: the real text of each side (for the character baselines); by default the token stream read
+    back as text, with <unk> as one private-use character."""
+    network, vectors, mixture, cache = decoder.network, decoder.vectors, decoder.mixture, decoder.cache
     token_ids = np.asarray(token_ids, dtype=np.int64)
     train, held_out = token_ids[:split_index], token_ids[split_index:]
     if len(held_out) < 2 or len(train) < 2:
@@ -304,6 +341,7 @@ def evaluate(
     lstm.pop("log_probs")
     lstm = {"loss": network.config.loss, **lstm, "bpc": (lstm_bits + unk_bits) / held_chars}
     rows: dict[str, dict] = {"model": lstm}
+    histories = None
     if mixture is not None:
         histories = histories_before(token_ids, split_index, len(targets), mixture.context)
         mixed = model_metrics(network, context, unk_id, mixture, histories)
@@ -323,6 +361,17 @@ def evaluate(
                 "perplexity": float(2.0 ** -np.mean(ngram_log2)),
                 "bpc": bpc(ngram_log2),
             },
+        }
+    if cache is not None:
+        cached = model_metrics(network, context, unk_id, mixture, histories, cache)
+        cached_bits = cached.pop("bits")
+        cached.pop("log_probs")
+        rows["without_cache"] = rows["model"]
+        rows["model"] = {
+            **rows["model"],
+            "cache": asdict(cache.settings),
+            **cached,
+            "bpc": (cached_bits + unk_bits) / held_chars,
         }
     unigram_log2 = unigram_log2_probs(train, targets, vocab_size)
     # Token ids are 0..V-1; KneserNey reserves 0 for "unknown", so shift by one (V+1 symbols).
@@ -355,7 +404,10 @@ def evaluate(
     }
 
 
-def _model_label(model: dict) -> str:
+def _model_label(model: dict, cache: bool = True) -> str:
+    if cache and model.get("cache"):
+        # Printed under the row of the same model without the cache.
+        return f"  + continuous cache, μ={model['cache']['weight']:.2f}"
     mixture = model.get("mixture")
     if not mixture:
         return f"LSTM ({model['loss']})"
@@ -376,6 +428,7 @@ def format_table(result: dict) -> str:
         ("ppmd", "PPMd order 6"),
         ("token_ngram", f"token {(result.get('token_ngram') or {}).get('order')}-gram (KN)"),
         ("lstm", f"LSTM ({result['model']['loss']}) alone"),
+        ("without_cache", _model_label(result["model"], cache=False)),
         ("model", _model_label(result["model"])),
     ):
         row = result.get(key)

@@ -19,7 +19,7 @@ def chat_figures(
     quiet: bool = False,
 ) -> dict:
     """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; decoded as
-    the server decodes (with the model's n-gram mixture, when it has one)."""
+    the server decodes (with the model's n-gram mixture and continuous cache, when it has them)."""
     chat = Chat(decoder, characters)
     result = evaluate_chat(chat, chapters, held_out, user_dict)
     if not quiet:

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from models.artifacts import ArtifactError
+from models.cache import ContinuousCache
 from models.decoding import Decoder
 from models.trained import TrainedModel
 from training.corpus import CorpusError, load_corpus
@@ -42,7 +43,8 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     segmentation = segment_corpus(corpus.chapters, model.tokenizer, args.cache_dir)
     stream = token_stream(segmentation.chapters, model.vectors.index)
     token_ids, split_index = ids_and_split(stream, model.vectors)
-    decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
+    cache = ContinuousCache(model.cache) if model.cache is not None else None
+    decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture, cache)
     result = evaluate(decoder, token_ids, split_index, stream.text(held=False), stream.text(held=True))
     held_out = (model.manifest.get("vocabulary") or {}).get("held_out_chapters", 0)
     # Printed before the held-out table: scripts read the bpc from the table's last line.

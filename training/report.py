@@ -47,9 +47,10 @@ def _number(value: float | None, digits: int) -> str:
 def _table_rows(evaluation: dict) -> tuple[list[list[str]], int | None]:
     """The table's cells, and the index of the served model's row (drawn bold)."""
     model = evaluation.get("model") or {}
-    served_label = "served: LSTM + n-gram" if model.get("mixture") else "served: LSTM"
+    parts = "LSTM + n-gram" if model.get("mixture") else "LSTM"
+    served_label = f"served: {parts} + cache" if model.get("cache") else f"served: {parts}"
     rows, served = [], None
-    for key, label in (*_ROWS, ("model", served_label)):
+    for key, label in (*_ROWS, ("without_cache", f"{parts}, no cache"), ("model", served_label)):
         metrics = evaluation.get(key)
         if not metrics:
             continue

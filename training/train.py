@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from models.artifacts import (
+    CACHE_FILE,
     CHARACTERS_FILE,
     NETWORK_FILE,
     NGRAM_FILE,
@@ -25,11 +26,13 @@ from models.artifacts import (
     check_writable,
     write_model_dir,
 )
+from models.cache import ContinuousCache
 from models.characters import CharacterList
 from models.decoding import Decoder
 from models.network import Network
 from models.ngram import Mixture
 from models.tokenizer import Tokenizer
+from training.cache import choose_cache
 from training.characters import extract_characters
 from training.errors import UsageError
 from training.evaluate import evaluate, format_table
@@ -92,6 +95,7 @@ def _write(
     characters: CharacterList | None,
     network: Network | None,
     mixture: Mixture | None,
+    cache: ContinuousCache | None,
 ) -> None:
     """The model directory, written atomically (models/artifacts.py)."""
 
@@ -104,6 +108,8 @@ def _write(
                 network.save(tmp / NETWORK_FILE)
             if mixture is not None:
                 mixture.save(tmp / NGRAM_FILE)
+            if cache is not None:
+                cache.settings.save(tmp / CACHE_FILE)
             if args.user_dict is not None:
                 shutil.copyfile(args.user_dict, tmp / USER_DICT_FILE)
             if network is not None:
@@ -130,7 +136,7 @@ def run_training(args: argparse.Namespace) -> dict:
         "word2vec": prepared.word2vec,
         "vocabulary": prepared.vocabulary(),
     }
-    characters = network = mixture = None
+    characters = network = mixture = cache = None
     if fit_config is not None:  # a servable model (--vectors-only writes vectors for other tools)
         with timings.stage("characters"):
             # Who speaks, for chat: a novel without quoted dialogue simply has no characters.
@@ -148,9 +154,15 @@ def run_training(args: argparse.Namespace) -> dict:
                 mixture, manifest["mixture"] = choose_mixture(
                     network, prepared.token_ids, prepared.split_index
                 )
+        if args.cache:
+            with timings.stage("cache"):
+                settings, manifest["cache"] = choose_cache(
+                    network, prepared.token_ids, prepared.split_index, mixture
+                )
+                cache = ContinuousCache(settings) if settings is not None else None
         # The model as the server will decode it, for the held-out samples and the chat figures.
         tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
-        decoder = Decoder(network, prepared.vectors, tokenizer, mixture)
+        decoder = Decoder(network, prepared.vectors, tokenizer, mixture, cache)
         with timings.stage("evaluate"):
             manifest["evaluation"] = evaluate(
                 decoder,
@@ -167,7 +179,7 @@ def run_training(args: argparse.Namespace) -> dict:
     # The same dicts, so the "write" stage timed while the directory is built is in manifest.json too.
     manifest["timings"] = timings.seconds
     manifest["cpu_seconds"] = timings.cpu_seconds
-    _write(args, manifest, prepared, characters, network, mixture)
+    _write(args, manifest, prepared, characters, network, mixture, cache)
     if network is not None:
         shutil.rmtree(checkpoint_dir_for(args.out), ignore_errors=True)  # finished: nothing left to resume
     print_summary(args.out, manifest)

@@ -39,6 +39,7 @@ from app.engine.scheduler import Draining, GenerationFailed, Overloaded, Schedul
 from app.metrics import Metrics
 from app.settings import Settings
 from models.artifacts import ArtifactError
+from models.cache import ContinuousCache
 from models.chat import Chat
 from models.decoding import Decoder, EmptyPromptError, Generation
 from models.trained import TrainedModel
@@ -82,7 +83,10 @@ class ModelService:
         self.settings = settings
         self.limits = Limits(settings)
         self.metrics = metrics
-        self.decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
+        cache = (
+            ContinuousCache(model.cache) if model.cache is not None and settings.continuous_cache else None
+        )
+        self.decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture, cache)
         # Chat renders whole conversations into one prompt, so it keeps within the prompt limit too.
         self.chat = Chat(self.decoder, model.characters, settings.max_prompt_chars)
         self.name = model.directory.name

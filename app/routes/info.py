@@ -32,6 +32,7 @@ _CARD_SECTIONS = (
     "network",
     "training",
     "mixture",
+    "cache",
     "evaluation",
     "characters",
     "chat_evaluation",

@@ -590,3 +590,89 @@ def test_with_a_mixture_every_token_comes_from_lambda_lstm_plus_ngram(tokenizer:
         ids.append(token.id)
     _, candidates = mixed.predict_next("宝玉笑道", top_k=3)
     assert candidates[0].id == generation.tokens[0].id
+
+
+def _cached(decoder: Decoder, weight: float = 0.3, flatness: float = 5.0, window: int = 6) -> Decoder:
+    """The same network and vectors served with a continuous cache (a small window, so it wraps)."""
+    from models.cache import CacheSettings, ContinuousCache
+
+    cache = ContinuousCache(CacheSettings(weight=weight, flatness=flatness, window=window))
+    return Decoder(decoder.network, decoder.vectors, decoder.tokenizer, decoder.mixture, cache)
+
+
+def _cache_distribution(decoder: Decoder, ids: list[int]) -> np.ndarray:
+    """(1 − μ)·softmax(scores) + μ·p_cache after `ids`, recomputed from the whole text the slow way: every
+    position's head output by re-running the network, the cache formula written out over the window."""
+    settings = decoder.cache.settings
+    outputs, _ = decoder.network.forward_sequence(np.asarray(ids)[None, :])
+    outputs = outputs[0].astype(np.float64)
+    unit = outputs / np.linalg.norm(outputs, axis=1, keepdims=True)
+    lstm = np.exp(_log_softmax(decoder.network.scores(outputs[-1:])[0]))
+    remembered = range(max(0, len(ids) - 1 - settings.window), len(ids) - 1)
+    cache = np.zeros_like(lstm)
+    for i in remembered:
+        cache[ids[i + 1]] += math.exp(settings.flatness * float(unit[i] @ unit[-1]))
+    if cache.sum() == 0:
+        return lstm
+    return (1 - settings.weight) * lstm + settings.weight * cache / cache.sum()
+
+
+def test_with_a_cache_every_token_comes_from_the_model_mixed_with_the_text_so_far(decoder: Decoder) -> None:
+    cached = _cached(decoder)
+    unk = decoder.vectors.index[UNKNOWN_TOKEN]
+    generation = cached.generate("宝玉笑道：好妹妹", SamplingParams(max_new_tokens=12)).run()
+    ids = list(generation.prompt.ids)
+    for token in generation.tokens:  # the window of 6 wraps: older positions are forgotten
+        p = _cache_distribution(cached, ids)
+        p[unk] = 0.0
+        assert token.id == int(np.argmax(p))
+        assert token.logprob == pytest.approx(math.log(p[token.id] / p.sum()), abs=1e-5)
+        ids.append(token.id)
+    # /predict and the prefill details read the same distribution.
+    _, candidates = cached.predict_next("宝玉笑道：好妹妹", top_k=3)
+    p = _cache_distribution(cached, cached.encode("宝玉笑道：好妹妹").ids)
+    p[unk] = 0.0
+    assert candidates[0].probability == pytest.approx(p.max() / p.sum(), abs=1e-5)
+    detailed = cached.generate(
+        "宝玉笑道：好妹妹，好妹妹", SamplingParams(max_new_tokens=1, prefill_logprobs=True)
+    )
+    detailed.run()
+    ids = detailed.prompt.ids
+    for position in range(1, len(ids)):
+        p = _cache_distribution(cached, ids[:position])
+        p[unk] = 0.0
+        expected = math.log(p[ids[position]] / p.sum())
+        assert detailed.prefill_logprobs[position] == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_cache_brings_back_the_words_of_the_prompt(decoder: Decoder) -> None:
+    prompt = "凤姐儿笑道：“老祖宗也去逛逛。”凤姐儿"
+    plain = dict((c.word, c.probability) for c in decoder.predict_next(prompt, top_k=decoder.vocab_size)[1])
+    cached = _cached(decoder, weight=0.5, flatness=1.0, window=50)
+    boosted = dict((c.word, c.probability) for c in cached.predict_next(prompt, top_k=decoder.vocab_size)[1])
+    followed = {decoder.vectors.words[i] for i in decoder.encode(prompt).ids[1:]}
+    assert {"老祖宗", "逛逛", "凤姐儿"} <= followed
+    # Half the mass now goes to the words that followed a position of the prompt (up to the renormalisation
+    # after <unk> is taken out)...
+    expected = 0.5 * sum(plain[w] for w in followed) + 0.5
+    assert sum(boosted[w] for w in followed) == pytest.approx(expected, rel=1e-2)
+    for word in ("老祖宗", "逛逛"):  # ...which the untrained model gave little
+        assert boosted[word] > 2 * plain[word]
+    absent = decoder.vectors.words[decoder.encode("宝玉").ids[0]]
+    assert absent not in followed  # absent from the prompt: only the model's share is left
+    assert boosted[absent] == pytest.approx(0.5 * plain[absent], rel=1e-2)
+
+
+def test_with_a_cache_a_seeded_sequence_is_the_same_alone_and_in_a_batch(decoder: Decoder) -> None:
+    cached = _cached(decoder, window=8)
+    prompts = ["宝玉笑道", "黛玉听了，便说道：“我不过是一个人罢了。”", "凤姐儿笑道", "贾母"]
+    params = [_varied(seed) for seed in range(12)]
+    alone = [cached.generate(prompts[i % 4], params[i]).run() for i in range(12)]
+    together = [cached.generate(prompts[i % 4], params[i]) for i in range(12)]
+    _run_batch(cached, together[:6], joining={tick: [together[6 + tick]] for tick in range(6)})
+    for single, batched in zip(alone, together, strict=True):
+        assert [t.id for t in batched.tokens] == [t.id for t in single.tokens]
+        assert [t.logprob for t in batched.tokens] == pytest.approx(
+            [t.logprob for t in single.tokens], abs=1e-4
+        )
+        assert batched.prefill_logprobs == pytest.approx(single.prefill_logprobs, abs=1e-5)

@@ -192,14 +192,17 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     # report.png names the novel (测试小说.txt) in a CJK font: matplotlib warned of no missing glyph.
     assert "missing from font" not in result.stderr and "findfont" not in result.stderr
     manifest = read_manifest(out)
+    # cache.json only when the validation tail found the cache worth a weight above zero.
+    cache = ["cache.json"] if manifest["cache"]["weight"] > 0 else []
     assert sorted(manifest["files"]) == [
+        *cache,
         "characters.json",
         "lstm.npz",
         "ngram.npz",
         "report.png",
         "vectors.bin",
     ]
-    for section in ("network", "training", "mixture", "evaluation", "timings"):
+    for section in ("network", "training", "mixture", "cache", "evaluation", "timings"):
         assert manifest[section], section
     assert (
         manifest["network"]["hidden"] == 8
@@ -213,8 +216,10 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
     again = run("evaluate", out, "--cache-dir", tmp_path / "cache", "--json")
     assert again.returncode == 0, again.stderr
     reevaluated = json.loads(again.stdout)
-    # The re-evaluation reads the mixture back from ngram.npz: the same figures, to the last digit.
-    for key in ("model", "lstm", "token_ngram", "unigram", "bigram", "char_5gram_kn", "ppmd", "split"):
+    # The re-evaluation reads the mixture back from ngram.npz and the cache from cache.json: the same
+    # figures, to the last digit.
+    keys = ["model", "lstm", "token_ngram", "unigram", "bigram", "char_5gram_kn", "ppmd", "split"]
+    for key in keys + (["without_cache"] if cache else []):
         assert reevaluated[key] == manifest["evaluation"][key]
     # Scripts read the model's figure from the last line of the plain-text evaluation.
     table = run("evaluate", out, "--cache-dir", tmp_path / "cache")

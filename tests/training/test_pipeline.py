@@ -66,6 +66,8 @@ def test_changing_the_held_out_chapters_changes_nothing_learnt(tmp_path: Path) -
             assert np.array_equal(arrays_a[name], arrays_b[name]), name
     manifest_a, manifest_b = model_a.manifest, model_b.manifest
     assert manifest_a["mixture"] == manifest_b["mixture"]
+    # And the continuous cache's weights, chosen on the same tail.
+    assert manifest_a["cache"] == manifest_b["cache"] and model_a.cache == model_b.cache
     for key in ("train_loss", "val_loss", "epochs", "best_epoch", "stopped", "steps"):
         # validation is the tail of the training chapters
         assert manifest_a["training"][key] == manifest_b["training"][key], key

@@ -1,0 +1,251 @@
+"""A continuous cache over the running text (Grave, Joulin & Usunier 2017, "Improving neural language models
+with a continuous cache").
+
+A novel repeats itself locally: the names, objects and turns of phrase of the current scene come back within
+a few hundred words, and a network trained on the whole book spreads its probability over every scene. The
+cache remembers, for each of the last `window` positions i of the running text, the network's output there
+(h_i, the vector it predicted the next token from) and the token that actually followed (x_{i+1}). At a new
+position t it proposes the tokens that followed the positions whose output looked like the current one:
+
+    p_cache(w) ∝ Σ_{i in the window, x_{i+1} = w} exp(θ · cos(h_t, h_i))
+
+and the served distribution becomes (1 − μ)·p_model + μ·p_cache, where p_model is what would be served
+without it (the LSTM, or its n-gram mixture, models/ngram.py). Cosine rather than the paper's raw dot
+product: the head outputs' lengths vary with the head (a predicted vector for cos_softmax, the hidden
+state for the one-hot head), and a cosine keeps θ ("flatness": small θ spreads the cache over the whole
+window, large θ picks the few positions most like the current one) comparable between them.
+
+What the running text is: in evaluation, the held-out text read so far; in serving, the prompt and the tokens
+generated after it (in chat, the rendered conversation). μ, θ and the window are chosen on the validation tail
+of the training chapters (training/cache.py) and stored in the model directory (`cache.json`).
+
+`CacheHistory` holds the remembered pairs of a whole decoding batch (one row per sequence, a ring buffer of
+at most `window` pairs each) so that a tick scores every row's cache with one batched product; rows never
+share anything, so a sequence's cache is the same alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+# Positions scored together when a whole stream is read at once (evaluation, prompt prefill): bounds the
+# (chunk, chunk + window) similarity block.
+STREAM_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """μ (`weight`, the cache's share of the served distribution), θ (`flatness`) and the window (how many
+    recent positions are remembered)."""
+
+    weight: float
+    flatness: float
+    window: int
+
+    def validate(self) -> None:
+        if not (isinstance(self.weight, float | int) and 0.0 <= self.weight < 1.0):
+            raise ValueError(f"cache weight must be a number in [0, 1), got {self.weight!r}")
+        if not (
+            isinstance(self.flatness, float | int) and math.isfinite(self.flatness) and self.flatness >= 0
+        ):
+            raise ValueError(f"cache flatness must be a finite number >= 0, got {self.flatness!r}")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"cache window must be a positive integer, got {self.window!r}")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CacheSettings:
+        """Read what save wrote; ValueError naming the file for anything else (missing or unknown fields,
+        values out of range)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not a readable cache settings file ({error})") from None
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) != names:
+            found = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: expected exactly the fields {sorted(names)}, found {found}")
+        settings = cls(**data)
+        try:
+            settings.validate()
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        return settings
+
+
+def unit_rows(outputs: np.ndarray) -> np.ndarray:
+    """Head outputs (..., D) scaled to unit length (float32): the cache compares them by cosine."""
+    outputs = np.asarray(outputs, dtype=np.float32)
+    norms = np.sqrt(np.einsum("...d,...d->...", outputs, outputs))[..., None]
+    return np.divide(outputs, norms, out=np.zeros_like(outputs), where=norms > 0)
+
+
+class CacheHistory:
+    """The remembered (unit output, next id) pairs of B sequences: keys (B, C, D), ids (B, C) with -1 where a
+    slot is empty, and how many pairs each row has written. The capacity C grows (doubling) up to the window,
+    so short requests never pay for a full window; past the window a row overwrites its oldest pair (the
+    cache is a set: the order of its slots does not matter)."""
+
+    __slots__ = ("counts", "ids", "keys", "window")
+
+    def __init__(self, keys: np.ndarray, ids: np.ndarray, counts: np.ndarray, window: int) -> None:
+        self.keys, self.ids, self.counts, self.window = keys, ids, counts, window
+
+    @classmethod
+    def of_text(cls, outputs: np.ndarray, next_ids: np.ndarray, window: int) -> CacheHistory:
+        """One row: the last `window` pairs of a text read at once (outputs (T, D) after each token and the
+        token that followed each; a prompt gives T - 1 pairs, its last output has no successor yet)."""
+        outputs, next_ids = outputs[len(outputs) - min(len(outputs), window) :], next_ids[-window:]
+        count = len(next_ids)
+        capacity = _capacity(count, window)
+        keys = np.zeros((1, capacity, outputs.shape[-1]), dtype=np.float32)
+        ids = np.full((1, capacity), -1, dtype=np.int64)
+        keys[0, :count] = unit_rows(outputs)
+        ids[0, :count] = next_ids
+        return cls(keys, ids, np.array([count], dtype=np.int64), window)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def append(self, outputs: np.ndarray, next_ids: np.ndarray) -> None:
+        """Every row remembers one more pair: its output (B, D) and the token chosen after it (B,)."""
+        needed = int(self.counts.max()) + 1
+        if needed > self.keys.shape[1] and self.keys.shape[1] < self.window:
+            self._grow(_capacity(needed, self.window))
+        slots = self.counts % self.window
+        rows = np.arange(len(self.counts))
+        self.keys[rows, slots] = unit_rows(outputs)
+        self.ids[rows, slots] = next_ids
+        self.counts += 1
+
+    def select(self, rows: np.ndarray) -> CacheHistory:
+        return CacheHistory(self.keys[rows], self.ids[rows], self.counts[rows], self.window)
+
+    def stack(self, other: CacheHistory) -> CacheHistory:
+        """These rows followed by other's (a sequence joining a batch)."""
+        capacity = max(self.keys.shape[1], other.keys.shape[1])
+        first, second = self._padded(capacity), other._padded(capacity)
+        return CacheHistory(
+            np.concatenate([first.keys, second.keys]),
+            np.concatenate([first.ids, second.ids]),
+            np.concatenate([self.counts, other.counts]),
+            self.window,
+        )
+
+    def _padded(self, capacity: int) -> CacheHistory:
+        if capacity == self.keys.shape[1]:
+            return self
+        grown = CacheHistory(self.keys, self.ids, self.counts, self.window)
+        grown._grow(capacity)
+        return grown
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self.keys.shape[1]
+        self.keys = np.concatenate(
+            [self.keys, np.zeros((len(self.counts), extra, self.keys.shape[2]), dtype=np.float32)], axis=1
+        )
+        self.ids = np.concatenate([self.ids, np.full((len(self.counts), extra), -1, dtype=np.int64)], axis=1)
+
+
+def _capacity(count: int, window: int) -> int:
+    """Slots for `count` pairs: the next power of two (at least 16), at most the window."""
+    return min(window, max(16, 1 << max(0, count - 1).bit_length()))
+
+
+class ContinuousCache:
+    """Mixes the cache's distribution into next-token probabilities, for a decoding batch (`mix`) or for a
+    whole text read at once (`mix_stream`, `target_probabilities`)."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        settings.validate()
+        self.settings = settings
+
+    @property
+    def window(self) -> int:
+        return self.settings.window
+
+    def _weights(self, similarities: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """exp(θ·cos) over the valid slots of each row, normalised (rows without any stay all zero)."""
+        scores = np.where(valid, self.settings.flatness * similarities, -np.inf)
+        top = scores.max(axis=-1, keepdims=True)
+        top[~np.isfinite(top)] = 0.0
+        weights = np.exp(scores - top)
+        totals = weights.sum(axis=-1, keepdims=True)
+        return np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+
+    def distribution(
+        self, queries: np.ndarray, history: CacheHistory
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """p_cache for each row of a batch, sparse: (rows, ids, probabilities), one entry per slot of the
+        history, with repeats to be summed (a word that followed several remembered positions) and empty
+        slots as probability 0 on id 0 (cheaper to add than to filter out); and which rows have any pair
+        (B,)."""
+        unit = unit_rows(queries)
+        # One matrix-vector product per row (np.matmul over the stack): a row's numbers do not depend on the
+        # other rows of the batch. Reading the (B, C, D) keys is most of the cache's cost in a tick.
+        similarities = np.matmul(history.keys, unit[:, :, None])[:, :, 0]
+        valid = history.ids >= 0
+        weights = self._weights(similarities, valid)
+        rows = np.repeat(np.arange(len(valid)), valid.shape[1])
+        return rows, np.maximum(history.ids, 0).reshape(-1), weights.reshape(-1), valid.any(axis=1)
+
+    def mix(self, probabilities: np.ndarray, queries: np.ndarray, history: CacheHistory) -> np.ndarray:
+        """(1 − μ)·p + μ·p_cache, in place on probabilities (B, V), for the rows whose history holds a pair
+        (the others keep p: an empty cache proposes nothing)."""
+        rows, ids, values, has = self.distribution(queries, history)
+        return self._add(probabilities, rows, ids, values, has)
+
+    def _add(
+        self,
+        probabilities: np.ndarray,
+        rows: np.ndarray,
+        ids: np.ndarray,
+        values: np.ndarray,
+        has: np.ndarray,
+    ) -> np.ndarray:
+        mu = self.settings.weight
+        probabilities[has] *= np.asarray(1.0 - mu, dtype=probabilities.dtype)
+        flat = probabilities.reshape(-1)
+        np.add.at(flat, rows * probabilities.shape[1] + ids, (mu * values).astype(probabilities.dtype))
+        return probabilities
+
+    def stream_sparse(
+        self, unit: np.ndarray, next_ids: np.ndarray, start: int, stop: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """p_cache at positions start..stop-1 of a text read at once, sparse as in `distribution` (rows count
+        from start): unit (T, D) are the unit outputs after each token, next_ids (T,) the token that followed
+        each; position t remembers the pairs of positions t - window .. t - 1."""
+        low = max(0, start - self.window)
+        similarities = unit[start:stop] @ unit[low:stop].T  # (n, stop - low)
+        position = np.arange(start, stop)[:, None]
+        remembered = np.arange(low, stop)[None, :]
+        valid = (remembered < position) & (remembered >= position - self.window)
+        weights = self._weights(similarities, valid)
+        rows, columns = np.nonzero(valid)
+        return rows, np.asarray(next_ids)[low + columns], weights[rows, columns], valid.any(axis=1)
+
+    def mix_stream(
+        self, probabilities: np.ndarray, unit: np.ndarray, next_ids: np.ndarray, start: int
+    ) -> np.ndarray:
+        """`mix` for positions start .. start + len(probabilities) - 1 of a text read at once (in place)."""
+        rows, ids, values, has = self.stream_sparse(unit, next_ids, start, start + len(probabilities))
+        return self._add(probabilities, rows, ids, values, has)
+
+    def target_probabilities(self, unit: np.ndarray, next_ids: np.ndarray) -> np.ndarray:
+        """p_cache(next_ids[t]) at every position t of a text (0 where the cache is still empty): all that a
+        choice of μ needs, without the (T, V) distributions."""
+        next_ids = np.asarray(next_ids)
+        result = np.zeros(len(next_ids))
+        for start in range(0, len(next_ids), STREAM_CHUNK):
+            stop = min(start + STREAM_CHUNK, len(next_ids))
+            rows, ids, values, _ = self.stream_sparse(unit, next_ids, start, stop)
+            hit = ids == next_ids[start + rows]
+            result[start:stop] = np.bincount(rows[hit], weights=values[hit], minlength=stop - start)
+        return result

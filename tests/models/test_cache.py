@@ -1,0 +1,134 @@
+"""models/cache.py: the continuous cache's distribution, its batched history and its settings file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.cache import CacheHistory, CacheSettings, ContinuousCache, unit_rows
+
+V, D = 12, 6
+
+
+def _dense(cache: ContinuousCache, queries: np.ndarray, history: CacheHistory) -> np.ndarray:
+    """p_cache as a dense (B, V) array (rows with an empty history are all zero)."""
+    rows, ids, values, _ = cache.distribution(queries, history)
+    dense = np.zeros((len(queries), V))
+    np.add.at(dense, (rows, ids), values)
+    return dense
+
+
+def _history(outputs: np.ndarray, next_ids: list[int], window: int = 50) -> CacheHistory:
+    return CacheHistory.of_text(np.asarray(outputs, dtype=np.float32), np.asarray(next_ids), window)
+
+
+def test_the_cache_is_a_distribution_over_the_words_that_followed() -> None:
+    rng = np.random.default_rng(0)
+    outputs = rng.standard_normal((9, D))
+    next_ids = [3, 5, 3, 7, 1, 1, 1, 9, 3]
+    cache = ContinuousCache(CacheSettings(weight=0.2, flatness=4.0, window=50))
+    p = _dense(cache, rng.standard_normal((1, D)), _history(outputs, next_ids))[0]
+    assert p.sum() == pytest.approx(1.0)
+    assert set(np.nonzero(p)[0]) == set(next_ids)  # only words of the history, every one of them
+
+
+def test_it_favours_the_word_whose_context_matched_the_current_one() -> None:
+    basis = np.eye(D)
+    # Three remembered positions: after an output like basis[0] came word 4, after basis[1] word 8 (twice).
+    history = _history(basis[[0, 1, 1]], [4, 8, 8])
+    query = (basis[0] + 0.1 * basis[2])[None, :]  # close to the first context, far from the others
+    sharp = _dense(ContinuousCache(CacheSettings(0.1, flatness=20.0, window=50)), query, history)[0]
+    assert sharp[4] > 0.99 and sharp[8] < 0.01
+    # θ = 0 forgets the contexts: a unigram cache of the window (word 8 followed two of three positions).
+    flat = _dense(ContinuousCache(CacheSettings(0.1, flatness=0.0, window=50)), query, history)[0]
+    assert flat[8] == pytest.approx(2 / 3) and flat[4] == pytest.approx(1 / 3)
+
+
+def test_mixing_keeps_a_distribution_and_leaves_rows_with_an_empty_cache_alone() -> None:
+    rng = np.random.default_rng(1)
+    cache = ContinuousCache(CacheSettings(weight=0.3, flatness=5.0, window=8))
+    filled = _history(rng.standard_normal((5, D)), [2, 2, 6, 0, 11], window=8)
+    empty = CacheHistory.of_text(np.zeros((0, D), dtype=np.float32), np.zeros(0, dtype=np.int64), 8)
+    history = filled.stack(empty)
+    model = rng.dirichlet(np.ones(V), size=2).astype(np.float32)
+    queries = rng.standard_normal((2, D))
+    mixed = cache.mix(model.copy(), queries, history)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(mixed[1], model[1])
+    expected = 0.7 * model[0] + 0.3 * _dense(cache, queries, history)[0]
+    np.testing.assert_allclose(mixed[0], expected, rtol=1e-5)
+
+
+def test_positions_older_than_the_window_are_forgotten() -> None:
+    rng = np.random.default_rng(2)
+    cache = ContinuousCache(CacheSettings(0.1, flatness=1.0, window=4))
+    history = _history(rng.standard_normal((1, D)), [7], window=4)
+    for word in (1, 2, 3):
+        history.append(rng.standard_normal((1, D)), np.array([word]))
+    assert _dense(cache, rng.standard_normal((1, D)), history)[0, 7] > 0
+    history.append(rng.standard_normal((1, D)), np.array([5]))  # the fifth pair overwrites word 7's
+    p = _dense(cache, rng.standard_normal((1, D)), history)[0]
+    assert p[7] == 0 and set(np.nonzero(p)[0]) == {1, 2, 3, 5}
+
+
+def test_a_row_gets_the_same_numbers_alone_and_in_a_batch() -> None:
+    rng = np.random.default_rng(3)
+    cache = ContinuousCache(CacheSettings(0.25, flatness=7.0, window=40))
+    texts = [rng.standard_normal((n, D)) for n in (3, 30, 1)]
+    alone = [_history(t, list(rng.integers(0, V, len(t))), window=40) for t in texts]
+    batch = alone[0].stack(alone[1]).stack(alone[2])
+    for _ in range(20):  # the rows grow at different paces past the initial capacity
+        outputs, ids = rng.standard_normal((3, D)), rng.integers(0, V, 3)
+        batch.append(outputs, ids)
+        for row in range(3):
+            alone[row].append(outputs[row : row + 1], ids[row : row + 1])
+    queries = rng.standard_normal((3, D)).astype(np.float32)
+    model = rng.dirichlet(np.ones(V), size=3).astype(np.float32)
+    together = cache.mix(model.copy(), queries, batch)
+    for row in range(3):
+        single = cache.mix(model[row : row + 1].copy(), queries[row : row + 1], alone[row])
+        np.testing.assert_array_equal(together[row], single[0])
+    kept = batch.select(np.array([2, 0]))
+    np.testing.assert_array_equal(cache.mix(model[[2, 0]].copy(), queries[[2, 0]], kept), together[[2, 0]])
+
+
+def test_reading_a_text_at_once_is_reading_it_token_by_token() -> None:
+    rng = np.random.default_rng(4)
+    cache = ContinuousCache(CacheSettings(0.2, flatness=3.0, window=10))
+    outputs = rng.standard_normal((40, D)).astype(np.float32)
+    next_ids = rng.integers(0, V, 40)
+    unit = unit_rows(outputs)
+    model = rng.dirichlet(np.ones(V), size=40)
+    at_once = cache.mix_stream(model.copy(), unit, next_ids, start=0)
+    history = CacheHistory.of_text(outputs[:0], next_ids[:0], window=10)
+    for t in range(40):
+        step = cache.mix(model[t : t + 1].copy(), outputs[t : t + 1], history)
+        np.testing.assert_allclose(at_once[t], step[0], rtol=1e-5, atol=1e-7)
+        history.append(outputs[t : t + 1], next_ids[t : t + 1])
+    # What the choice of weights reads: the cache's probability of the token that came.
+    targets = cache.target_probabilities(unit, next_ids)
+    dense = cache.mix_stream(np.zeros((40, V)), unit, next_ids, start=0) / 0.2
+    np.testing.assert_allclose(targets, dense[np.arange(40), next_ids], rtol=1e-6)
+    assert targets[0] == 0.0  # nothing read yet
+
+
+def test_settings_round_trip_and_a_bad_file_names_itself(tmp_path: Path) -> None:
+    settings = CacheSettings(weight=0.15, flatness=12.5, window=500)
+    settings.save(tmp_path / "cache.json")
+    assert CacheSettings.load(tmp_path / "cache.json") == settings
+    for content, message in (
+        ("{", "not a readable"),
+        (json.dumps({"weight": 0.1, "flatness": 1.0}), "exactly the fields"),
+        (json.dumps({"weight": 0.1, "flatness": 1.0, "window": 5, "extra": 1}), "exactly the fields"),
+        (json.dumps({"weight": 1.5, "flatness": 1.0, "window": 5}), "weight"),
+        (json.dumps({"weight": 0.1, "flatness": 1.0, "window": 0}), "window"),
+        (json.dumps({"weight": 0.1, "flatness": -1.0, "window": 5}), "flatness"),
+    ):
+        path = tmp_path / "bad.json"
+        path.write_text(content, encoding="utf-8")
+        with pytest.raises(ValueError, match=message) as error:
+            CacheSettings.load(path)
+        assert str(path) in str(error.value)
