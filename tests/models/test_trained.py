@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.artifacts import ArtifactError, manifest_digest, sha256_file
+from models.cache import CacheSettings
 from models.network import FORMAT_KEY, Network
 from models.trained import TrainedModel
 
@@ -95,3 +96,19 @@ def test_a_format_3_model_without_adaptive_clusters_still_loads(tiny_model_dir: 
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
     loaded = TrainedModel.load(model_dir)
     assert loaded.manifest["format_version"] == 3 and loaded.network.buffers == {}
+
+
+def test_a_cache_file_is_read_strictly(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = _copy(tiny_model_dir, tmp_path)
+    assert TrainedModel.load(model_dir).cache is None  # trained with --no-cache: no cache.json
+    manifest_path = model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    (model_dir / "cache.json").write_text('{"weight": 0.2, "flatness": 5.0, "window": 300}', encoding="utf-8")
+    manifest["files"]["cache.json"] = sha256_file(model_dir / "cache.json")
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    assert TrainedModel.load(model_dir).cache == CacheSettings(weight=0.2, flatness=5.0, window=300)
+    (model_dir / "cache.json").write_text('{"weight": 2.0, "flatness": 5.0, "window": 300}', encoding="utf-8")
+    _rehash(model_dir, "cache.json")
+    with pytest.raises(ArtifactError, match=r"cache\.json: cache weight must be a number in \[0, 1\)"):
+        TrainedModel.load(model_dir)
