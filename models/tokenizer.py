@@ -19,6 +19,12 @@ from models.artifacts import USER_DICT_FILE
 jieba.setLogLevel(logging.WARNING)
 
 TOKENIZER_MODES = ("jieba", "char")
+# A regular expression that finds a character the tokenizer keeps (str.isspace() is False), written so that
+# Python's re, the Rust regex pydantic validates with and JavaScript (JSON Schema's dialect) agree: their \s
+# differ on U+001C-U+001F and U+0085 (whitespace to Python, not to JavaScript; U+001C-U+001F not to Rust
+# either) and on U+FEFF (whitespace to JavaScript only). As a JSON Schema `pattern` (a search) it means "not
+# blank": the service answers 422 for a prompt or word that is empty after str.strip().
+NON_BLANK = "[^\\s\\x1c-\\x1f\\x85]|\\ufeff"
 
 
 class Tokenizer:

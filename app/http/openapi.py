@@ -23,10 +23,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.settings import Settings
-
-# JSON Schema `pattern` is a search, so this means "at least one character that is not whitespace": the
-# service answers 422 for a prompt or word that is empty after str.strip().
-NON_BLANK = r"\S"
+from models.tokenizer import NON_BLANK
 
 _GUARD_RESPONSES = {
     "400": "the body is not valid UTF-8 JSON (the message gives the byte offset)",

@@ -22,7 +22,7 @@ from app.engine.run import GenerationRequest
 from app.engine.scheduler import TokenEvent
 from app.protocols.openai import OpenAISampling, Usage, usage_of
 from app.protocols.sampling import TopK
-from app.protocols.strict import NON_BLANK, IgnoresUnknown
+from app.protocols.strict import IgnoresUnknown
 from models.chat import (
     DEFAULT_MAX_TOKENS,
     MAX_USER_CHARACTER_CHARS,
@@ -33,6 +33,7 @@ from models.chat import (
     Message,
 )
 from models.decoding import Generation
+from models.tokenizer import NON_BLANK
 
 
 # Strict types as everywhere in this API (app/protocols/strict.py): "1" is not a number, 0 is not a

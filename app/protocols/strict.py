@@ -15,10 +15,6 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 logger = logging.getLogger("app")
 
-# JSON Schema `pattern` is a search, so this means "at least one character that is not whitespace": the
-# service answers 422 for a prompt or word that is empty after str.strip().
-NON_BLANK = r"\S"
-
 
 def unknown_fields(model: type[BaseModel], data: Any) -> list[str]:
     """Keys of a JSON object that `model` does not declare (they are ignored, as TGI ignores them)."""

@@ -12,6 +12,8 @@ import urllib.parse
 import pytest
 from fastapi.testclient import TestClient
 
+from models.tokenizer import NON_BLANK
+
 
 def _component(client: TestClient, name: str) -> dict:
     return client.app.openapi()["components"]["schemas"][name]
@@ -34,7 +36,7 @@ def test_limits_from_settings_are_in_the_schema_and_in_info(client: TestClient) 
         "maxLength": settings.max_stop_chars,
     }
     inputs = _component(client, "GenerateRequest")["properties"]["inputs"]
-    assert inputs["maxLength"] == settings.max_prompt_chars and inputs["pattern"] == r"\S"
+    assert inputs["maxLength"] == settings.max_prompt_chars and inputs["pattern"] == NON_BLANK
     assert _component(client, "PredictRequest")["properties"]["top_k"]["maximum"] == settings.top_k_limit
     similar = _component(client, "SimilarRequest")
     assert similar["properties"]["topn"]["maximum"] == settings.max_topn
@@ -44,7 +46,7 @@ def test_limits_from_settings_are_in_the_schema_and_in_info(client: TestClient) 
     assert {tuple(option["required"]) for option in similar["anyOf"]} == {("positive",), ("negative",)}
     query = {p["name"]: p["schema"] for p in client.app.openapi()["paths"]["/similar"]["get"]["parameters"]}
     assert query["topn"]["maximum"] == settings.max_topn
-    assert query["word"]["maxLength"] == settings.max_word_chars and query["word"]["pattern"] == r"\S"
+    assert query["word"]["maxLength"] == settings.max_word_chars and query["word"]["pattern"] == NON_BLANK
     limits = client.get("/info").json()["limits"]
     assert limits["max_stop_chars"] == settings.max_stop_chars
     assert limits["max_similar_words"] == settings.max_similar_words
@@ -172,7 +174,7 @@ def test_openai_prompt_and_stop_limits_are_in_the_schema(client: TestClient) -> 
     # Found by Schemathesis: prompt [""] and stop "" were schema-valid but refused.
     settings = client.app.state.settings
     properties = _component(client, "CompletionRequest")["properties"]
-    assert _branch(properties["prompt"], "string")["pattern"] == r"\S"
+    assert _branch(properties["prompt"], "string")["pattern"] == NON_BLANK
     assert _branch(properties["prompt"], "array")["items"]["maxLength"] == settings.max_prompt_chars
     assert _branch(properties["stop"], "string")["minLength"] == 1
     assert _branch(properties["stop"], "string")["maxLength"] == settings.max_stop_chars

@@ -63,3 +63,26 @@ def test_char_tokenizer_cuts_every_non_whitespace_character() -> None:
     assert tokenizer.settings()["tokenizer"] == "char"
     with pytest.raises(ValueError, match="jieba"):
         Tokenizer("names.txt", mode="char")
+
+
+def test_non_blank_means_what_the_tokenizer_keeps_in_python_and_pydantic_regex() -> None:
+    # Python's re and pydantic's Rust regex (and JavaScript, for schema readers) disagree on what \s is;
+    # NON_BLANK must find a character exactly when the tokenizer would keep it (str.isspace() is False).
+    import re
+    from typing import Annotated
+
+    from pydantic import Field, TypeAdapter, ValidationError
+
+    from models.tokenizer import NON_BLANK
+
+    adapter = TypeAdapter(Annotated[str, Field(pattern=NON_BLANK)])
+    for char in [chr(code) for code in range(0x3100)] + ["\ufeff", "\ufffd", "宝"]:
+        keeps = not char.isspace()
+        assert bool(re.search(NON_BLANK, char)) == keeps, hex(ord(char))
+        try:
+            adapter.validate_python(char)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == keeps, hex(ord(char))
+        assert (Tokenizer(mode="char").cut(char) != []) == keeps, hex(ord(char))
