@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,7 @@ def test_cli_arguments_map_onto_fit_config() -> None:
 def test_a_small_novel_trains_until_the_validation_loss_stops_improving(small_stream, tmp_path: Path) -> None:
     ids, split, vectors = small_stream
     # A high learning rate without dropout overfits 30k characters within a few epochs.
-    config = _config(epochs=60, lr=3e-2, dropout=0.0, patience=2, average=0.0)
+    config = _config(epochs=60, lr=3e-2, dropout=0.0, patience=2, average=0.0, min_updates=0)
     summary = train_network(ids, split, vectors, config, tmp_path, resume=False).summary
     assert summary["epochs"] < 60, summary["val_loss"]
     assert summary["stopped"].startswith("the validation loss stopped improving"), summary["stopped"]
@@ -131,6 +132,11 @@ def test_a_small_novel_trains_until_the_validation_loss_stops_improving(small_st
     assert val[best - 1] == min(val) and summary["epochs"] == best + 2  # exactly `patience` worse ones after
     assert all(v >= val[best - 1] for v in val[best:])
     assert summary["plan"]["limited_by"] == "--epochs 60" and summary["plan"]["time_budget_minutes"] is None
+    # With min_updates the same run cannot stop before them.
+    steps = summary["plan"]["steps_per_epoch"] * (best + 4)
+    config = _config(epochs=60, lr=3e-2, dropout=0.0, patience=2, average=0.0, min_updates=steps)
+    summary = train_network(ids, split, vectors, config, tmp_path, resume=False).summary
+    assert summary["epochs"] >= best + 4 and summary["best_epoch"] >= best
 
 
 def test_the_plan_fits_the_time_budget_at_the_measured_speed(
@@ -153,3 +159,17 @@ def test_the_plan_fits_the_time_budget_at_the_measured_speed(
         r"plan: \d+ updates = [\d.]+ epochs of \d+ \(\d+ ms each measured; time budget 0.05 min", printed
     )
     assert "stopped: completed the plan" in printed
+
+
+def test_regularisation_follows_the_size_of_the_novel_unless_set() -> None:
+    small, large = FitConfig().for_corpus(120_000), FitConfig().for_corpus(400_000)
+    assert (small.dropout, small.locked_dropout, small.embedding_dropout) == (0.4, True, 0.1)
+    assert (small.recurrent_dropout, small.tie_vectors) == (0.3, True)
+    assert (large.dropout, large.locked_dropout, large.embedding_dropout) == (0.3, False, 0.0)
+    assert (large.recurrent_dropout, large.tie_vectors) == (0.0, False)
+    chosen = FitConfig(dropout=0.1, tie_vectors=False).for_corpus(120_000)
+    assert (chosen.dropout, chosen.tie_vectors, chosen.recurrent_dropout) == (0.1, False, 0.3)
+    # Tying needs the trained output vectors of a cosine-softmax head; the others read word2vec + offset.
+    assert small.network_config(10, 4).tie_vectors and not small.network_config(10, 4).train_input
+    softmax = replace(small, loss="softmax").network_config(10, 4)
+    assert not softmax.tie_vectors and softmax.train_input
