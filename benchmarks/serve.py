@@ -18,8 +18,8 @@ server happened to get while it was measured. Then a batching server with two wo
 
 First, in this process, what the model's continuous cache (models/cache.py) costs a decoding tick: the same
 batch of sequences decoded by `DecodingBatch` with and without the cache, alternately, for short prompts and
-for prompts of ~700 tokens (a cache near its window), printed as `cache/no-cache tick time` ratios (medians
-of the rounds). `--ticks-only` stops after them.
+for prompts of 625 characters (448 tokens on the default model: a cache near a window of 500), printed as
+`cache/no-cache tick time` ratios (medians of the rounds). `--ticks-only` stops after them.
 
     python benchmarks/serve.py --model-dir artifacts/hongloumeng
 """
@@ -149,7 +149,7 @@ def cache_tick_cost(model_dir: Path, rounds: int, new_tokens: int) -> None:
         ),
         "no-cache": Decoder(model.network, model.vectors, model.tokenizer, model.mixture),
     }
-    long_prompt = "".join(PROMPTS) * 25  # ~1,000 characters: a history near the cache's window
+    long_prompt = "".join(PROMPTS) * 25  # 625 characters: a history of ~450 tokens
     print(f"cache: {model.cache}; {new_tokens} new tokens per sequence, {rounds} rounds alternately")
     for label, prompt_of in (
         ("short prompts", lambda i: PROMPTS[i % len(PROMPTS)]),
