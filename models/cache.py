@@ -212,8 +212,9 @@ class ContinuousCache:
     ) -> np.ndarray:
         mu = self.settings.weight
         probabilities[has] *= np.asarray(1.0 - mu, dtype=probabilities.dtype)
-        flat = probabilities.reshape(-1)
-        np.add.at(flat, rows * probabilities.shape[1] + ids, (mu * values).astype(probabilities.dtype))
+        # Indexed by (row, id), not through a flattened view: a head may hand back its logits in Fortran
+        # order, and reshaping such an array would add into a copy.
+        np.add.at(probabilities, (rows, ids), (mu * values).astype(probabilities.dtype))
         return probabilities
 
     def stream_sparse(

@@ -132,3 +132,20 @@ def test_settings_round_trip_and_a_bad_file_names_itself(tmp_path: Path) -> None
         with pytest.raises(ValueError, match=message) as error:
             CacheSettings.load(path)
         assert str(path) in str(error.value)
+
+
+def test_mixing_works_in_place_whatever_the_memory_order_of_the_probabilities() -> None:
+    # A head may return its logits in Fortran order (the transpose of a product), and probabilities built from
+    # them keep it: the cache must land in them, not in a flattened copy.
+    rng = np.random.default_rng(5)
+    cache = ContinuousCache(CacheSettings(weight=0.4, flatness=2.0, window=10))
+    one = _history(rng.standard_normal((6, D)), [1, 2, 3, 1, 2, 3])
+    history = one.stack(one)
+    queries = rng.standard_normal((2, D))
+    model = np.asfortranarray(rng.dirichlet(np.ones(V), size=2))
+    assert not model.flags.c_contiguous
+    expected = 0.6 * model + 0.4 * _dense(cache, queries, history)
+    mixed = cache.mix(model, queries, history)
+    assert mixed is model
+    np.testing.assert_allclose(mixed, expected, rtol=1e-6)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
