@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.stops import StopCutter
@@ -43,6 +43,8 @@ def test_a_stop_spanning_tokens_ends_the_text_where_it_begins() -> None:
     assert cutter.stopped and cutter.text == "你好，再来。"
 
 
+# No per-example deadline: the property is about text, and a loaded test machine can pause any example.
+@settings(deadline=None)
 @given(
     tokens=st.lists(st.text(alphabet="ab。”", min_size=1, max_size=3), max_size=12),
     stops=st.lists(st.text(alphabet="ab。”", min_size=1, max_size=3), max_size=3),
