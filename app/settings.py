@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         "next-token distribution: the prompt and the text generated so far make their words likelier; "
         "false serves the model without it",
     )
+    chat_grounding: bool = Field(
+        True,
+        description="chat recalls the novel's exchanges for the turn (the model's memory.json) and ranks a "
+        "pool of sampled candidates; false: one candidate, no recalled lines (the plain turn)",
+    )
     max_batch_size: int = Field(
         64,
         ge=1,

@@ -37,6 +37,7 @@ NETWORK_FILE = "lstm.npz"  # the network's configuration and weights (NumPy, no 
 CHARACTERS_FILE = "characters.json"  # the novel's speakers, for chat
 NGRAM_FILE = "ngram.npz"  # optional: the token n-gram and its mixture weight
 CACHE_FILE = "cache.json"  # optional: the continuous cache's weights (models/cache.py)
+MEMORY_FILE = "memory.json"  # optional: the novel's exchanges recalled for chat (absent in older models)
 USER_DICT_FILE = "userdict.txt"  # optional: the jieba user dictionary the novel was cut with
 REPORT_FILE = "report.png"  # optional: the training curve and the held-out table, for people
 REQUIRED_FILES = (VECTORS_FILE, NETWORK_FILE, CHARACTERS_FILE)

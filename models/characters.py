@@ -2,7 +2,10 @@
 
 Written into every model directory (listed in the manifest with its sha256). Plain JSON, read with `json`:
 name, aliases, number of attributed utterances and a few short example lines per character (most utterances
-first), the quotation marks the novel uses, and how many of its quotes could be attributed.
+first), the quotation marks the novel uses, how many of its quotes could be attributed, and the novel's own
+speech form: the verb and the punctuation that introduce a quote (`道：“` in 红楼梦, `说：“` in a modern
+novel, `问道` before a question when the novel writes it so). A characters.json written before the speech
+form was learnt reads as `道：`, the form chat always used then.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ class CharacterList:
     quoted: int = 0  # quotes in the novel (opening marks)
     introduced: int = 0  # of those, quotes opened right after a colon (the dialogue form `X道：“`)
     attributed: int = 0  # quotes whose speaker was found
+    speech_verb: str = "道"  # the word right before the mark that opens most quotes (道, 说, 曰)
+    speech_mark: str = "："  # the punctuation between that verb and the opening quote (： or ，)
+    question_verb: str = "道"  # the same for quotes that end in a question mark (问道 in 红楼梦)
+
+    def speech(self, question: bool = False) -> str:
+        """What goes between a speaker's name and the opening quote: `道：`, `问道：`, `说，`."""
+        return f"{self.question_verb if question else self.speech_verb}{self.speech_mark}"
 
     def __len__(self) -> int:
         return len(self.characters)
@@ -75,6 +85,11 @@ class CharacterList:
             "introduced_by_colon": self.introduced,
             "attributed": self.attributed,
             "attributed_share": round(self.attributed / self.quoted, 4) if self.quoted else None,
+            "speech_form": {
+                "verb": self.speech_verb,
+                "mark": self.speech_mark,
+                "question_verb": self.question_verb,
+            },
         }
 
     def to_json(self) -> dict:
@@ -108,9 +123,18 @@ class CharacterList:
                     examples=[str(e) for e in item.get("examples", [])],
                 )
             )
+        form = data.get("speech_form") or {}
+        if not isinstance(form, dict) or not all(
+            isinstance(form.get(key, "道"), str) and 1 <= len(form.get(key, "道")) <= 4
+            for key in ("verb", "mark", "question_verb")
+        ):
+            raise ValueError("speech_form must hold verb, mark and question_verb, each 1 to 4 characters")
         return cls(
             characters=characters,
             quotes=(quotes[0], quotes[1]),
+            speech_verb=form.get("verb", "道"),
+            speech_mark=form.get("mark", "："),
+            question_verb=form.get("question_verb", form.get("verb", "道")),
             quoted=int(data.get("quoted", 0)),
             introduced=int(data.get("introduced_by_colon", 0)),
             attributed=int(data.get("attributed", 0)),

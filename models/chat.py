@@ -33,12 +33,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from models.characters import Character, CharacterList
-from models.decoding import Decoder, Generation, SamplingParams
+from models.decoding import Decoder, DecodingBatch, Generation, SamplingParams, candidate_seed
+from models.memory import ExchangeMemory, Recalled
+from models.rerank import Evidence, RerankConfig, evidence, rank
 from models.stops import StopCutter
 
 ROLES = ("system", "developer", "user", "assistant")
 NEUTRAL_USER = "那人"  # "that person": the novel's own way to name someone it does not name
-SPEECH = "道"
 NARRATOR_USER = "有人问"  # no characters at all: "someone asked" ... "answered"
 NARRATOR_BOT = "答"
 MAX_USER_CHARACTER_CHARS = 10
@@ -48,6 +49,20 @@ DEFAULT_MAX_TOKENS = 60
 # "你是林黛玉", "你扮演王熙凤", "you are 黛玉": the bot's character; "我是宝玉": the user's.
 _BOT_CUE = re.compile(r"(?:你是|你扮演|扮演|你叫|你就是|你现在是|you are|play)\s*", re.IGNORECASE)
 _USER_CUE = re.compile(r"(?:我是|我叫|我扮演|i am|i'm)\s*", re.IGNORECASE)
+
+
+_QUESTION_END = re.compile(r"[？?][”」’』]*\s*$|[吗呢么][。！!]?\s*$")
+
+
+@dataclass(frozen=True)
+class GroundingConfig:
+    """How many of the novel's exchanges are recalled for a turn and how much of the prompt they may take.
+    `own_weight` multiplies the retrieval score of exchanges the bot's character answered itself."""
+
+    exchanges: int = 3
+    own_weight: float = 2.0
+    max_exchange_chars: int = 160
+    max_chars: int = 480
 
 
 class ChatError(ValueError):
@@ -73,6 +88,9 @@ class ChatPrompt:
     user_character: str
     messages_kept: int  # user/assistant messages rendered (the most recent ones)
     messages_total: int
+    grounding: tuple[Recalled, ...] = ()  # the novel's exchanges rendered before the conversation
+    prior: str = ""  # the character's opening alone: the context of p(reply) when ranking candidates
+    turn: str = ""  # the last user message, as rendered: what a candidate reply is relevant to
 
 
 @dataclass(frozen=True)
@@ -81,15 +99,27 @@ class ChatReply:
     finish_reason: str  # "stop" (the quote closed, or a stop string) | "length" (max_tokens)
     generation: Generation
     prompt: ChatPrompt
+    score: float | None = None  # relevance to the turn when the reply was chosen among candidates
 
 
 class Chat:
     """Render conversations for one model and cut its replies. Stateless: one per loaded model."""
 
-    def __init__(self, decoder: Decoder, characters: CharacterList, max_prompt_chars: int = 1000) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        characters: CharacterList,
+        max_prompt_chars: int = 1000,
+        memory: ExchangeMemory | None = None,
+        grounding: GroundingConfig | None = None,
+        rerank: RerankConfig | None = None,
+    ) -> None:
         self.decoder = decoder
         self.characters = characters
         self.max_prompt_chars = max_prompt_chars
+        self.memory = memory
+        self.grounding = grounding or GroundingConfig()
+        self.rerank = rerank or (memory.rerank if memory is not None else RerankConfig())
         self.open, self.close = characters.quotes
         words = decoder.vectors.words
         # Tokens holding the closing quote may not be the first one generated: an empty reply says nothing.
@@ -161,8 +191,10 @@ class Chat:
         messages: Sequence[Message],
         character: str | None = None,
         user_character: str | None = None,
+        grounded: bool = True,
     ) -> ChatPrompt:
-        """The conversation in the novel's dialogue form, ending with the bot's opening quote."""
+        """The conversation in the novel's dialogue form, ending with the bot's opening quote; with a
+        memory (and `grounded`), the novel's exchanges most like the last user turn come first."""
         if not messages:
             raise ChatError("messages is empty; send at least one user message", "messages")
         for index, message in enumerate(messages):
@@ -183,12 +215,16 @@ class Chat:
         user = self.user_character(user_character, messages, bot)
         bot_speaker = bot.name if bot is not None else NARRATOR_BOT
         opening = self.opening(bot)
+        grounding = self.recall(turns, bot) if grounded else ()
+        memory_lines = [self.render_exchange(recalled) for recalled in grounding]
+        # Lines recalled for the turn go first, best last (nearest the conversation); the conversation's
+        # own last turn always keeps its room.
         budget = self.max_prompt_chars - len(opening)
         lines: list[str] = []
         for message in reversed(turns):
             speaker = bot_speaker if message.role == "assistant" else user
-            head = f"{speaker}{SPEECH}：{self.open}"
             words = self._clean(message.content)
+            head = f"{speaker}{self.characters.speech(question=bool(_QUESTION_END.search(words)))}{self.open}"
             line = f"{head}{words}{self.close}"
             if len(line) > budget:
                 if not lines:  # the last message alone is too long: its end is what the reply answers
@@ -197,18 +233,70 @@ class Chat:
                 break
             lines.append(line)
             budget -= len(line)
-        text = "".join(reversed(lines)) + opening
+        kept: list[Recalled] = []
+        recalled_text: list[str] = []
+        for recalled, line in zip(grounding, memory_lines, strict=True):
+            if len(line) <= budget:
+                kept.append(recalled)
+                recalled_text.append(line)
+                budget -= len(line)
+        text = "".join(reversed(recalled_text)) + "".join(reversed(lines)) + opening
         return ChatPrompt(
             text=text,
             character=bot.name if bot is not None else None,
             user_character=user,
             messages_kept=len(lines),
             messages_total=len(turns),
+            grounding=tuple(kept),
+            prior=opening,
+            turn=next((self._clean(m.content) for m in reversed(turns) if m.role == "user"), ""),
         )
 
     def opening(self, bot: Character | None) -> str:
-        """What the bot's turn starts with: `黛玉道：“` (narrator form `答道：“`)."""
-        return f"{bot.name if bot is not None else NARRATOR_BOT}{SPEECH}：{self.open}"
+        """What the bot's turn starts with, in the novel's speech form: `黛玉道：“` (`芮小丹说：“` in a
+        novel that writes speech so; narrator form `答道：“`)."""
+        return f"{bot.name if bot is not None else NARRATOR_BOT}{self.characters.speech()}{self.open}"
+
+    # ----------------------------------------------------------------------------------------- grounding
+    def recall(self, turns: Sequence[Message], bot: Character | None) -> tuple[Recalled, ...]:
+        """The novel's exchanges most like the last user turn (best first), those the bot's character
+        answered preferred; none without a memory or a user turn."""
+        if self.memory is None or not len(self.memory) or self.grounding.exchanges <= 0:
+            return ()
+        last_user = next((m.content for m in reversed(turns) if m.role == "user"), None)
+        if last_user is None:
+            return ()
+        config = self.grounding
+        found = self.memory.recall(
+            self.decoder.tokenizer.cut(last_user),
+            k=config.exchanges * 3,
+            character=bot.name if bot is not None else None,
+            own_weight=config.own_weight,
+        )
+        chosen: list[Recalled] = []
+        used = 0
+        for recalled in found:
+            line = self.render_exchange(recalled)
+            if len(line) > config.max_exchange_chars or used + len(line) > config.max_chars:
+                continue
+            chosen.append(recalled)
+            used += len(line)
+            if len(chosen) == config.exchanges:
+                break
+        return tuple(chosen)
+
+    def render_exchange(self, recalled: Recalled) -> str:
+        """An exchange as the novel wrote it: `宝玉道：“…”黛玉冷笑道：“…”` (the answer's own narration when
+        it is a plain attribution, else the novel's speech form)."""
+        exchange = recalled.exchange
+        how = "".join(exchange.how.split())  # one line, as every turn of the prompt
+        if not how or self.open in how or self.close in how or how[-1] not in "：:，,":
+            how = f"{exchange.answerer}{self.characters.speech()}"
+        said = self.characters.speech(question=bool(_QUESTION_END.search(exchange.said)))
+        return (
+            f"{exchange.asker}{said}{self.open}{exchange.said}{self.close}"
+            f"{how}{self.open}{exchange.answer}{self.close}"
+        )
 
     def _clean(self, content: str) -> str:
         # One line, and no quotation marks of the dialogue form inside it (they would end the turn early).
@@ -251,14 +339,84 @@ class Chat:
             prompt=prompt,
         )
 
+    # ------------------------------------------------------------------------------------------- ranking
+    def candidate_ids(self, generation: Generation) -> list[int]:
+        """The tokens a candidate reply is scored by: up to and including the one holding the closing
+        quote (what came after it was never part of the reply)."""
+        ids = []
+        for token in generation.tokens:
+            ids.append(token.id)
+            if self.close in token.text:
+                break
+        return ids
+
+    def evidence(self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]]) -> Evidence:
+        """What the relevance of candidate replies (token ids) to the prompt's turn is computed from
+        (models/rerank.py): the prompt against the character's opening alone, and the turn's words."""
+        words = self.decoder.vectors.words
+        texts = ["".join(words[i] for i in ids).replace(self.close, "") for ids in candidates]
+        return evidence(
+            self.decoder,
+            self.decoder.encode(prompt.text).ids,
+            self.decoder.encode(prompt.prior or prompt.text).ids,
+            candidates,
+            prompt.turn,
+            texts,
+            self.memory.tfidf if self.memory is not None else None,
+        )
+
+    def score(self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]]) -> list[float]:
+        """The relevance of each candidate reply (token ids) to the prompt's turn, as this model ranks."""
+        if not candidates:
+            return []
+        return self.evidence(prompt, candidates).scores(self.rerank.beta, self.rerank.lexical).tolist()
+
+    def rank_replies(self, prompt: ChatPrompt, generations: Sequence[Generation]) -> list[ChatReply]:
+        """Cut every finished candidate and return them best first (closed before unclosed, then by
+        score); distinct texts only, so `n` choices are `n` different replies when the draws allow."""
+        replies = [self.reply(prompt, generation) for generation in generations]
+        scores = self.score(prompt, [self.candidate_ids(g) for g in generations])
+        order = rank(scores, [r.finish_reason == "stop" for r in replies])
+        ranked, seen = [], set()
+        for index in order:
+            if replies[index].text in seen:
+                continue
+            seen.add(replies[index].text)
+            ranked.append(replace(replies[index], score=scores[index]))
+        return ranked
+
     def respond(
         self,
         messages: Iterable[Message],
         params: SamplingParams | None = None,
         character: str | None = None,
         user_character: str | None = None,
+        grounded: bool = True,
+        candidates: int | None = None,
     ) -> ChatReply:
-        """Render, generate and cut in this process (the evaluation, tests, scripts)."""
-        prompt = self.render(list(messages), character, user_character)
-        generation = self.prepare(prompt, params or SamplingParams(max_new_tokens=DEFAULT_MAX_TOKENS)).run()
-        return self.reply(prompt, generation)
+        """Render, generate and cut in this process (the evaluation, tests, scripts). With more than one
+        candidate (the default RerankConfig's, when sampling), they are drawn in one batch with seeds
+        seed, seed+1, ... and the best by `score` is returned."""
+        prompt = self.render(list(messages), character, user_character, grounded=grounded)
+        params = self.sampling(params or SamplingParams(max_new_tokens=DEFAULT_MAX_TOKENS))
+        count = self.rerank.candidates if candidates is None else candidates
+        if count <= 1 or not params.do_sample:
+            generation = self.decoder.generate(prompt.text, params).run()
+            return self.reply(prompt, generation)
+        generations = self.draw(prompt, params, count)
+        return self.rank_replies(prompt, generations)[0]
+
+    def draw(self, prompt: ChatPrompt, params: SamplingParams, count: int) -> list[Generation]:
+        """`count` candidates of one prompt decoded together as one batch, seeded as the server seeds a
+        request's candidates (`candidate_seed`)."""
+        first = self.decoder.generate(prompt.text, params)
+        generations = [first] + [
+            self.decoder.generate(prompt.text, replace(params, seed=candidate_seed(first.seed, i)))
+            for i in range(1, count)
+        ]
+        batch = DecodingBatch(self.decoder)
+        for generation in generations:
+            batch.add(generation)
+        while batch:
+            batch.tick()
+        return generations

@@ -40,10 +40,20 @@ __all__ = [
     "Piece",
     "Prompt",
     "SamplingParams",
+    "candidate_seed",
 ]
 
 # Seeds drawn for requests that did not send one stay below 2**53 so JavaScript clients can echo them exactly.
 _MAX_DRAWN_SEED = 2**53
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The seed of candidate `index` of a request seeded with `seed` (candidate 0 keeps the request's): the
+    server's `n`/`best_of` candidates and chat's reranked pool draw with these, in process and served alike.
+    Derived seeds stay below 2**53 as drawn ones do: JavaScript echoes them exactly."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) % _MAX_DRAWN_SEED
 
 
 class NetworkLike(Protocol):

@@ -9,6 +9,7 @@ from models.artifacts import (
     CACHE_FILE,
     CHARACTERS_FILE,
     MANIFEST_FILE,
+    MEMORY_FILE,
     NETWORK_FILE,
     NGRAM_FILE,
     REQUIRED_FILES,
@@ -19,6 +20,7 @@ from models.artifacts import (
 )
 from models.cache import CacheSettings
 from models.characters import CharacterList
+from models.memory import ExchangeMemory
 from models.network import Network
 from models.ngram import Mixture
 from models.tokenizer import Tokenizer
@@ -36,6 +38,9 @@ class TrainedModel:
     mixture: Mixture | None = None  # the LSTM + n-gram mixture the model serves, when it was trained with one
     # The continuous cache's weights (models/cache.py), when training found that it helps.
     cache: CacheSettings | None = None
+    # The novel's exchanges recalled for a chat turn; None for a model trained before chat had a memory
+    # (its chat still works, ungrounded, as it did then).
+    memory: ExchangeMemory | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TrainedModel:
@@ -86,6 +91,12 @@ class TrainedModel:
             characters = CharacterList.load(directory / CHARACTERS_FILE)
         except (OSError, ValueError) as error:
             raise ArtifactError(f"{directory / CHARACTERS_FILE}: {error}; {retrain}") from None
+        memory = None
+        if MEMORY_FILE in manifest.get("files", {}):
+            try:
+                memory = ExchangeMemory.load(directory / MEMORY_FILE)
+            except (OSError, ValueError) as error:
+                raise ArtifactError(f"{directory / MEMORY_FILE}: {error}; {retrain}") from None
         return cls(
             directory=directory,
             manifest=manifest,
@@ -95,4 +106,5 @@ class TrainedModel:
             characters=characters,
             mixture=mixture,
             cache=cache,
+            memory=memory,
         )

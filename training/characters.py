@@ -25,12 +25,17 @@ used; the rules are about Chinese grammar and this text's own statistics, so the
    one more character in front when exactly one such longer speaker exists (黛玉 / 林黛玉, but 宝玉 alone if
    both 贾宝玉 and 甄宝玉 speak). The form used most often as speaker is the character's name.
 
+6. **Speech form.** The verb and the punctuation right before the quotes the novel opens: the most common
+   speech word before a mark (`道` of 笑道/问道, `说`) and the mark itself (`：` or `，`), and for quotes
+   ending in a question mark the most common two-character form (`问道`). Chat renders turns in that form.
+
 `extract_characters` returns the characters (most utterances first) and every attributed utterance, which
 the chat evaluation pairs into exchanges.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -67,6 +72,7 @@ EXAMPLE_CHARS = 40
 _CLAUSE_BOUNDARY = "，。！？；…”」’』\n、,!?;"
 _SENTENCE_BOUNDARY = "。！？”」\n!?"
 QUOTE_PAIRS = (("“", "”"), ("「", "」"))
+MAX_GAP_CHARS = 30  # narration allowed between one quote's end and the answer's opening quote
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,35 @@ def _looks_like_name(word: str, tagger: jieba.posseg.POSTokenizer, text: str) ->
     occurrences = [match.start() for match in re.finditer(re.escape(word), text)]
     preceded = sum(1 for at in occurrences if at > 0 and text[at - 1] in _DETERMINERS)
     return not occurrences or preceded / len(occurrences) <= COMMON_NOUN_SHARE
+
+
+_SPEECH_MARKS = "：，:,"
+_QUESTION_ENDS = ("？", "?", "？”", "?”")
+
+
+def speech_form(chapters: list[str], open_: str, close: str) -> tuple[str, str, str]:
+    """(verb, mark, question verb) that introduce this novel's quotes (rule 6); `道：` when it has none."""
+    forms: Counter[tuple[str, str]] = Counter()
+    questions: Counter[str] = Counter()
+    for chapter in chapters:
+        for match in re.finditer(re.escape(open_), chapter):
+            at = match.start()
+            if at < 2 or chapter[at - 1] not in _SPEECH_MARKS or chapter[at - 2] not in _SPEECH_WORDS:
+                continue
+            mark = {":": "：", ",": "，"}.get(chapter[at - 1], chapter[at - 1])
+            forms[(chapter[at - 2], mark)] += 1
+            end = chapter.find(close, at + 1)
+            if end > 0 and chapter[end - 1] in "？?":
+                questions["问" if chapter[at - 2] == "问" else chapter[max(0, at - 3) : at - 1]] += 1
+    if not forms:
+        return "道", "：", "道"
+    (verb, mark), _ = forms.most_common(1)[0]
+    asked = [
+        form
+        for form, _ in questions.most_common()
+        if form == "问" or (form.endswith(verb) and form[0] == "问")
+    ]
+    return verb, mark, asked[0] if asked else verb
 
 
 def extract_characters(
@@ -296,6 +331,7 @@ def extract_characters(
         for name, count in merged.most_common(max_characters)
     ]
     total_quotes = sum(chapter.count(open_) for chapter in chapters)
+    verb, mark, question_verb = speech_form(chapters, open_, close)
     return Extraction(
         characters=CharacterList(
             characters=characters,
@@ -303,6 +339,9 @@ def extract_characters(
             quoted=total_quotes,
             introduced=len(clauses.items),
             attributed=len(utterances),
+            speech_verb=verb,
+            speech_mark=mark,
+            question_verb=question_verb,
         ),
         utterances=utterances,
     )
@@ -339,3 +378,20 @@ def _merge_aliases(counts: Counter[str]) -> dict[str, str]:
         best = max(members, key=lambda name: (counts[name], name))
         canonical.update(dict.fromkeys(members, best))
     return canonical
+
+
+def exchanges(utterances: list[Utterance], chapters: set[int]) -> list[tuple[Utterance, Utterance]]:
+    """(A, B) pairs: consecutive attributed utterances in one of `chapters`, different speakers, B opened
+    within MAX_GAP_CHARS after A closed."""
+    pairs = []
+    ordered = sorted((u for u in utterances if u.chapter in chapters), key=lambda u: (u.chapter, u.start))
+    for first, second in itertools.pairwise(ordered):
+        if (
+            first.chapter == second.chapter
+            and first.speaker != second.speaker
+            and 0 <= second.start - first.end <= MAX_GAP_CHARS
+            and first.text.strip()
+            and second.text.strip()
+        ):
+            pairs.append((first, second))
+    return pairs

@@ -1,9 +1,11 @@
-"""Chat evaluation on the held-out chapters: does the model hold a conversation in form?
+"""Chat evaluation on the held-out chapters: does the model hold a conversation, and does it
+answer what was said?
 
 Real two-turn exchanges come from the held-out chapters' attributed dialogue (training/characters.py): one
 character speaks (A) and another answers (B) right after, with at most a short stretch of narration
 between. Each exchange becomes a chat request exactly as the server sees it (models/chat.py: A's words as
-the user's turn with user_character A, B as the character), and we measure:
+the user's turn with user_character A, B as the character; the memory's exchanges of the *training*
+chapters recalled for it), and we measure:
 
 * **closed within 60 tokens**: the share of generated replies that close their quote (finish "stop")
   within 60 tokens, seeded sampling at the playground's settings (temperature 0.8, top-k 20); the target is
@@ -12,43 +14,53 @@ the user's turn with user_character A, B as the character), and we measure:
 * **does the conversation help**: the model's cost (bits per token, natural-probability softmax at
   temperature 1) of B's *real* reply, closing quote included, given the rendered previous turn
   (`A道：“…”B道：“`) versus given no previous turn (`B道：“`). Both costs are over the same tokens (the
-  tokens the model's vocabulary covers, as the decoder reads them), so the difference is the context's.
+  tokens the model's vocabulary covers, as the decoder reads them), so the difference is the context's;
+* **response selection, R10@1**: B's real reply among itself and the real replies of 9 other held-out
+  exchanges; the share of exchanges where a scorer ranks the real one first (a k-way tie for first counts
+  1/k, so chance is 10%). The served scorer (models/rerank.py: mutual information of the reply with the
+  grounded prompt, β as served) beside a TF-IDF cosine between turn and reply (gensim, weights from the
+  training chapters' exchanges) and beside the ungrounded pointwise mutual information (β = 1, no recalled
+  lines: what chat scored before it had a memory);
+* **relevance of generated replies**: a judge reads a reply and picks, among the user's turn and the turns of
+  9 other held-out exchanges, the one it answers (the highest TF-IDF cosine; ties split): the share picked
+  right, for the real replies, the plain replies (no memory, one candidate) and the served ones (recalled
+  lines, candidates ranked). The judge is lexical and never sees the model, so the served scorer cannot
+  flatter itself through it; and since copying the turn would fool it, a **copy guard** stands beside it:
+* **longest copy**: the median longest verbatim run of characters a reply shares with the user's turn and
+  with the recalled lines, for real and generated replies: grounding must not turn into pasting or parroting.
 """
 
 from __future__ import annotations
 
-import itertools
+import difflib
 import statistics
+from collections.abc import Sequence
 
 import numpy as np
+from gensim.corpora import Dictionary
+from gensim.models import TfidfModel
 
-from models.chat import Chat, Message
+from models.chat import Chat, ChatPrompt, ChatReply, Message
 from models.decoding import SamplingParams
-from training.characters import Utterance, extract_characters
+from models.memory import ExchangeMemory, index_terms
+from models.rerank import Evidence, RerankConfig, rank
+from training.characters import Utterance, exchanges, extract_characters
+from training.memory import build_memory
 
 MAX_TOKENS = 60
-MAX_GAP_CHARS = 30  # narration allowed between A's closing quote and B's opening quote
-MAX_EXCHANGES = 200  # evenly spread over the held-out chapters, to bound the time (~10 s)
+MAX_EXCHANGES = 100  # evenly spread over the held-out chapters, to bound the time
 TEMPERATURE = 0.8
 TOP_K = 20
 CLOSED_TARGET = 0.95
-
-
-def exchanges(utterances: list[Utterance], chapters: set[int]) -> list[tuple[Utterance, Utterance]]:
-    """(A, B) pairs: consecutive attributed utterances in one held-out chapter, different speakers, B opened
-    within MAX_GAP_CHARS after A closed."""
-    pairs = []
-    ordered = sorted((u for u in utterances if u.chapter in chapters), key=lambda u: (u.chapter, u.start))
-    for first, second in itertools.pairwise(ordered):
-        if (
-            first.chapter == second.chapter
-            and first.speaker != second.speaker
-            and 0 <= second.start - first.end <= MAX_GAP_CHARS
-            and first.text.strip()
-            and second.text.strip()
-        ):
-            pairs.append((first, second))
-    return pairs
+CHOICES = 10  # R10@1 and the relevance judge: the real item among itself and 9 others
+# Tried on the training chapters' tail: β below 1 lets the generic-reply term win (chance, measured on
+# 红楼梦), so the grid is around 1; γ from off to twice the scale of a per-token log-probability.
+BETAS = (0.75, 1.0, 1.25)
+LEXICAL_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)
+CANDIDATE_COUNTS = (1, 2, 4)
+VALIDATION_EXCHANGES = 80  # for β and γ (no generation)
+VALIDATION_GENERATED = 40  # for the number of candidates (generates max(CANDIDATE_COUNTS) per exchange)
+Pair = tuple[Utterance, Utterance]
 
 
 def _spread(items: list, limit: int) -> list:
@@ -83,44 +95,238 @@ def _reply_bits(chat: Chat, context: str, reply: str) -> tuple[float, int]:
     return float(nats / np.log(2)), len(targets)
 
 
+class TfidfCosine:
+    """Cosine between two texts' TF-IDF vectors over jieba words (gensim's TfidfModel, document frequencies
+    from the training chapters' exchanges): the lexical baseline of response selection and the judge."""
+
+    def __init__(self, chat: Chat, memory: ExchangeMemory) -> None:
+        self.cut = chat.decoder.tokenizer.cut
+        documents = [self._terms(e.said) for e in memory.exchanges] + [
+            self._terms(e.answer) for e in memory.exchanges
+        ]
+        self.dictionary = Dictionary(documents or [[]])
+        self.model = TfidfModel(dictionary=self.dictionary) if documents else None
+
+    def _terms(self, text: str) -> list[str]:
+        return index_terms(self.cut(text))
+
+    def vector(self, text: str) -> dict[int, float]:
+        if self.model is None:
+            return {}
+        return dict(self.model[self.dictionary.doc2bow(self._terms(text))])
+
+    @staticmethod
+    def cosine(a: dict[int, float], b: dict[int, float]) -> float:
+        # TfidfModel's vectors are unit length already.
+        return float(sum(weight * b.get(term, 0.0) for term, weight in a.items()))
+
+
+def _others(index: int, count: int) -> list[int]:
+    """The CHOICES - 1 other exchanges an exchange is compared with: spread over the list, deterministic."""
+    step = max(1, count // CHOICES)
+    return [(index + j * step) % count for j in range(1, CHOICES)]
+
+
+def _first_share(scores: Sequence[float]) -> float:
+    """1/k when the first of the scores ties k ways for the maximum (itself included), else 0."""
+    best = max(scores)
+    if scores[0] < best:
+        return 0.0
+    return 1.0 / sum(1 for score in scores if score == best)
+
+
+def _longest_copy(text: str, source: str) -> int:
+    if not text or not source:
+        return 0
+    match = difflib.SequenceMatcher(None, text, source, autojunk=False).find_longest_match(
+        0, len(text), 0, len(source)
+    )
+    return match.size
+
+
+def _request(pair: Pair) -> tuple[list[Message], str, str]:
+    first, second = pair
+    return [Message("user", first.text)], second.speaker, first.speaker
+
+
+def _groups(pairs: Sequence[Pair]) -> list[list[Pair]]:
+    return [
+        [pair] + [pairs[other] for other in _others(index, len(pairs))] for index, pair in enumerate(pairs)
+    ]
+
+
+def selection_evidence(chat: Chat, pairs: Sequence[Pair], grounded: bool) -> list[Evidence]:
+    """Per exchange, the served scorer's evidence for its real reply (first) and the 9 others'."""
+    encode = chat.decoder.encode
+    found = []
+    for pair, group in zip(pairs, _groups(pairs), strict=True):
+        prompt = chat.render(*_request(pair), grounded=grounded)
+        found.append(chat.evidence(prompt, [encode(second.text + chat.close).ids for _, second in group]))
+    return found
+
+
+def r10_at_1(scores: Sequence[Sequence[float]]) -> float:
+    """Share of groups whose first (real) item scores highest (ties split)."""
+    return round(sum(_first_share(list(group)) for group in scores) / len(scores), 4) if scores else 0.0
+
+
+def _tfidf_scores(tfidf: TfidfCosine, pairs: Sequence[Pair]) -> list[list[float]]:
+    return [
+        [tfidf.cosine(tfidf.vector(pair[0].text), tfidf.vector(second.text)) for _, second in group]
+        for pair, group in zip(pairs, _groups(pairs), strict=True)
+    ]
+
+
+def _params(index: int) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=MAX_TOKENS, do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, seed=index
+    )
+
+
+def _generate(chat: Chat, pairs: Sequence[Pair], grounded: bool, candidates: int) -> list[ChatReply]:
+    return [
+        chat.respond(*_request(pair)[:1], _params(index), *_request(pair)[1:], grounded=grounded,
+                     candidates=candidates)
+        for index, pair in enumerate(pairs)
+    ]  # fmt: skip
+
+
+def _recalled_text(prompt: ChatPrompt, chat: Chat) -> str:
+    return "".join(chat.render_exchange(recalled) for recalled in prompt.grounding)
+
+
+def _judge(tfidf: TfidfCosine, pairs: Sequence[Pair], replies: Sequence[str]) -> float | None:
+    """Share of replies whose own turn the judge picks among CHOICES turns (ties split); None with fewer
+    than CHOICES exchanges."""
+    if len(pairs) < CHOICES:
+        return None
+    turns = [tfidf.vector(first.text) for first, _ in pairs]
+    total = 0.0
+    for index, reply in enumerate(replies):
+        vector = tfidf.vector(reply)
+        group = [index, *_others(index, len(pairs))]
+        total += _first_share([tfidf.cosine(vector, turns[i]) for i in group])
+    return round(total / len(pairs), 4)
+
+
+def _replies_figures(
+    chat: Chat, tfidf: TfidfCosine, pairs: Sequence[Pair], texts: Sequence[str], recalled: Sequence[str]
+) -> dict:
+    return {
+        "relevance_judge": _judge(tfidf, pairs, texts),
+        "median_longest_copy_from_turn": statistics.median(
+            _longest_copy(text, first.text) for text, (first, _) in zip(texts, pairs, strict=True)
+        ),
+        "median_longest_copy_from_recalled": statistics.median(
+            _longest_copy(text, lines) for text, lines in zip(texts, recalled, strict=True)
+        ),
+        "median_chars": statistics.median(len(text) for text in texts),
+    }
+
+
+def _generated_figures(
+    chat: Chat,
+    tfidf: TfidfCosine,
+    pairs: Sequence[Pair],
+    replies: Sequence[ChatReply],
+    recalled: Sequence[str],
+) -> dict:
+    return {
+        **_replies_figures(chat, tfidf, pairs, [r.text for r in replies], recalled),
+        "closed": round(sum(r.finish_reason == "stop" for r in replies) / len(replies), 4),
+        "median_tokens": statistics.median(len(r.generation.tokens) for r in replies),
+    }
+
+
+def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tuple[RerankConfig, dict]:
+    """β and γ by R10@1, then the number of candidates by the judge, on exchanges of the training
+    chapters' tail (recalling from the memory without those chapters, so nothing is recalled verbatim).
+    Returns the config and what was measured for each setting."""
+    tail = {first.chapter + 1 for first, _ in pairs}
+    tuning = Chat(chat.decoder, chat.characters, chat.max_prompt_chars, memory.without_chapters(tail),
+                  chat.grounding, chat.rerank)  # fmt: skip
+    pairs = _spread(list(pairs), VALIDATION_EXCHANGES)
+    if len(pairs) < CHOICES:
+        return chat.rerank, {"reason": f"only {len(pairs)} exchanges in the validation tail"}
+    found = selection_evidence(tuning, pairs, grounded=True)
+    selection = {
+        f"beta {beta:g}, gamma {gamma:g}": r10_at_1([e.scores(beta, gamma) for e in found])
+        for beta in BETAS
+        for gamma in LEXICAL_WEIGHTS
+    }
+    best = max(selection.values())
+    # The first setting of the grid that reaches the best (the plainest: β 1 before others, then small γ).
+    beta, gamma = next(
+        (b, g) for b in sorted(BETAS, key=lambda b: abs(b - 1.0)) for g in LEXICAL_WEIGHTS
+        if selection[f"beta {b:g}, gamma {g:g}"] == best
+    )  # fmt: skip
+    tuning.rerank = RerankConfig(candidates=max(CANDIDATE_COUNTS), beta=beta, lexical=gamma)
+    tfidf = TfidfCosine(tuning, tuning.memory)
+    generated = _spread(pairs, VALIDATION_GENERATED)
+    # One batch of the most candidates per exchange; n candidates are its first n (the seeds the server
+    # would draw for n), each ranked by the served scorer.
+    picked: dict[int, list[str]] = {count: [] for count in CANDIDATE_COUNTS}
+    for index, pair in enumerate(generated):
+        prompt = tuning.render(*_request(pair))
+        generations = tuning.draw(prompt, tuning.sampling(_params(index)), max(CANDIDATE_COUNTS))
+        replies = [tuning.reply(prompt, generation) for generation in generations]
+        scores = tuning.score(prompt, [tuning.candidate_ids(g) for g in generations])
+        closed = [reply.finish_reason == "stop" for reply in replies]
+        for count in CANDIDATE_COUNTS:
+            picked[count].append(replies[rank(scores[:count], closed[:count])[0]].text)
+    relevance = {str(count): _judge(tfidf, generated, texts) for count, texts in picked.items()}
+    # The fewest candidates within one point of the best: more cost latency for nothing measurable.
+    top = max(value or 0.0 for value in relevance.values())
+    count = min(c for c in CANDIDATE_COUNTS if (relevance[str(c)] or 0.0) >= top - 0.01)
+    measured = {
+        "exchanges": len(pairs),
+        "generated_exchanges": len(generated),
+        "chapters": sorted(tail),
+        "r10_at_1": selection,
+        "relevance_judge_by_candidates": relevance,
+    }
+    return RerankConfig(candidates=count, beta=beta, lexical=gamma), measured
+
+
 def evaluate_chat(
     chat: Chat, chapters: list[str], held_out_chapters: int, user_dict: str | None = None
 ) -> dict:
-    """The chat figures of the module docstring, as a JSON-ready dict (the manifest's `chat_evaluation`)."""
+    """The chat figures of the module docstring, as a JSON-ready dict (the manifest's `chat_evaluation`).
+    A model without a memory (written before chat had one) is evaluated with the memory its training
+    chapters give, built here; the result says so."""
     if held_out_chapters <= 0 or not chat.characters.characters:
         return {
             "exchanges": 0,
             "reason": "no held-out chapters" if held_out_chapters <= 0 else "no characters",
         }
     extraction = extract_characters(chapters, user_dict=user_dict)
-    held = set(range(len(chapters) - held_out_chapters, len(chapters)))
+    training_chapters = len(chapters) - held_out_chapters
+    memory_source = "the model's memory.json"
+    if chat.memory is None:
+        memory_source = "built for this evaluation from the training chapters (the model has none)"
+        chat = Chat(chat.decoder, chat.characters, chat.max_prompt_chars,
+                    build_memory(chapters, extraction.utterances, training_chapters, chat.decoder.tokenizer),
+                    chat.grounding, chat.rerank)  # fmt: skip
+    held = set(range(training_chapters, len(chapters)))
     # B must be a character the chat can play (the extraction keeps speakers with enough utterances).
     found = [pair for pair in exchanges(extraction.utterances, held) if chat.characters.find(pair[1].speaker)]
     chosen = _spread(found, MAX_EXCHANGES)
     if not chosen:
         return {"exchanges": 0, "reason": "no two-turn exchanges in the held-out chapters"}
-    closed = 0
-    lengths: list[int] = []
-    reply_chars: list[int] = []
+    assert chat.memory is not None
+    tfidf = TfidfCosine(chat, chat.memory)
+
+    plain = _generate(chat, chosen, grounded=False, candidates=1)
+    served = _generate(chat, chosen, grounded=True, candidates=chat.rerank.candidates)
+    grounded_prompts = [chat.render(*_request(pair)) for pair in chosen]
+    recalled = [_recalled_text(prompt, chat) for prompt in grounded_prompts]
+
     with_context = without_context = 0.0
     tokens = 0
     helped = 0
-    for index, (first, second) in enumerate(chosen):
-        character = second.speaker
-        reply = chat.respond(
-            [Message("user", first.text)],
-            SamplingParams(
-                max_new_tokens=MAX_TOKENS, do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, seed=index
-            ),
-            character=character,
-            user_character=first.speaker,
-        )
-        closed += reply.finish_reason == "stop"
-        lengths.append(len(reply.generation.tokens))
-        reply_chars.append(len(reply.text))
-        prompt = reply.prompt.text
-        alone = chat.opening(chat.characters.find(character))  # only `B道：“`
-        bits_with, n = _reply_bits(chat, prompt, second.text)
+    for reply, (_, second) in zip(plain, chosen, strict=True):
+        alone = chat.opening(chat.characters.find(second.speaker))  # only `B道：“`
+        bits_with, n = _reply_bits(chat, reply.prompt.text, second.text)
         bits_without, _ = _reply_bits(chat, alone, second.text)
         with_context += bits_with
         without_context += bits_without
@@ -129,21 +335,52 @@ def evaluate_chat(
     real_lengths = [len(chat.decoder.encode(second.text).tokens) for _, second in chosen]
     per_token_with = with_context / tokens if tokens else None
     per_token_without = without_context / tokens if tokens else None
+    selection: dict[str, float] = {}
+    if len(chosen) >= CHOICES:
+        with_memory = selection_evidence(chat, chosen, grounded=True)
+        without_memory = selection_evidence(chat, chosen, grounded=False)
+        rerank = chat.rerank
+        selection = {
+            "served": r10_at_1([e.scores(rerank.beta, rerank.lexical) for e in with_memory]),
+            "tfidf": r10_at_1(_tfidf_scores(tfidf, chosen)),
+            "character_tfidf": r10_at_1([e.lexical for e in with_memory]),
+            "pmi_without_memory": r10_at_1([e.scores(1.0, 0.0) for e in without_memory]),
+        }
+    real_texts = [second.text for _, second in chosen]
     return {
         "exchanges": len(chosen),
         "exchanges_found": len(found),
         "held_out_chapters": held_out_chapters,
         "max_tokens": MAX_TOKENS,
         "sampling": {"temperature": TEMPERATURE, "top_k": TOP_K, "seeds": f"0..{len(chosen) - 1}"},
-        "closed_within_max_tokens": round(closed / len(chosen), 4),
+        "closed_within_max_tokens": round(sum(r.finish_reason == "stop" for r in served) / len(chosen), 4),
         "closed_target": CLOSED_TARGET,
-        "median_reply_tokens": statistics.median(lengths),
-        "median_reply_chars": statistics.median(reply_chars),
+        "median_reply_tokens": statistics.median(len(r.generation.tokens) for r in served),
+        "median_reply_chars": statistics.median(len(r.text) for r in served),
         "median_real_reply_tokens": statistics.median(real_lengths),
         "real_reply_bits_per_token_with_previous_turn": round(per_token_with, 4) if tokens else None,
         "real_reply_bits_per_token_without_previous_turn": round(per_token_without, 4) if tokens else None,
         "share_of_exchanges_where_the_previous_turn_helped": round(helped / len(chosen), 4),
         "real_reply_tokens": tokens,
+        "memory": {
+            "source": memory_source,
+            "exchanges": len(chat.memory),
+            "recalled_per_turn": chat.grounding.exchanges,
+            "turns_with_recalled_lines": round(
+                sum(bool(p.grounding) for p in grounded_prompts) / len(chosen), 4
+            ),
+        },
+        "rerank": {
+            "candidates": chat.rerank.candidates,
+            "beta": chat.rerank.beta,
+            "lexical": chat.rerank.lexical,
+        },
+        "response_selection_r10_at_1": selection,
+        "replies": {
+            "real": _replies_figures(chat, tfidf, chosen, real_texts, recalled),
+            "plain": _generated_figures(chat, tfidf, chosen, plain, recalled),
+            "served": _generated_figures(chat, tfidf, chosen, served, recalled),
+        },
     }
 
 
@@ -152,18 +389,43 @@ def format_chat_table(result: dict) -> str:
         return f"chat evaluation: none ({result.get('reason', 'no exchanges')})"
     closed = result["closed_within_max_tokens"]
     verdict = "meets" if closed >= result["closed_target"] else "below"
-    return "\n".join(
-        [
-            f"chat evaluation on {result['exchanges']} real two-turn exchanges of the held-out chapters "
-            f"(of {result['exchanges_found']} found):",
-            f"  replies closing their quote within {result['max_tokens']} tokens  {closed:.1%} "
-            f"({verdict} the {result['closed_target']:.0%} target)",
-            f"  median reply length                          {result['median_reply_tokens']:g} tokens, "
-            f"{result['median_reply_chars']:g} chars (real replies: {result['median_real_reply_tokens']:g} "
-            "tokens)",
-            "  cost of the real reply, bits per token       "
-            f"{result['real_reply_bits_per_token_with_previous_turn']:.3f} with the previous turn, "
-            f"{result['real_reply_bits_per_token_without_previous_turn']:.3f} without "
-            f"(context helped in {result['share_of_exchanges_where_the_previous_turn_helped']:.0%})",
+    lines = [
+        f"chat evaluation on {result['exchanges']} real two-turn exchanges of the held-out chapters "
+        f"(of {result['exchanges_found']} found):",
+        f"  replies closing their quote within {result['max_tokens']} tokens  {closed:.1%} "
+        f"({verdict} the {result['closed_target']:.0%} target)",
+        f"  median reply length                          {result['median_reply_tokens']:g} tokens, "
+        f"{result['median_reply_chars']:g} chars (real replies: {result['median_real_reply_tokens']:g} "
+        "tokens)",
+        "  cost of the real reply, bits per token       "
+        f"{result['real_reply_bits_per_token_with_previous_turn']:.3f} with the previous turn, "
+        f"{result['real_reply_bits_per_token_without_previous_turn']:.3f} without "
+        f"(context helped in {result['share_of_exchanges_where_the_previous_turn_helped']:.0%})",
+    ]
+    selection = result.get("response_selection_r10_at_1")
+    if selection:
+        lines.append(
+            f"  response selection R10@1 (chance 10%)        served {selection['served']:.1%}; TF-IDF "
+            f"{selection['tfidf']:.1%} (words), {selection['character_tfidf']:.1%} (characters); PMI "
+            f"without memory {selection['pmi_without_memory']:.1%}"
+        )
+    replies = result.get("replies")
+    if replies:
+        memory, rerank = result["memory"], result["rerank"]
+        lines += [
+            f"  memory: {memory['exchanges']:,} exchanges ({memory['source']}); lines recalled for "
+            f"{memory['turns_with_recalled_lines']:.0%} of turns; {rerank['candidates']} candidates, "
+            f"beta {rerank['beta']:g}, gamma {rerank['lexical']:g}",
+            "  replies            judge picks the turn  copy from turn  copy from recalled  closed  chars",
         ]
-    )
+        for name in ("real", "plain", "served"):
+            row = replies[name]
+            closed_cell = f"{row['closed']:.1%}" if "closed" in row else "-"
+            judge = "-" if row["relevance_judge"] is None else f"{row['relevance_judge']:.1%}"
+            lines.append(
+                f"  {name:<18} {judge:>20}  "
+                f"{row['median_longest_copy_from_turn']:>14g}  "
+                f"{row['median_longest_copy_from_recalled']:>18g}  {closed_cell:>6}  "
+                f"{row['median_chars']:>5g}"
+            )
+    return "\n".join(lines)

@@ -1,13 +1,52 @@
-"""The chat figures on the held-out chapters, as the training summary and `evaluate DIR` print them."""
+"""Chat's memory (its ranking chosen on the training chapters' tail) and the chat figures on the held-out
+chapters, as the training summary and `evaluate DIR` print them."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from models.characters import CharacterList
 from models.chat import Chat
 from models.decoding import Decoder
-from training.chat_evaluation import evaluate_chat, format_chat_table
+from models.memory import ExchangeMemory
+from models.tokenizer import Tokenizer
+from training.characters import Utterance, exchanges
+from training.chat_evaluation import evaluate_chat, format_chat_table, tune_rerank
+from training.fit import VALIDATION_FRACTION
+from training.memory import build_memory
+
+
+def chat_memory(
+    decoder: Decoder,
+    tokenizer: Tokenizer,
+    characters: CharacterList,
+    chapters: list[str],
+    utterances: list[Utterance],
+    held_out: int,
+) -> ExchangeMemory:
+    """memory.json: the training chapters' exchanges (training/memory.py), with the number of candidates,
+    β and γ of chat's ranking chosen on the exchanges of the training chapters' tail (the chapters the
+    fit's validation slice comes from), never on the held-out ones."""
+    training_chapters = len(chapters) - held_out
+    memory = build_memory(chapters, utterances, training_chapters, tokenizer)
+    tail = max(1, math.ceil(training_chapters * VALIDATION_FRACTION))
+    tail_chapters = set(range(training_chapters - tail, training_chapters))
+    chat = Chat(decoder, characters, memory=memory)
+    pairs = [pair for pair in exchanges(utterances, tail_chapters) if characters.find(pair[1].speaker)]
+    config, measured = tune_rerank(chat, memory, pairs)
+    memory.settings["rerank"] = {
+        "candidates": config.candidates,
+        "beta": config.beta,
+        "lexical": config.lexical,
+        "measured": measured,
+    }
+    print(
+        f"chat memory: {len(memory):,} exchanges of the training chapters; rerank {config.candidates} "
+        f"candidates, beta {config.beta:g}, gamma {config.lexical:g} (chosen on {len(pairs)} exchanges of "
+        f"the last {tail} training chapters)"
+    )
+    return memory
 
 
 def chat_figures(
@@ -17,10 +56,11 @@ def chat_figures(
     held_out: int,
     user_dict: Path | None,
     quiet: bool = False,
+    memory: ExchangeMemory | None = None,
 ) -> dict:
     """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; decoded as
-    the server decodes (with the model's n-gram mixture and continuous cache, when it has them)."""
-    chat = Chat(decoder, characters)
+    the server decodes (with the model's n-gram mixture, continuous cache and memory, when it has them)."""
+    chat = Chat(decoder, characters, memory=memory)
     result = evaluate_chat(chat, chapters, held_out, user_dict)
     if not quiet:
         print(format_chat_table(result))

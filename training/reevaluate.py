@@ -49,7 +49,13 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     held_out = (model.manifest.get("vocabulary") or {}).get("held_out_chapters", 0)
     # Printed before the held-out table: scripts read the bpc from the table's last line.
     chat = chat_figures(
-        decoder, model.characters, corpus.chapters, held_out, model.tokenizer.user_dict, quiet=args.json
+        decoder,
+        model.characters,
+        corpus.chapters,
+        held_out,
+        model.tokenizer.user_dict,
+        quiet=args.json,
+        memory=model.memory,
     )
     result = {**result, "chat": chat}
     if args.json:

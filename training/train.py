@@ -17,6 +17,7 @@ from pathlib import Path
 from models.artifacts import (
     CACHE_FILE,
     CHARACTERS_FILE,
+    MEMORY_FILE,
     NETWORK_FILE,
     NGRAM_FILE,
     REPORT_FILE,
@@ -29,6 +30,7 @@ from models.artifacts import (
 from models.cache import ContinuousCache
 from models.characters import CharacterList
 from models.decoding import Decoder
+from models.memory import ExchangeMemory
 from models.network import Network
 from models.ngram import Mixture
 from models.tokenizer import Tokenizer
@@ -37,7 +39,7 @@ from training.characters import extract_characters
 from training.errors import UsageError
 from training.evaluate import evaluate, format_table
 from training.fit import FitConfig, train_network
-from training.held_out_chat import chat_figures
+from training.held_out_chat import chat_figures, chat_memory
 from training.mixture import choose_mixture
 from training.prepare import Prepared, prepare
 from training.summary import print_summary
@@ -96,6 +98,7 @@ def _write(
     network: Network | None,
     mixture: Mixture | None,
     cache: ContinuousCache | None,
+    memory: ExchangeMemory | None = None,
 ) -> None:
     """The model directory, written atomically (models/artifacts.py)."""
 
@@ -104,6 +107,8 @@ def _write(
             prepared.vectors.save_word2vec_format(tmp / VECTORS_FILE, binary=True)
             if characters is not None:
                 characters.save(tmp / CHARACTERS_FILE)
+            if memory is not None:
+                memory.save(tmp / MEMORY_FILE)
             if network is not None:
                 network.save(tmp / NETWORK_FILE)
             if mixture is not None:
@@ -136,11 +141,12 @@ def run_training(args: argparse.Namespace) -> dict:
         "word2vec": prepared.word2vec,
         "vocabulary": prepared.vocabulary(),
     }
-    characters = network = mixture = cache = None
+    characters = network = mixture = cache = memory = None
     if fit_config is not None:  # a servable model (--vectors-only writes vectors for other tools)
         with timings.stage("characters"):
             # Who speaks, for chat: a novel without quoted dialogue simply has no characters.
-            characters = extract_characters(prepared.corpus.chapters, user_dict=args.user_dict).characters
+            extraction = extract_characters(prepared.corpus.chapters, user_dict=args.user_dict)
+            characters = extraction.characters
             manifest["characters"] = {
                 **characters.summary(),
                 "top": [{"name": c.name, "utterances": c.utterances} for c in characters.characters[:10]],
@@ -172,14 +178,21 @@ def run_training(args: argparse.Namespace) -> dict:
                 prepared.stream.text(held=True),
             )
         print(format_table(manifest["evaluation"]))
+        with timings.stage("memory"):
+            memory = chat_memory(
+                decoder, tokenizer, characters, prepared.corpus.chapters, extraction.utterances,
+                prepared.held_out_chapters,
+            )  # fmt: skip
+            manifest["memory"] = {**memory.settings, "exchanges": len(memory)}
         with timings.stage("chat_evaluation"):
             manifest["chat_evaluation"] = chat_figures(
-                decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, args.user_dict
-            )
+                decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, args.user_dict,
+                memory=memory,
+            )  # fmt: skip
     # The same dicts, so the "write" stage timed while the directory is built is in manifest.json too.
     manifest["timings"] = timings.seconds
     manifest["cpu_seconds"] = timings.cpu_seconds
-    _write(args, manifest, prepared, characters, network, mixture, cache)
+    _write(args, manifest, prepared, characters, network, mixture, cache, memory)
     if network is not None:
         shutil.rmtree(checkpoint_dir_for(args.out), ignore_errors=True)  # finished: nothing left to resume
     print_summary(args.out, manifest)

@@ -13,13 +13,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from app.engine.scheduler import Ticket, TokenEvent
-from models.decoding import Generation, SamplingParams
+from models.decoding import Generation, SamplingParams, candidate_seed
 
-# Derived seeds stay below 2**53 as drawn ones do (models/decoding.py): JavaScript echoes them exactly.
-_MAX_SEED = 2**53
+__all__ = ["GenerationRequest", "Score", "TokenStream", "candidate_seed", "candidates", "cumulative_logprob"]
 
 # A candidate's score (higher is better): how `ModelService.complete` ranks a request's candidates.
 Score = Callable[[Generation], float]
@@ -40,13 +37,6 @@ class GenerationRequest:
     field: str = "inputs"
     candidates: int = 1
     start: Callable[[SamplingParams], Generation] | None = None
-
-
-def candidate_seed(seed: int, index: int) -> int:
-    """The seed of candidate `index` of a request seeded with `seed` (candidate 0 keeps the request's)."""
-    if index == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) % _MAX_SEED
 
 
 def candidates(first: Generation, count: int) -> list[Generation]:

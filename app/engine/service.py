@@ -42,6 +42,7 @@ from models.artifacts import ArtifactError
 from models.cache import ContinuousCache
 from models.chat import Chat
 from models.decoding import Decoder, EmptyPromptError, Generation
+from models.rerank import RerankConfig
 from models.trained import TrainedModel
 
 _Result = TypeVar("_Result")
@@ -87,8 +88,15 @@ class ModelService:
             ContinuousCache(model.cache) if model.cache is not None and settings.continuous_cache else None
         )
         self.decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture, cache)
-        # Chat renders whole conversations into one prompt, so it keeps within the prompt limit too.
-        self.chat = Chat(self.decoder, model.characters, settings.max_prompt_chars)
+        # Chat keeps within the prompt limit too; without grounding it neither recalls nor ranks.
+        grounded = settings.chat_grounding
+        self.chat = Chat(
+            self.decoder,
+            model.characters,
+            settings.max_prompt_chars,
+            memory=model.memory if grounded else None,
+            rerank=None if grounded else RerankConfig(candidates=1),
+        )
         self.name = model.directory.name
         self._model_lane: CapacityLimiter | None = None
         self._draining = False

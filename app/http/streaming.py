@@ -31,20 +31,21 @@ _PING_SECONDS = 15
 
 def event_stream(
     path: str,
-    tokens: TokenStream,
-    render: Render,
+    tokens: TokenStream | None,
+    render: Render | None,
     opening: Iterable[str] = (),
     closing: Callable[[], Iterable[str]] = tuple,
     headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
     """The streamed answer of a submitted request on `path`: `opening`, render(event) for every token event,
-    then closing() once every candidate has finished."""
+    then closing() once every candidate has finished. Without `tokens` (a request already finished, such as
+    chat's ranked pool) only `opening` and closing() are sent."""
 
     async def events() -> AsyncIterator[dict[str, str]]:
         for data in opening:
             yield {"data": data}
         try:
-            async for event in tokens:
+            async for event in tokens if tokens is not None and render is not None else _nothing():
                 for data in render(event):
                     yield {"data": data}
         except GenerationFailed as error:
@@ -55,6 +56,10 @@ def event_stream(
             return
         for data in closing():
             yield {"data": data}
+
+    async def _nothing() -> AsyncIterator[TokenEvent]:
+        return
+        yield
 
     # X-Accel-Buffering: nginx (docker-compose.yml) would otherwise hold tokens back in its buffer.
     headers = {**(headers or {}), "X-Accel-Buffering": "no"}

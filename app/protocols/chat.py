@@ -4,7 +4,12 @@
 OpenAI semantics: `temperature` defaults to 1 and 0 means greedy; `top_p` 1 is off; `stop` strings end the
 reply and are not part of it; `max_tokens` (or `max_completion_tokens`) defaults to 60 words.
 Extensions: `character` (who the model plays), `user_character` (who the user is), `top_k`,
-`repetition_penalty`.
+`repetition_penalty`; in the answer, `grounding` (the novel's lines recalled for the turn, with chapters).
+
+A sampled reply is chosen: the engine draws a pool of candidates in one batch (the model's chosen number,
+or `n` if more), models/chat.py ranks them by their relevance to the turn, and the best `n` distinct ones are
+the choices, best first. Ranking needs whole replies, so a streamed answer with a pool of more than one
+sends each choice's reply in one content chunk once the pool is ranked.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from models.chat import (
     Chat,
     ChatError,
     ChatPrompt,
+    ChatReply,
     Message,
 )
 from models.decoding import Generation
@@ -111,6 +117,15 @@ class Choice(BaseModel):
     logprobs: None = None
 
 
+class GroundingLine(BaseModel):
+    chapter: int = Field(description="the chapter of the novel (1-based) the exchange is from")
+    asker: str
+    said: str
+    answerer: str
+    answer: str
+    text: str = Field(description="the exchange as the prompt rendered it before the conversation")
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -124,6 +139,25 @@ class ChatCompletion(BaseModel):
         description="extension: the seed used (send it back to get the same reply; choice i > 0 uses a seed "
         "derived from it)"
     )
+    grounding: list[GroundingLine] = Field(
+        default_factory=list,
+        description="extension: the novel's own exchanges recalled for the last user turn and rendered "
+        "before the conversation (most relevant first); empty when none shares a word with it",
+    )
+
+
+def grounding_lines(chat: Chat, prompt: ChatPrompt) -> list[GroundingLine]:
+    return [
+        GroundingLine(
+            chapter=recalled.exchange.chapter,
+            asker=recalled.exchange.asker,
+            said=recalled.exchange.said,
+            answerer=recalled.exchange.answerer,
+            answer=recalled.exchange.answer,
+            text=chat.render_exchange(recalled),
+        )
+        for recalled in prompt.grounding
+    ]
 
 
 def _messages(body: ChatCompletionRequest) -> list[Message]:
@@ -160,35 +194,73 @@ def generation_request(
         params=params,
         route=route,
         field="messages",
-        candidates=body.n or 1,
+        candidates=pool_size(chat, params.do_sample, body.n or 1),
         start=partial(chat.prepare, prompt),
     )
     return prompt, request
 
 
+def pool_size(chat: Chat, sampling: bool, n: int) -> int:
+    """Candidates drawn for a request of n choices: the model's reranking pool when sampling (greedy
+    decoding would draw the same reply every time), never fewer than n."""
+    return max(n, chat.rerank.candidates) if sampling else n
+
+
+def choose(chat: Chat, prompt: ChatPrompt, generations: list[Generation], n: int) -> list[ChatReply]:
+    """The n choices: the pool ranked by relevance to the turn (models/chat.py), distinct replies first,
+    best first; repeated ones only when the pool holds fewer than n different replies."""
+    if len(generations) == 1:
+        return [chat.reply(prompt, generations[0])]
+    ranked = chat.rank_replies(prompt, generations)
+    if len(ranked) < n:
+        chosen = {id(reply.generation) for reply in ranked}
+        ranked += [chat.reply(prompt, g) for g in generations if id(g) not in chosen]
+    return ranked[:n]
+
+
 def chat_completion(
-    chat: Chat, prompt: ChatPrompt, generations: list[Generation], header: dict
+    chat: Chat, prompt: ChatPrompt, replies: list[ChatReply], generations: list[Generation], header: dict
 ) -> ChatCompletion:
-    """The answer of a plain request: one choice per candidate, in the order the engine returned them."""
-    replies = [chat.reply(prompt, generation) for generation in generations]
+    """The answer of a plain request: the chosen replies in order. Usage counts the choices' tokens, as
+    OpenAI counts n choices (the rest of the pool drawn for ranking is the server's cost, not the reply)."""
     return ChatCompletion(
         **header,
         choices=[
             Choice(index=i, message=ReplyMessage(content=reply.text), finish_reason=reply.finish_reason)
             for i, reply in enumerate(replies)
         ],
-        usage=usage_of(generations),
+        usage=usage_of([reply.generation for reply in replies]),
         character=prompt.character,
         user_character=prompt.user_character,
         seed=generations[0].seed,
+        grounding=grounding_lines(chat, prompt),
     )
 
 
+def ranked_chunks(replies: list[ChatReply], header: dict, grounding: list[GroundingLine]) -> list[str]:
+    """The stream of a ranked pool: per choice a role chunk, one content chunk and its finish chunk."""
+    base = {**header, "object": "chat.completion.chunk"}
+    out = []
+    for index, reply in enumerate(replies):
+        for delta, finish in (
+            ({"role": "assistant", "content": ""}, None),
+            ({"content": reply.text}, None),
+            ({}, reply.finish_reason),
+        ):
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            chunk = {**base, "choices": [choice]}
+            if not out:  # the very first chunk carries the extension, as in the token stream
+                chunk["grounding"] = [line.model_dump() for line in grounding]
+            out.append(json.dumps(chunk, ensure_ascii=False))
+    return out
+
+
 def stream_renderer(
-    chat: Chat, generations: list[Generation], header: dict
+    chat: Chat, generations: list[Generation], header: dict, grounding: list[GroundingLine] | None = None
 ) -> tuple[list[str], Callable[[TokenEvent], list[str]]]:
-    """OpenAI's chat stream for app/http/streaming.py: a role chunk per choice first, then content chunks as
-    each reply is released by its cutter (tagged with the choice's index), and each choice's finish chunk."""
+    """OpenAI's chat stream for app/http/streaming.py: a role chunk per choice first (the first one carries
+    the `grounding` extension), then content chunks as each reply is released by its cutter (tagged with the
+    choice's index), and each choice's finish chunk."""
     base = {**header, "object": "chat.completion.chunk"}
     cutters = [chat.cutter(generation.params) for generation in generations]
     finished = [False] * len(generations)
@@ -212,4 +284,9 @@ def stream_renderer(
         return out
 
     opening = [chunk(index, {"role": "assistant", "content": ""}) for index in range(len(generations))]
+    if grounding:
+        first = json.loads(opening[0])
+        opening[0] = json.dumps(
+            {**first, "grounding": [line.model_dump() for line in grounding]}, ensure_ascii=False
+        )
     return opening, render

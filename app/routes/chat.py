@@ -21,7 +21,10 @@ from app.protocols.chat import (
     ChatCompletion,
     ChatCompletionRequest,
     chat_completion,
+    choose,
     generation_request,
+    grounding_lines,
+    ranked_chunks,
     stream_renderer,
 )
 from app.protocols.openai import usage_of
@@ -45,20 +48,30 @@ ROUTE = "/v1/chat/completions"
     summary="Chat with a character of the novel (OpenAI chat completions)",
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service) -> Any:
-    prompt, run = generation_request(service.chat, service.limits, body, ROUTE)
+    chat = service.chat
+    prompt, run = generation_request(chat, service.limits, body, ROUTE)
     generations = await service.prepare(run)
     header = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": service.name}
-    if not body.stream:
-        finished = await service.complete(generations, run.route, disconnected(request))
-        return chat_completion(service.chat, prompt, finished, header)
-    tokens = service.stream(generations, run.route)
-    opening, render = stream_renderer(service.chat, generations, header)
+    grounding = grounding_lines(chat, prompt)
+    chosen = generations  # the generations the answer's choices come from (usage counts their tokens)
 
     def closing() -> list[str]:
         usage = {**header, "object": "chat.completion.chunk", "choices": [], "usage": None}
-        usage["usage"] = usage_of(generations).model_dump()
+        usage["usage"] = usage_of(chosen).model_dump()
         return [*([json.dumps(usage)] if body.include_usage else []), "[DONE]"]
 
+    if not body.stream or len(generations) > 1:
+        # A pool is ranked once every candidate has finished (model work: in the model's lane).
+        finished = await service.complete(generations, run.route, disconnected(request))
+        replies = await service.run_model(choose, chat, prompt, finished, body.n or 1)
+        chosen = [reply.generation for reply in replies]
+        if not body.stream:
+            return chat_completion(chat, prompt, replies, finished, header)
+        return event_stream(
+            ROUTE, None, None, opening=ranked_chunks(replies, header, grounding), closing=closing
+        )
+    tokens = service.stream(generations, run.route)
+    opening, render = stream_renderer(chat, generations, header, grounding)
     return event_stream(ROUTE, tokens, render, opening=opening, closing=closing)
 
 

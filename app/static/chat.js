@@ -1,5 +1,7 @@
 // Playground chat tab: talks to POST /v1/chat/completions (the same route OpenAI clients use) with
-// stream=true, and renders the reply as it streams in. The conversation lives in `history` while the page
+// stream=true, and renders the reply as it streams in. The novel's lines the server recalled for the turn
+// (the response's `grounding` extension, in its first chunk) are shown under the reply in a collapsible
+// "from the novel" list with their chapters. The conversation lives in `history` while the page
 // is open; GET /characters fills the character list. No libraries, no build step.
 "use strict";
 
@@ -26,6 +28,26 @@
     $("chat-log").append(item);
     item.scrollIntoView({ block: "nearest" });
     return words;
+  }
+
+  // The recalled exchanges under a reply: closed by default, so the conversation stays readable.
+  function groundingList(item, lines) {
+    if (!lines || !lines.length) return;
+    const details = document.createElement("details");
+    details.className = "grounding";
+    const summary = document.createElement("summary");
+    summary.textContent = `出自原著 from the novel (${lines.length})`;
+    const list = document.createElement("ul");
+    for (const line of lines) {
+      const entry = document.createElement("li");
+      const chapter = document.createElement("span");
+      chapter.className = "chapter";
+      chapter.textContent = `第${line.chapter}回`;
+      entry.append(chapter, document.createTextNode(line.text));
+      list.append(entry);
+    }
+    details.append(summary, list);
+    item.append(details);
   }
 
   // postEvents (a streamed POST's events), apiError and showRunning are playground.js's, loaded before this
@@ -65,6 +87,7 @@
     try {
       for await (const event of postEvents("/v1/chat/completions", body, controller.signal)) {
         if (event.error) throw new Error(event.error.message || String(event.error));
+        if (event.grounding) groundingList(words.parentElement, event.grounding);
         const choice = event.choices && event.choices[0];
         if (!choice) continue;
         if (choice.delta && choice.delta.content) {

@@ -183,12 +183,16 @@ def test_a_failure_inside_a_chat_stream_is_the_same_424_generation(
         raise FloatingPointError("injected failure")
 
     monkeypatch.setattr(network, "step", broken_step)
-    body = {"messages": HELLO, "max_tokens": 5, "stream": True}
+    # Greedy: one candidate, streamed token by token, so the failure comes after the 200 as a last event.
+    body = {"messages": HELLO, "max_tokens": 5, "stream": True, "temperature": 0}
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         events = _sse(response)
     assert events[-1]["error"]["code"] == "generation" and events[-1]["error"]["type"] == "server_error"
     plain = client.post("/v1/chat/completions", json={**body, "stream": False})
     assert plain.status_code == 424 and plain.json()["error"]["code"] == "generation"
+    # Sampled: a pool of candidates is ranked before the first byte, so even a stream answers the status.
+    ranked = client.post("/v1/chat/completions", json={**body, "temperature": 1.0})
+    assert ranked.status_code == 424 and ranked.json()["error"]["code"] == "generation"
     completion = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 5, "stream": True})
     assert _sse_text(completion)[-1]["error"]["code"] == "generation"
 

@@ -6,6 +6,8 @@ huggingface_hub's InferenceClient (plain and streaming) against a real uvicorn s
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -200,3 +202,33 @@ def test_huggingface_inference_client_plain_and_streaming(server_url: str) -> No
         if chunk.choices
     )
     assert streamed.strip() == reply
+
+
+def _memory_turn(client: TestClient) -> tuple[str, str]:
+    """A line of the novel's training chapters and the character who answered it there."""
+    memory = client.app.state.service.model.memory
+    exchange = next(e for e in memory.exchanges if 6 <= len(e.said) <= 30 and len(e.answer) <= 60)
+    return exchange.said, exchange.answerer
+
+
+def test_the_reply_carries_the_novels_lines_that_grounded_it(client: TestClient) -> None:
+    said, answerer = _memory_turn(client)
+    body = {"messages": [{"role": "user", "content": said}], "character": answerer, **SEEDED}
+    data = client.post(URL, json=body).json()
+    grounding = data["grounding"]
+    assert grounding and all(line["chapter"] >= 1 for line in grounding)
+    assert any(line["said"] == said for line in grounding)  # the very exchange is the best match
+    assert all(f"“{line['said']}”" in line["text"] for line in grounding)
+    # The streamed answer sends the same lines in its first chunk, and the same (ranked) reply.
+    with client.stream("POST", URL, json={**body, "stream": True}) as response:
+        chunks = [
+            json.loads(line[5:])
+            for line in response.iter_lines()
+            if line.startswith("data:") and line[5:].strip() != "[DONE]"
+        ]
+    assert chunks[0]["grounding"] == grounding
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert streamed == data["choices"][0]["message"]["content"]
+    # Nothing in common with the novel: no lines, and still a reply.
+    plain = client.post(URL, json={**body, "messages": [{"role": "user", "content": "WiFi密码"}]}).json()
+    assert plain["grounding"] == [] and plain["choices"][0]["message"]["content"]

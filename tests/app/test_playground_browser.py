@@ -120,6 +120,8 @@ def test_chat_tab_holds_a_three_turn_conversation_with_a_chosen_character(browse
 
     said = ["妹妹今日可好？", "我们去园子里逛逛罢", "明儿再来看你"]
     for turn, text in enumerate(said, start=1):
+        if turn == 3:  # greedy: one candidate, streamed token by token (a sampled pool arrives ranked)
+            page.locator("#chat-temperature").fill("0")
         page.locator("#chat-input").fill(text)
         if turn % 2:  # Enter in the input field sends, and so does the button
             page.locator("#chat-input").press("Enter")
@@ -138,9 +140,19 @@ def test_chat_tab_holds_a_three_turn_conversation_with_a_chosen_character(browse
         assert bots.nth(i).locator(".speaker").inner_text() == chosen
         reply = bots.nth(i).locator(".words").inner_text()
         assert reply and "”" not in reply
-    # Each reply arrived as a stream of chunks (one per released token or so), not as one piece.
-    chunks = [int(bots.nth(i).get_attribute("data-chunks") or 0) for i in range(3)]
-    assert all(c >= 1 for c in chunks) and sum(chunks) > 3, chunks
+    # The greedy reply arrived as a stream of chunks (one per released token or so), not as one piece.
+    chunks = int(bots.nth(2).get_attribute("data-chunks") or 0)
+    assert chunks > 1 or len(bots.nth(2).locator(".words").inner_text()) <= 1, chunks
+
+    # The novel's lines that grounded the first reply: a closed "from the novel" list, opened by a click.
+    grounding = bots.nth(0).locator("details.grounding")
+    assert grounding.count() == 1 and not grounding.evaluate("element => element.open")
+    assert "from the novel" in grounding.locator("summary").inner_text()
+    assert grounding.locator("li").first.is_hidden()
+    grounding.locator("summary").click()
+    lines = grounding.locator("li").all_inner_texts()
+    assert lines and all(line.startswith("第") and "回" in line and "“" in line for line in lines)
+    assert grounding.locator("li").first.is_visible()
     assert "done" in page.locator("#chat-status").inner_text()
     assert problems == []
     page.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def test_render_is_the_novels_dialogue_form(chat: Chat) -> None:
         [Message("user", "你好"), Message("assistant", "好“呀”"), Message("user", "吃饭了吗？")],
         character="黛玉",
     )
-    assert prompt.text == f"{NEUTRAL_USER}道：“你好”黛玉道：“好呀”{NEUTRAL_USER}道：“吃饭了吗？”黛玉道：“"
+    asked = chat.characters.speech(question=True)  # 问道： in a novel that asks so
+    assert prompt.text == f"{NEUTRAL_USER}道：“你好”黛玉道：“好呀”{NEUTRAL_USER}{asked}“吃饭了吗？”黛玉道：“"
     assert (prompt.character, prompt.messages_kept, prompt.messages_total) == ("黛玉", 3, 3)
 
 
@@ -110,3 +112,26 @@ def test_a_model_without_characters_uses_the_narrator_form(model: TrainedModel) 
     assert chat.render([Message("user", "你好")]).text == "有人问道：“你好”答道：“"
     with pytest.raises(ChatError, match="no characters"):
         chat.render([Message("user", "你好")], character="宝玉")
+
+
+def test_grounding_renders_the_novels_exchanges_before_the_conversation(model: TrainedModel) -> None:
+    assert model.memory is not None and len(model.memory)
+    chat = Chat(Decoder(model.network, model.vectors, model.tokenizer), model.characters, memory=model.memory)
+    exchange = next(
+        e for e in model.memory.exchanges if len(e.said) >= 6 and len(e.said + e.how + e.answer) <= 100
+    )
+    prompt = chat.render([Message("user", exchange.said)], character=exchange.answerer)
+    assert prompt.grounding and any(r.exchange == exchange for r in prompt.grounding)
+    lines = "".join(chat.render_exchange(r) for r in reversed(prompt.grounding))
+    conversation = chat.render([Message("user", exchange.said)], character=exchange.answerer, grounded=False)
+    assert prompt.text == lines + conversation.text  # recalled lines first, then the conversation as before
+    assert f"“{exchange.said}”" in lines and f"“{exchange.answer}”" in lines
+    assert len(prompt.text) <= chat.max_prompt_chars
+
+
+def test_turns_use_the_novels_speech_form(model: TrainedModel) -> None:
+    characters = replace(model.characters, speech_verb="说", speech_mark="，", question_verb="问")
+    chat = Chat(Decoder(model.network, model.vectors, model.tokenizer), characters)
+    prompt = chat.render([Message("user", "你好"), Message("assistant", "好"), Message("user", "去吗？")],
+                         character="黛玉")  # fmt: skip
+    assert prompt.text == f"{NEUTRAL_USER}说，“你好”黛玉说，“好”{NEUTRAL_USER}问，“去吗？”黛玉说，“"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.artifacts import read_manifest
-from training.characters import Utterance
-from training.chat_evaluation import MAX_GAP_CHARS, exchanges
+from training.characters import MAX_GAP_CHARS, Utterance, exchanges
 from training.cli import main
 
 
@@ -76,3 +75,28 @@ def test_reply_cost_is_scored_with_the_served_mixture(tiny_model_dir: Path) -> N
     assert bits == pytest.approx(expected, rel=1e-4)
     alone, _ = _reply_bits(Chat(plain, model.characters), context, reply)
     assert abs(alone - bits) > 1e-3  # the mixture changes the charge: the test can tell the two apart
+
+
+def test_response_selection_relevance_and_copy_figures_with_enough_exchanges(tiny_model_dir: Path) -> None:
+    """With three held-out chapters the tiny model has enough exchanges for R10@1 and the judge."""
+    from models.chat import Chat
+    from models.decoding import Decoder
+    from models.trained import TrainedModel
+    from training.chat_evaluation import evaluate_chat, format_chat_table
+    from training.corpus import load_corpus
+
+    model = TrainedModel.load(tiny_model_dir)
+    recorded = model.manifest["corpus"]
+    chapters = load_corpus(recorded["input"], recorded["strip_brackets"], recorded["max_chars"]).chapters
+    chat = Chat(Decoder(model.network, model.vectors, model.tokenizer), model.characters, memory=model.memory)
+    result = evaluate_chat(chat, chapters, 3)
+    assert result["exchanges"] >= 10
+    selection = result["response_selection_r10_at_1"]
+    assert set(selection) == {"served", "tfidf", "character_tfidf", "pmi_without_memory"}
+    assert all(0 <= value <= 1 for value in selection.values())
+    for name in ("real", "plain", "served"):
+        row = result["replies"][name]
+        assert 0 <= row["relevance_judge"] <= 1 and row["median_longest_copy_from_turn"] >= 0
+    assert 0 <= result["replies"]["served"]["closed"] <= 1
+    table = format_chat_table(result)
+    assert "R10@1" in table and "judge picks the turn" in table

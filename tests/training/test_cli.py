@@ -198,11 +198,12 @@ def test_full_run_writes_network_report_and_reevaluates(tmp_path: Path, novel: P
         *cache,
         "characters.json",
         "lstm.npz",
+        "memory.json",
         "ngram.npz",
         "report.png",
         "vectors.bin",
     ]
-    for section in ("network", "training", "mixture", "cache", "evaluation", "timings"):
+    for section in ("network", "training", "mixture", "cache", "evaluation", "memory", "timings"):
         assert manifest[section], section
     assert (
         manifest["network"]["hidden"] == 8

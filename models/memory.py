@@ -1,0 +1,214 @@
+"""memory.json: the novel's own exchanges (what was said to a character, and how it answered), for chat.
+
+A chat reply from the LSTM alone barely depends on what the user said. The memory lets it answer: at
+training time every attributed exchange of the *training* chapters (one speaker's quote, then another
+speaker's answer right after it) is stored with a BM25 index over the words of what was said; at chat
+time the exchanges whose first turn is most like the user's turn are rendered before the conversation in
+the novel's dialogue form, so the network continues in that direction (as ChatHaruhi grounds a character
+in its classic lines).
+
+The index is Okapi BM25 (k1 1.5, b 0.75, as gensim's `OkapiBM25Model` computes it at training time):
+every (term, exchange) pair already carries its document-side weight idf·tf·(k1+1)/(tf + k1·(1−b+b·dl/avgdl)),
+so scoring a turn is a sum of stored weights over the turn's distinct words: one NumPy `add.at` per query,
+no gensim or scipy when serving. Plain JSON, read with `json` (no pickle), listed with its sha256 in the
+manifest like every other file of a model directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.artifacts import MEMORY_FILE
+from models.rerank import CharacterTfidf, RerankConfig
+
+__all__ = ["MEMORY_FILE", "Exchange", "ExchangeMemory", "Recalled", "index_terms"]
+
+MEMORY_VERSION = 1
+MAX_CANDIDATES = 16
+# A word is a term of the index only if it holds a letter or a digit: punctuation says nothing about topic.
+_WORD = re.compile(r"\w")
+
+
+def index_terms(tokens: list[str]) -> list[str]:
+    """The tokens of a text that the index counts (punctuation dropped, order and repeats kept)."""
+    return [token for token in tokens if _WORD.search(token)]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One exchange of the novel: `asker` said `said`; `answerer` answered `answer`, introduced by the
+    novel's own narration `how` (e.g. `黛玉冷笑道：`, what stands between the two quotes)."""
+
+    asker: str
+    said: str
+    answerer: str
+    how: str
+    answer: str
+    chapter: int  # 1-based, as readers count chapters
+
+
+@dataclass(frozen=True)
+class Recalled:
+    exchange: Exchange
+    score: float
+    index: int
+
+
+class ExchangeMemory:
+    """Exchanges plus their BM25 postings: term -> (exchange indices, weights)."""
+
+    def __init__(
+        self,
+        exchanges: list[Exchange],
+        postings: dict[str, tuple[np.ndarray, np.ndarray]],
+        settings: dict | None = None,
+        character_idf: dict[str, float] | None = None,
+    ) -> None:
+        self.exchanges = exchanges
+        self.postings = postings
+        self.settings = dict(settings or {})
+        self.character_idf = dict(character_idf or {})
+        self._answerers = np.asarray([e.answerer for e in exchanges], dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.exchanges)
+
+    @property
+    def rerank(self) -> RerankConfig:
+        """The candidates, β and γ chosen for this model at training time (stored with the memory)."""
+        chosen = self.settings.get("rerank") or {}
+        return RerankConfig(
+            candidates=int(chosen.get("candidates", RerankConfig.candidates)),
+            beta=float(chosen.get("beta", RerankConfig.beta)),
+            lexical=float(chosen.get("lexical", RerankConfig.lexical)),
+        )
+
+    @property
+    def tfidf(self) -> CharacterTfidf | None:
+        """The character TF-IDF of the relevance score (idf of the training chapters' exchanges)."""
+        return CharacterTfidf(self.character_idf) if self.character_idf else None
+
+    # --------------------------------------------------------------------------------------- retrieval
+    def scores(self, terms: list[str]) -> np.ndarray:
+        """BM25 score of every exchange's first turn for a query (its distinct index terms)."""
+        total = np.zeros(len(self.exchanges), dtype=np.float64)
+        for term in dict.fromkeys(index_terms(terms)):
+            found = self.postings.get(term)
+            if found is not None:
+                np.add.at(total, found[0], found[1])
+        return total
+
+    def recall(
+        self,
+        terms: list[str],
+        k: int = 3,
+        character: str | None = None,
+        own_weight: float = 2.0,
+    ) -> list[Recalled]:
+        """The k exchanges most like the query, best first. An exchange answered by `character` counts
+        `own_weight` times its score, so the character's own answers are preferred when they fit about as
+        well as another's. Exchanges without a single shared word are never recalled."""
+        if k <= 0 or not self.exchanges:
+            return []
+        scores = self.scores(terms)
+        ranked = scores.copy()
+        if character is not None and own_weight != 1.0:
+            ranked[self._answerers == character] *= own_weight
+        candidates = np.flatnonzero(ranked > 0)
+        if candidates.size == 0:
+            return []
+        order = candidates[np.argsort(-ranked[candidates], kind="stable")][:k]
+        return [Recalled(self.exchanges[i], float(scores[i]), int(i)) for i in order]
+
+    def without_chapters(self, chapters: set[int]) -> ExchangeMemory:
+        """The same memory minus the exchanges of these chapters (1-based), with the same weights: tuning
+        on the training chapters' tail must not recall the very exchanges it asks."""
+        keep = [i for i, exchange in enumerate(self.exchanges) if exchange.chapter not in chapters]
+        new_index = np.full(len(self.exchanges), -1, dtype=np.int64)
+        new_index[keep] = np.arange(len(keep))
+        postings = {}
+        for term, (docs, weights) in self.postings.items():
+            mapped = new_index[docs]
+            if (mapped >= 0).any():
+                postings[term] = (mapped[mapped >= 0], weights[mapped >= 0])
+        return ExchangeMemory([self.exchanges[i] for i in keep], postings, self.settings, self.character_idf)
+
+    # ------------------------------------------------------------------------------------------ storage
+    def to_json(self) -> dict:
+        return {
+            "memory_version": MEMORY_VERSION,
+            **self.settings,
+            "exchanges": [asdict(exchange) for exchange in self.exchanges],
+            "character_idf": {gram: round(idf, 4) for gram, idf in self.character_idf.items()},
+            "postings": {
+                term: [
+                    [int(i), round(float(w), 4)] for i, w in zip(docs.tolist(), weights.tolist(), strict=True)
+                ]
+                for term, (docs, weights) in self.postings.items()
+            },
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, data: dict) -> ExchangeMemory:
+        if not isinstance(data, dict) or data.get("memory_version") != MEMORY_VERSION:
+            raise ValueError(
+                f"memory_version {data.get('memory_version') if isinstance(data, dict) else None!r}, "
+                f"this program reads {MEMORY_VERSION}"
+            )
+        exchanges = []
+        for item in data.get("exchanges", []):
+            try:
+                exchanges.append(
+                    Exchange(
+                        asker=str(item["asker"]),
+                        said=str(item["said"]),
+                        answerer=str(item["answerer"]),
+                        how=str(item["how"]),
+                        answer=str(item["answer"]),
+                        chapter=int(item["chapter"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(
+                    f"exchange entry {item!r} lacks asker/said/answerer/how/answer/chapter"
+                ) from None
+        postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        raw = data.get("postings", {})
+        if not isinstance(raw, dict):
+            raise ValueError("postings must be an object of term -> [[exchange, weight], ...]")
+        for term, pairs in raw.items():
+            array = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+            docs = array[:, 0].astype(np.int64)
+            if docs.size and (docs.min() < 0 or docs.max() >= len(exchanges)):
+                raise ValueError(f"postings of {term!r} point outside the {len(exchanges)} exchanges")
+            postings[term] = (docs, array[:, 1])
+        idf = data.get("character_idf", {})
+        if not isinstance(idf, dict) or not all(isinstance(v, (int, float)) for v in idf.values()):
+            raise ValueError("character_idf must be an object of character gram -> idf")
+        skip = ("exchanges", "postings", "character_idf", "memory_version")
+        settings = {key: value for key, value in data.items() if key not in skip}
+        memory = cls(exchanges, postings, settings, {str(k): float(v) for k, v in idf.items()})
+        try:
+            rerank = memory.rerank
+        except (TypeError, ValueError):
+            raise ValueError("rerank must hold a whole number of candidates and a number beta") from None
+        if not (1 <= rerank.candidates <= MAX_CANDIDATES and 0.0 <= rerank.beta <= 2.0):
+            raise ValueError(f"rerank {rerank}: candidates must be 1..{MAX_CANDIDATES} and beta 0..2")
+        return memory
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExchangeMemory:
+        """Read memory.json; ValueError (with the reason) for a file that is not one."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not valid UTF-8 JSON ({error})") from None
+        return cls.from_json(data)

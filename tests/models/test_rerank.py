@@ -1,0 +1,81 @@
+"""Reranking chat candidates on the real tiny model: the scores are the model's own probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.chat import Chat, Message
+from models.decoding import Decoder, SamplingParams
+from models.rerank import CharacterTfidf, RerankConfig, continuation_log_probs, evidence, rank
+from models.trained import TrainedModel
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> TrainedModel:
+    return TrainedModel.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def decoder(model: TrainedModel) -> Decoder:
+    return Decoder(model.network, model.vectors, model.tokenizer)
+
+
+def _one_by_one(decoder: Decoder, context: list[int], continuation: list[int]) -> list[float]:
+    """log p of each token, running the whole text through the network for every token (no batching)."""
+    values = []
+    for position, target in enumerate(continuation):
+        ids = np.asarray(context + continuation[:position])[None, :]
+        outputs, _ = decoder.network.forward_sequence(ids)
+        logits = decoder.network.scores(outputs[0, -1]).astype(np.float64)
+        values.append(float(logits[target] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()))
+    return values
+
+
+def test_batched_log_probs_equal_scoring_each_token_alone(decoder: Decoder) -> None:
+    context = decoder.encode("宝玉笑道：“妹妹往那里去？”黛玉道：“").ids
+    continuations = [decoder.encode(text).ids for text in ("我去看花。”", "不去”", "”")]
+    batched = continuation_log_probs(decoder, context, continuations)
+    for values, continuation in zip(batched, continuations, strict=True):
+        assert values.tolist() == pytest.approx(_one_by_one(decoder, context, continuation), abs=1e-4)
+
+
+def test_relevance_is_mutual_information_plus_gamma_times_the_character_cosine(decoder: Decoder) -> None:
+    prompt = decoder.encode("宝玉笑道：“妹妹往那里去？”黛玉道：“").ids
+    prior = decoder.encode("黛玉道：“").ids
+    texts = ["我去看花。", "你又来了。"]
+    candidates = [decoder.encode(text + "”").ids for text in texts]
+    tfidf = CharacterTfidf({"妹": 1.0, "去": 2.0, "看": 1.5, "你": 0.5, "妹妹": 3.0})
+    found = evidence(decoder, prompt, prior, candidates, "妹妹往那里去？", texts, tfidf)
+    with_turn = continuation_log_probs(decoder, prompt, candidates)
+    alone = continuation_log_probs(decoder, prior, candidates)
+    scores = found.scores(beta=0.5, lexical=2.0)
+    for row, (given, base) in enumerate(zip(with_turn, alone, strict=True)):
+        expected = (given.sum() - 0.5 * base.sum()) / len(given) + 2.0 * found.lexical[row]
+        assert scores[row] == pytest.approx(expected)
+    # 去 is the only gram the first reply shares with the turn: cos = (2·2) / (|turn| |reply|).
+    turn_norm = np.sqrt(3.0**2 + (2 * 1.0) ** 2 + 2.0**2)  # 妹妹; 妹 twice (count 2 × idf 1); 去
+    reply_norm = np.sqrt(2.0**2 + 1.5**2)  # 去, 看
+    assert found.lexical[0] == pytest.approx(2.0 * 2.0 / (turn_norm * reply_norm))
+    assert found.lexical[1] == 0.0  # 你 is not in the turn
+
+
+def test_rank_puts_closed_replies_first() -> None:
+    assert rank([3.0, 1.0, 2.0], [False, True, True]) == [2, 1, 0]
+
+
+def test_n_candidates_are_ranked_distinct_and_reproducible(model: TrainedModel, decoder: Decoder) -> None:
+    chat = Chat(decoder, model.characters, memory=model.memory, rerank=RerankConfig(candidates=4))
+    messages = [Message("user", "妹妹往那里去？")]
+    params = chat.sampling(SamplingParams(max_new_tokens=20, do_sample=True, temperature=1.0, seed=7))
+    prompt = chat.render(messages, character="黛玉")
+    ranked = chat.rank_replies(prompt, chat.draw(prompt, params, 4))
+    assert len({reply.text for reply in ranked}) == len(ranked) >= 2
+    scores = [reply.score for reply in ranked]
+    closed = [reply.finish_reason == "stop" for reply in ranked]
+    assert rank(scores, closed) == list(range(len(ranked)))  # best first
+    again = chat.respond(messages, SamplingParams(max_new_tokens=20, do_sample=True, temperature=1.0, seed=7),
+                         character="黛玉")  # fmt: skip
+    assert again.text == ranked[0].text
