@@ -190,8 +190,9 @@ def test_a_failure_inside_a_chat_stream_is_the_same_424_generation(
     assert events[-1]["error"]["code"] == "generation" and events[-1]["error"]["type"] == "server_error"
     plain = client.post("/v1/chat/completions", json={**body, "stream": False})
     assert plain.status_code == 424 and plain.json()["error"]["code"] == "generation"
-    # Sampled: a pool of candidates is ranked before the first byte, so even a stream answers the status.
-    ranked = client.post("/v1/chat/completions", json={**body, "temperature": 1.0})
+    # Sampled with a pool: the candidates are ranked before the first byte, so even a stream answers the
+    # status. n=2 makes it a pool whatever pool size training chose for this model (it may choose 1).
+    ranked = client.post("/v1/chat/completions", json={**body, "temperature": 1.0, "n": 2})
     assert ranked.status_code == 424 and ranked.json()["error"]["code"] == "generation"
     completion = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 5, "stream": True})
     assert _sse_text(completion)[-1]["error"]["code"] == "generation"
