@@ -238,6 +238,15 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def read_json_file(path: str | Path) -> object:
+    """The parsed content of one of a model directory's JSON files; ValueError naming the file when it is not
+    UTF-8 JSON (each reader then checks the shape it expects)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid UTF-8 JSON ({error})") from None
+
+
 def read_manifest(model_dir: Path) -> dict:
     """Return the manifest of a verified model directory, or raise ArtifactError saying what is wrong."""
     model_dir = Path(model_dir)

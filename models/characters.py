@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from models.artifacts import read_json_file
+
 
 @dataclass(frozen=True)
 class Character:
@@ -143,10 +145,7 @@ class CharacterList:
     @classmethod
     def load(cls, path: str | Path) -> CharacterList:
         """Read characters.json; ValueError (with the reason) for a file that is not one."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: not valid UTF-8 JSON ({error})") from None
+        data = read_json_file(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object")
         return cls.from_json(data)

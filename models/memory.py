@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.artifacts import MEMORY_FILE
+from models.artifacts import MEMORY_FILE, read_json_file
 from models.rerank import CharacterTfidf, RerankConfig
 
 __all__ = ["MEMORY_FILE", "Exchange", "ExchangeMemory", "Recalled", "index_terms"]
@@ -207,8 +207,5 @@ class ExchangeMemory:
     @classmethod
     def load(cls, path: str | Path) -> ExchangeMemory:
         """Read memory.json; ValueError (with the reason) for a file that is not one."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: not valid UTF-8 JSON ({error})") from None
+        data = read_json_file(path)
         return cls.from_json(data)
