@@ -211,10 +211,15 @@ class ContinuousCache:
         has: np.ndarray,
     ) -> np.ndarray:
         mu = self.settings.weight
-        probabilities[has] *= np.asarray(1.0 - mu, dtype=probabilities.dtype)
-        # Indexed by (row, id), not through a flattened view: a head may hand back its logits in Fortran
-        # order, and reshaping such an array would add into a copy.
-        np.add.at(probabilities, (rows, ids), (mu * values).astype(probabilities.dtype))
+        # One in-place multiply by a per-row factor: `probabilities[has] *= …` would gather the rows into a
+        # copy and scatter them back (measured 15x slower on a (1024, 6975) block).
+        probabilities *= np.where(has, 1.0 - mu, 1.0).astype(probabilities.dtype)[:, None]
+        added = (mu * values).astype(probabilities.dtype)
+        if probabilities.flags.c_contiguous:  # flat indices: np.add.at is about 3x faster on one axis
+            flat = probabilities.reshape(-1)  # a view, so the sums land in probabilities
+            np.add.at(flat, rows * probabilities.shape[1] + ids, added)
+        else:  # a head may hand back its logits in Fortran order: reshaping would add into a copy
+            np.add.at(probabilities, (rows, ids), added)
         return probabilities
 
     def stream_sparse(

@@ -106,67 +106,55 @@ def histories_before(token_ids: np.ndarray, start: int, n: int, context: int) ->
     return np.stack(columns, axis=1) if context else np.zeros((n, 0), dtype=np.int64)
 
 
-def model_metrics(
-    network: Network,
-    held_out: np.ndarray,
-    unk_id: int | None = None,
-    mixture: Mixture | None = None,
-    histories: np.ndarray | None = None,
-    cache: ContinuousCache | None = None,
-) -> dict:
-    """acc@1, acc@10 and perplexity of the network over targets held_out[1:], read statefully (pass the last
-    training token first to score every held-out token); with a mixture, of λ·LSTM + (1 − λ)·n-gram, where
-    histories[i] are the ids before target i; with a cache, of (1 − μ)·that + μ·p_cache, the cache
-    remembering the held-out positions read before each target (it starts empty at the first held-out
-    token). Also "log_probs": the natural log P of each target."""
-    n_targets = len(held_out) - 1
-    all_targets = np.asarray(held_out[1:], dtype=np.int64)
-    streams = max(1, min(EVAL_STREAMS, n_targets))
-    bounds = np.linspace(0, n_targets, streams + 1).astype(int)
-    # Sub-stream s predicts targets held_out[bounds[s]+1 : bounds[s+1]+1] from inputs starting one token
-    # earlier.
-    length = int(np.max(np.diff(bounds)))
-    hits1 = hits10 = 0
-    log_probs = np.zeros(n_targets)
-    # With a cache a position needs the outputs of every position before it, which the sub-streams read in
-    # parallel reach in another order: they are all collected first, then scored in reading order.
-    collected: np.ndarray | None = None
-    unit: np.ndarray | None = None
+class _Tally:
+    """acc@1, acc@10 and the log probability of each target under one distribution, accumulated chunk by
+    chunk over the held-out targets."""
 
-    def score(outputs: np.ndarray, where: np.ndarray) -> None:
-        nonlocal hits1, hits10
-        wanted = all_targets[where]
-        logits = network.scores(outputs)
-        if cache is not None:
-            assert unit is not None  # where is a contiguous run of positions in this case
-            if mixture is not None:
-                assert histories is not None
-                probabilities = mixture.probabilities(logits, histories[where])
-            else:
-                probabilities = logits.astype(np.float64)
-                probabilities -= probabilities.max(axis=1, keepdims=True)
-                np.exp(probabilities, out=probabilities)
-                probabilities /= probabilities.sum(axis=1, keepdims=True)
-            cache.mix_stream(probabilities, unit, all_targets, start=int(where[0]))
-            with np.errstate(divide="ignore"):
-                logits = np.log(probabilities, out=probabilities)
-        elif mixture is not None:
-            assert histories is not None
-            logits = mixture.log_probs(logits, histories[where])
+    def __init__(self, n_targets: int, unk_id: int | None) -> None:
+        self.unk_id = unk_id
+        self.hits1 = self.hits10 = 0
+        self.log_probs = np.zeros(n_targets)
+
+    def add(self, logits: np.ndarray, wanted: np.ndarray, where: np.ndarray) -> None:
+        """logits (n, V): log-probabilities or unnormalised scores of targets `wanted` at positions `where`
+        (overwritten: they are normalised in place)."""
         rows = np.arange(len(wanted))
         target_logit = logits[rows, wanted].astype(np.float64)
         # Rank = number of words scored strictly higher than the target: acc@k without sorting the vocabulary.
         rank = np.sum(logits > target_logit[:, None], axis=1)
-        if unk_id is not None:  # an <unk> target is a miss: predicting "some rare character" names nothing
-            rank[wanted == unk_id] = len(logits[0])
-        hits1 += int(np.sum(rank == 0))
-        hits10 += int(np.sum(rank < TOP_K))
+        if self.unk_id is not None:  # <unk> is a miss: predicting "some rare character" names nothing
+            rank[wanted == self.unk_id] = len(logits[0])
+        self.hits1 += int(np.sum(rank == 0))
+        self.hits10 += int(np.sum(rank < TOP_K))
         top = logits.max(axis=1, keepdims=True)
         logits -= top
         np.exp(logits, out=logits)
         log_norm = np.log(logits.sum(axis=1, dtype=np.float64)) + top[:, 0]
-        log_probs[where] = target_logit - log_norm
+        self.log_probs[where] = target_logit - log_norm
 
+    def metrics(self, distribution: bool) -> dict:
+        n_targets = len(self.log_probs)
+        nll = -float(np.sum(self.log_probs))
+        return {
+            "acc@1": self.hits1 / n_targets,
+            "acc@10": self.hits10 / n_targets,
+            "perplexity": float(np.exp(nll / n_targets)) if distribution else None,
+            # Total bits of the targets under softmax(scores): what the decoder samples from at temperature 1.
+            "bits": nll / math.log(2),
+            "log_probs": self.log_probs,
+        }
+
+
+def held_out_outputs(network: Network, held_out: np.ndarray) -> np.ndarray:
+    """(len(held_out) - 1, .) the network's outputs predicting held_out[1:], read statefully in
+    EVAL_STREAMS sub-streams (pass the last training token first to score every held-out token)."""
+    n_targets = len(held_out) - 1
+    streams = max(1, min(EVAL_STREAMS, n_targets))
+    bounds = np.linspace(0, n_targets, streams + 1).astype(int)
+    # Sub-stream s predicts targets held_out[bounds[s]+1 : bounds[s+1]+1] from inputs starting one token
+    # earlier; the sub-streams are read in parallel and their outputs put back in reading order.
+    length = int(np.max(np.diff(bounds)))
+    collected: np.ndarray | None = None
     state: State | None = None
     for start in range(0, length, EVAL_WINDOW):
         stop = min(start + EVAL_WINDOW, length)
@@ -179,30 +167,60 @@ def model_metrics(
                 positions[s, : b - a] = np.arange(a, b)
         outputs, state = network.forward_sequence(inputs, state)
         valid = positions.reshape(-1) >= 0
-        outputs = outputs.reshape(-1, outputs.shape[-1])[valid]
-        where = positions.reshape(-1)[valid]
-        if cache is None:
-            score(outputs, where)
-            continue
         if collected is None:
             collected = np.zeros((n_targets, outputs.shape[-1]), dtype=outputs.dtype)
-        collected[where] = outputs
-    if collected is not None:
-        unit = unit_rows(collected)
-        for start in range(0, n_targets, EVAL_WINDOW * streams):
-            stop = min(start + EVAL_WINDOW * streams, n_targets)
-            score(collected[start:stop], np.arange(start, stop))
-    nll = -float(np.sum(log_probs))
-    distribution = network.config.loss in DISTRIBUTION_LOSSES or mixture is not None or cache is not None
-    perplexity = float(np.exp(nll / n_targets)) if distribution else None
-    # Total bits of the targets under softmax(scores): what the decoder samples from at temperature 1.
-    return {
-        "acc@1": hits1 / n_targets,
-        "acc@10": hits10 / n_targets,
-        "perplexity": perplexity,
-        "bits": nll / math.log(2),
-        "log_probs": log_probs,
-    }
+        collected[positions.reshape(-1)[valid]] = outputs.reshape(-1, outputs.shape[-1])[valid]
+    assert collected is not None
+    return collected
+
+
+def held_out_metrics(
+    network: Network,
+    held_out: np.ndarray,
+    unk_id: int | None = None,
+    mixture: Mixture | None = None,
+    histories: np.ndarray | None = None,
+    cache: ContinuousCache | None = None,
+) -> dict[str, dict]:
+    """acc@1, acc@10, perplexity, bits and the natural log P of each target held_out[1:] (see
+    `held_out_outputs`), for each distribution the decoder can serve, all from ONE pass of the network and
+    one scoring of its outputs: "lstm" (softmax of the network's scores); with a mixture, "mixture"
+    (λ·LSTM + (1 − λ)·n-gram, histories[i] the ids before target i); with a cache, "cached"
+    ((1 − μ)·that + μ·p_cache, the cache remembering the held-out positions read before each target, empty
+    at the first held-out token)."""
+    n_targets = len(held_out) - 1
+    all_targets = np.asarray(held_out[1:], dtype=np.int64)
+    outputs = held_out_outputs(network, held_out)
+    unit = unit_rows(outputs) if cache is not None else None
+    tallies = {"lstm": _Tally(n_targets, unk_id)}
+    if mixture is not None:
+        tallies["mixture"] = _Tally(n_targets, unk_id)
+    if cache is not None:
+        tallies["cached"] = _Tally(n_targets, unk_id)
+    chunk = EVAL_WINDOW * EVAL_STREAMS
+    for start in range(0, n_targets, chunk):
+        where = np.arange(start, min(start + chunk, n_targets))
+        wanted = all_targets[where]
+        logits = network.scores(outputs[where])
+        if mixture is not None:
+            assert histories is not None
+            probabilities = mixture.probabilities(logits, histories[where])
+        else:
+            probabilities = logits.astype(np.float64)
+            probabilities -= probabilities.max(axis=1, keepdims=True)
+            np.exp(probabilities, out=probabilities)
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+        if cache is not None:
+            assert unit is not None
+            cached = cache.mix_stream(probabilities.copy(), unit, all_targets, start=start)
+            with np.errstate(divide="ignore"):
+                tallies["cached"].add(np.log(cached, out=cached), wanted, where)
+        if mixture is not None:
+            with np.errstate(divide="ignore"):
+                tallies["mixture"].add(np.log(probabilities, out=probabilities), wanted, where)
+        tallies["lstm"].add(logits, wanted, where)
+    distribution = network.config.loss in DISTRIBUTION_LOSSES
+    return {name: tally.metrics(distribution or name != "lstm") for name, tally in tallies.items()}
 
 
 def continuations(
@@ -336,17 +354,19 @@ def evaluate(
             "bpc": bpc(log2_p),
         }
 
-    lstm = model_metrics(network, context, unk_id)
-    lstm_bits = lstm.pop("bits")
-    lstm.pop("log_probs")
-    lstm = {"loss": network.config.loss, **lstm, "bpc": (lstm_bits + unk_bits) / held_chars}
-    rows: dict[str, dict] = {"model": lstm}
     histories = None
     if mixture is not None:
         histories = histories_before(token_ids, split_index, len(targets), mixture.context)
-        mixed = model_metrics(network, context, unk_id, mixture, histories)
+    measured = held_out_metrics(network, context, unk_id, mixture, histories, cache)
+    for row in measured.values():
+        row.pop("log_probs")
+    lstm = measured["lstm"]
+    lstm_bits = lstm.pop("bits")
+    lstm = {"loss": network.config.loss, **lstm, "bpc": (lstm_bits + unk_bits) / held_chars}
+    rows: dict[str, dict] = {"model": lstm}
+    if mixture is not None:
+        mixed = measured["mixture"]
         mixed_bits = mixed.pop("bits")
-        mixed.pop("log_probs")
         ngram_log2 = mixture.ngram.log2_probs(train[len(train) - mixture.context :] + 1, targets + 1)
         rows = {
             "model": {
@@ -363,9 +383,8 @@ def evaluate(
             },
         }
     if cache is not None:
-        cached = model_metrics(network, context, unk_id, mixture, histories, cache)
+        cached = measured["cached"]
         cached_bits = cached.pop("bits")
-        cached.pop("log_probs")
         rows["without_cache"] = rows["model"]
         rows["model"] = {
             **rows["model"],

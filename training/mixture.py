@@ -19,7 +19,7 @@ import numpy as np
 
 from models.network import Network
 from models.ngram import KneserNey, Mixture
-from training.evaluate import model_metrics
+from training.evaluate import held_out_metrics
 from training.fit import validation_size
 
 ORDERS = (2, 3, 4)
@@ -37,7 +37,7 @@ def choose_mixture(
     size = validation_size(len(training))
     fitted, validation = training[:-size], training[-size:]
     vocab = network.config.vocab_size
-    lstm_log_p = model_metrics(network, np.concatenate([fitted[-1:], validation]))["log_probs"]
+    lstm_log_p = held_out_metrics(network, np.concatenate([fitted[-1:], validation]))["lstm"]["log_probs"]
     lstm_p = np.exp(lstm_log_p)
     measured: dict[str, dict] = {}
     best: tuple[float, int, float] | None = None
