@@ -9,14 +9,24 @@ position t it proposes the tokens that followed the positions whose output looke
 
     p_cache(w) ∝ Σ_{i in the window, x_{i+1} = w} exp(θ · cos(h_t, h_i))
 
-and the served distribution becomes (1 − μ)·p_model + μ·p_cache, where p_model is what would be served
-without it (the LSTM, or its n-gram mixture, models/ngram.py). Cosine rather than the paper's raw dot
-product: the head outputs' lengths vary with the head (a predicted vector for cos_softmax, the hidden
-state for the one-hot head), and a cosine keeps θ ("flatness": small θ spreads the cache over the whole
-window, large θ picks the few positions most like the current one) comparable between them.
+and the served distribution becomes (1 − μ)·p_model + μ·p_cache (μ scaled by how full the cache is, below),
+where p_model is what would be served without it (the LSTM, or its n-gram mixture, models/ngram.py). Cosine
+rather than the paper's raw dot product: the head outputs' lengths vary with the head (a predicted vector for
+cos_softmax, the hidden state for the one-hot head), and a cosine keeps θ ("flatness": small θ spreads the
+cache over the whole window, large θ picks the few positions most like the current one) comparable between
+them.
 
-What the running text is: in evaluation, the held-out text read so far; in serving, the prompt and the tokens
-generated after it (in chat, the rendered conversation). μ, θ and the window are chosen on the validation tail
+What the running text is: real text only. In evaluation, the held-out text read so far; in serving, the
+prompt (in chat, the rendered conversation, earlier replies included), never the tokens being sampled. A cache
+that also remembered the sampled tokens fed on itself: on the default 红楼梦 model, greedy decoding after
+`宝玉笑道：` gave `你你你你…` and sampling at temperature 0.8 `王熙凤王熙凤王熙凤` (each token made itself
+more likely at the next similar position).
+
+The cache's share grows with what it holds: μ·min(1, n / window) with n remembered pairs. A cache of a few
+pairs is a few words with all of its mass, and at μ = 0.12 one such word outranks the model's own best guess
+wherever the model is unsure (after a 5-character prompt, greedy decoding repeated the prompt's words); a full
+window is the estimate μ was chosen for. Evaluation reads the same rule (the cache starts empty at the first
+held-out token), so what is measured is what is served. μ, θ and the window are chosen on the validation tail
 of the training chapters (training/cache.py) and stored in the model directory (`cache.json`).
 
 `CacheHistory` holds the remembered pairs of a whole decoding batch (one row per sequence, a ring buffer of
@@ -88,10 +98,10 @@ def unit_rows(outputs: np.ndarray) -> np.ndarray:
 
 
 class CacheHistory:
-    """The remembered (unit output, next id) pairs of B sequences: keys (B, C, D), ids (B, C) with -1 where a
-    slot is empty, and how many pairs each row has written. The capacity C grows (doubling) up to the window,
-    so short requests never pay for a full window; past the window a row overwrites its oldest pair (the
-    cache is a set: the order of its slots does not matter)."""
+    """The remembered (unit output, next id) pairs of B sequences' prompts: keys (B, C, D), ids (B, C) with -1
+    where a slot is empty, and how many pairs each row holds. The capacity C is the next power of two (at
+    least 16) up to the window, so short prompts never pay for a full window (the cache is a set: the order of
+    its slots does not matter)."""
 
     __slots__ = ("counts", "ids", "keys", "window")
 
@@ -113,17 +123,6 @@ class CacheHistory:
 
     def __len__(self) -> int:
         return len(self.counts)
-
-    def append(self, outputs: np.ndarray, next_ids: np.ndarray) -> None:
-        """Every row remembers one more pair: its output (B, D) and the token chosen after it (B,)."""
-        needed = int(self.counts.max()) + 1
-        if needed > self.keys.shape[1] and self.keys.shape[1] < self.window:
-            self._grow(_capacity(needed, self.window))
-        slots = self.counts % self.window
-        rows = np.arange(len(self.counts))
-        self.keys[rows, slots] = unit_rows(outputs)
-        self.ids[rows, slots] = next_ids
-        self.counts += 1
 
     def select(self, rows: np.ndarray) -> CacheHistory:
         return CacheHistory(self.keys[rows], self.ids[rows], self.counts[rows], self.window)
@@ -154,6 +153,12 @@ class CacheHistory:
         self.ids = np.concatenate([self.ids, np.full((len(self.counts), extra), -1, dtype=np.int64)], axis=1)
 
 
+def stream_fill(n: int, window: int, start: int = 0) -> np.ndarray:
+    """The fill of positions start .. start + n - 1 of a text read at once from an empty cache: position t
+    remembers min(t, window) pairs."""
+    return np.minimum(1.0, np.arange(start, start + n, dtype=np.float64) / window)
+
+
 def _capacity(count: int, window: int) -> int:
     """Slots for `count` pairs: the next power of two (at least 16), at most the window."""
     return min(window, max(16, 1 << max(0, count - 1).bit_length()))
@@ -171,6 +176,10 @@ class ContinuousCache:
     def window(self) -> int:
         return self.settings.window
 
+    def fill(self, pairs: np.ndarray) -> np.ndarray:
+        """min(1, pairs / window): the part of μ a cache holding that many pairs gets (0 when empty)."""
+        return np.minimum(1.0, np.asarray(pairs, dtype=np.float64) / self.settings.window)
+
     def _weights(self, similarities: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """exp(θ·cos) over the valid slots of each row, normalised (rows without any stay all zero)."""
         scores = np.where(valid, self.settings.flatness * similarities, -np.inf)
@@ -185,8 +194,7 @@ class ContinuousCache:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """p_cache for each row of a batch, sparse: (rows, ids, probabilities), one entry per slot of the
         history, with repeats to be summed (a word that followed several remembered positions) and empty
-        slots as probability 0 on id 0 (cheaper to add than to filter out); and which rows have any pair
-        (B,)."""
+        slots as probability 0 on id 0 (cheaper to add than to filter out); and each row's `fill` (B,)."""
         unit = unit_rows(queries)
         # One matrix-vector product per row (np.matmul over the stack): a row's numbers do not depend on the
         # other rows of the batch. Reading the (B, C, D) keys is most of the cache's cost in a tick.
@@ -194,13 +202,14 @@ class ContinuousCache:
         valid = history.ids >= 0
         weights = self._weights(similarities, valid)
         rows = np.repeat(np.arange(len(valid)), valid.shape[1])
-        return rows, np.maximum(history.ids, 0).reshape(-1), weights.reshape(-1), valid.any(axis=1)
+        fill = self.fill(valid.sum(axis=1))
+        return rows, np.maximum(history.ids, 0).reshape(-1), weights.reshape(-1), fill
 
     def mix(self, probabilities: np.ndarray, queries: np.ndarray, history: CacheHistory) -> np.ndarray:
-        """(1 − μ)·p + μ·p_cache, in place on probabilities (B, V), for the rows whose history holds a pair
-        (the others keep p: an empty cache proposes nothing)."""
-        rows, ids, values, has = self.distribution(queries, history)
-        return self._add(probabilities, rows, ids, values, has)
+        """(1 − μ·fill)·p + μ·fill·p_cache, in place on probabilities (B, V); a row with an empty cache keeps
+        p (fill 0: an empty cache proposes nothing)."""
+        rows, ids, values, fill = self.distribution(queries, history)
+        return self._add(probabilities, rows, ids, values, fill)
 
     def _add(
         self,
@@ -208,13 +217,13 @@ class ContinuousCache:
         rows: np.ndarray,
         ids: np.ndarray,
         values: np.ndarray,
-        has: np.ndarray,
+        fill: np.ndarray,
     ) -> np.ndarray:
-        mu = self.settings.weight
-        # One in-place multiply by a per-row factor: `probabilities[has] *= …` would gather the rows into a
+        share = self.settings.weight * fill  # (B,) each row's μ
+        # One in-place multiply by a per-row factor: `probabilities[rows] *= …` would gather the rows into a
         # copy and scatter them back (measured 15x slower on a (1024, 6975) block).
-        probabilities *= np.where(has, 1.0 - mu, 1.0).astype(probabilities.dtype)[:, None]
-        added = (mu * values).astype(probabilities.dtype)
+        probabilities *= (1.0 - share).astype(probabilities.dtype)[:, None]
+        added = (share[rows] * values).astype(probabilities.dtype)
         if probabilities.flags.c_contiguous:  # flat indices: np.add.at is about 3x faster on one axis
             flat = probabilities.reshape(-1)  # a view, so the sums land in probabilities
             np.add.at(flat, rows * probabilities.shape[1] + ids, added)
@@ -226,8 +235,8 @@ class ContinuousCache:
         self, unit: np.ndarray, next_ids: np.ndarray, start: int, stop: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """p_cache at positions start..stop-1 of a text read at once, sparse as in `distribution` (rows count
-        from start): unit (T, D) are the unit outputs after each token, next_ids (T,) the token that followed
-        each; position t remembers the pairs of positions t - window .. t - 1."""
+        from start), and each position's fill: unit (T, D) are the unit outputs after each token, next_ids
+        (T,) the token that followed each; position t remembers the pairs of positions t - window .. t - 1."""
         low = max(0, start - self.window)
         similarities = unit[start:stop] @ unit[low:stop].T  # (n, stop - low)
         position = np.arange(start, stop)[:, None]
@@ -235,14 +244,15 @@ class ContinuousCache:
         valid = (remembered < position) & (remembered >= position - self.window)
         weights = self._weights(similarities, valid)
         rows, columns = np.nonzero(valid)
-        return rows, np.asarray(next_ids)[low + columns], weights[rows, columns], valid.any(axis=1)
+        fill = stream_fill(stop - start, self.window, start)
+        return rows, np.asarray(next_ids)[low + columns], weights[rows, columns], fill
 
     def mix_stream(
         self, probabilities: np.ndarray, unit: np.ndarray, next_ids: np.ndarray, start: int
     ) -> np.ndarray:
         """`mix` for positions start .. start + len(probabilities) - 1 of a text read at once (in place)."""
-        rows, ids, values, has = self.stream_sparse(unit, next_ids, start, start + len(probabilities))
-        return self._add(probabilities, rows, ids, values, has)
+        rows, ids, values, fill = self.stream_sparse(unit, next_ids, start, start + len(probabilities))
+        return self._add(probabilities, rows, ids, values, fill)
 
     def target_probabilities(self, unit: np.ndarray, next_ids: np.ndarray) -> np.ndarray:
         """p_cache(next_ids[t]) at every position t of a text (0 where the cache is still empty): all that a

@@ -171,7 +171,8 @@ class Decoder:
     ) -> None:
         self.network = network
         self.mixture = mixture  # with one, every next-token distribution is λ·LSTM + (1 − λ)·n-gram
-        # With one, (1 − μ)·that + μ·a continuous cache over the prompt and the text generated so far.
+        # With one, (1 − μ)·that + μ·a continuous cache over the prompt, never the sampled text
+        # (models/cache.py says why).
         self.cache = cache
         self.context = mixture.context if mixture is not None else 0  # ids of history the n-gram reads
         self.vectors = vectors
@@ -484,9 +485,6 @@ class DecodingBatch:
         self._keep(continuing)
         if continuing:
             chosen_ids = np.asarray(next_ids, dtype=np.int64)
-            if self._history is not None:
-                # The output each row was just scored from, and the token that followed it.
-                self._history.append(self._outputs, chosen_ids)
             self._outputs, self._state = self.network.step(chosen_ids, self._state)
         return events
 

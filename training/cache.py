@@ -4,7 +4,8 @@ The validation tail is the one the network was early-stopped on and the n-gram m
 of the training chapters, training/fit.py). It is read as the held-out text is in evaluation: one stateful
 pass, the cache starting empty at its first token and remembering the last `window` positions. For each
 window and flatness θ the cache's probability of every validation token is computed once; the weight μ is
-then a one-dimensional search over (1 − μ)·p_served + μ·p_cache, where p_served is what the model serves
+then a one-dimensional search over (1 − μ·fill)·p_served + μ·fill·p_cache (fill: how full the cache is,
+models/cache.py), where p_served is what the model serves
 without the cache (the LSTM, or its mixture with the n-gram refitted on the training stream without the tail,
 exactly as training/mixture.py measures it). The (window, θ, μ) with the lowest validation cross-entropy
 win, except that a shorter window within WINDOW_TOLERANCE of the best is preferred (it is cheaper to serve); a
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 
-from models.cache import STREAM_CHUNK, CacheSettings, unit_rows
+from models.cache import STREAM_CHUNK, CacheSettings, stream_fill, unit_rows
 from models.network import Network
 from models.ngram import KneserNey, Mixture
 from training.fit import validation_size
@@ -115,7 +116,9 @@ def choose_cache(
     cache_p = cache_target_probabilities(unit, validation)
     measured: list[dict] = []
     for (window, flatness), cached in cache_p.items():
-        losses = [-float(np.mean(np.log((1.0 - mu) * served + mu * cached))) for mu in WEIGHTS]
+        # μ·fill at each position, as served and evaluated: the cache starts empty at the tail's first token.
+        fill = stream_fill(len(validation), window)
+        losses = [-float(np.mean(np.log((1.0 - mu * fill) * served + mu * fill * cached))) for mu in WEIGHTS]
         k = int(np.argmin(losses))
         measured.append(
             {"window": window, "flatness": flatness, "weight": float(WEIGHTS[k]), "nats": losses[k]}

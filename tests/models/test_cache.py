@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.cache import CacheHistory, CacheSettings, ContinuousCache, unit_rows
+from models.cache import CacheHistory, CacheSettings, ContinuousCache, stream_fill, unit_rows
 
 V, D = 12, 6
 
@@ -58,18 +58,34 @@ def test_mixing_keeps_a_distribution_and_leaves_rows_with_an_empty_cache_alone()
     mixed = cache.mix(model.copy(), queries, history)
     np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(mixed[1], model[1])
-    expected = 0.7 * model[0] + 0.3 * _dense(cache, queries, history)[0]
+    share = 0.3 * 5 / 8  # five pairs of a window of eight
+    expected = (1 - share) * model[0] + share * _dense(cache, queries, history)[0]
     np.testing.assert_allclose(mixed[0], expected, rtol=1e-5)
+
+
+def test_the_cache_earns_its_whole_weight_only_with_a_full_window() -> None:
+    # A cache of one pair is one word with all of its mass: mixed at the full μ it would outrank whatever the
+    # model is unsure about, and greedy decoding would repeat the prompt. Its share grows with what it holds.
+    rng = np.random.default_rng(6)
+    cache = ContinuousCache(CacheSettings(weight=0.4, flatness=5.0, window=10))
+    model = np.full((1, V), 1.0 / V, dtype=np.float32)
+    query = rng.standard_normal((1, D))
+    kept = []
+    for pairs in (1, 5, 10, 30):
+        history = _history(rng.standard_normal((pairs, D)), [3] * pairs, window=10)
+        mixed = cache.mix(model.copy(), query, history)[0]
+        kept.append(mixed[0])
+    # The words the cache never saw keep (1 − μ·fill) of their probability.
+    np.testing.assert_allclose(np.array(kept) * V, [1 - 0.04, 1 - 0.2, 1 - 0.4, 1 - 0.4], rtol=1e-5)
+    np.testing.assert_allclose(cache.fill(np.array([0, 1, 5, 10, 30])), [0, 0.1, 0.5, 1, 1])
 
 
 def test_positions_older_than_the_window_are_forgotten() -> None:
     rng = np.random.default_rng(2)
     cache = ContinuousCache(CacheSettings(0.1, flatness=1.0, window=4))
-    history = _history(rng.standard_normal((1, D)), [7], window=4)
-    for word in (1, 2, 3):
-        history.append(rng.standard_normal((1, D)), np.array([word]))
+    history = _history(rng.standard_normal((4, D)), [7, 1, 2, 3], window=4)
     assert _dense(cache, rng.standard_normal((1, D)), history)[0, 7] > 0
-    history.append(rng.standard_normal((1, D)), np.array([5]))  # the fifth pair overwrites word 7's
+    history = _history(rng.standard_normal((5, D)), [7, 1, 2, 3, 5], window=4)  # word 7's pair is out
     p = _dense(cache, rng.standard_normal((1, D)), history)[0]
     assert p[7] == 0 and set(np.nonzero(p)[0]) == {1, 2, 3, 5}
 
@@ -77,14 +93,9 @@ def test_positions_older_than_the_window_are_forgotten() -> None:
 def test_a_row_gets_the_same_numbers_alone_and_in_a_batch() -> None:
     rng = np.random.default_rng(3)
     cache = ContinuousCache(CacheSettings(0.25, flatness=7.0, window=40))
-    texts = [rng.standard_normal((n, D)) for n in (3, 30, 1)]
+    texts = [rng.standard_normal((n, D)) for n in (3, 30, 1)]  # capacities 16, 32 and 16
     alone = [_history(t, list(rng.integers(0, V, len(t))), window=40) for t in texts]
     batch = alone[0].stack(alone[1]).stack(alone[2])
-    for _ in range(20):  # the rows grow at different paces past the initial capacity
-        outputs, ids = rng.standard_normal((3, D)), rng.integers(0, V, 3)
-        batch.append(outputs, ids)
-        for row in range(3):
-            alone[row].append(outputs[row : row + 1], ids[row : row + 1])
     queries = rng.standard_normal((3, D)).astype(np.float32)
     model = rng.dirichlet(np.ones(V), size=3).astype(np.float32)
     together = cache.mix(model.copy(), queries, batch)
@@ -103,15 +114,16 @@ def test_reading_a_text_at_once_is_reading_it_token_by_token() -> None:
     unit = unit_rows(outputs)
     model = rng.dirichlet(np.ones(V), size=40)
     at_once = cache.mix_stream(model.copy(), unit, next_ids, start=0)
-    history = CacheHistory.of_text(outputs[:0], next_ids[:0], window=10)
-    for t in range(40):
+    for t in range(40):  # position t: a prompt of t tokens read, the cache holding its pairs
+        history = CacheHistory.of_text(outputs[:t], next_ids[:t], window=10)
         step = cache.mix(model[t : t + 1].copy(), outputs[t : t + 1], history)
         np.testing.assert_allclose(at_once[t], step[0], rtol=1e-5, atol=1e-7)
-        history.append(outputs[t : t + 1], next_ids[t : t + 1])
-    # What the choice of weights reads: the cache's probability of the token that came.
+    # What the choice of weights reads: the cache's probability of the token that came, and the fill.
     targets = cache.target_probabilities(unit, next_ids)
-    dense = cache.mix_stream(np.zeros((40, V)), unit, next_ids, start=0) / 0.2
-    np.testing.assert_allclose(targets, dense[np.arange(40), next_ids], rtol=1e-6)
+    fill = stream_fill(40, 10)
+    np.testing.assert_allclose(fill, np.minimum(1.0, np.arange(40) / 10))
+    dense = cache.mix_stream(np.zeros((40, V)), unit, next_ids, start=0)
+    np.testing.assert_allclose(targets[1:] * 0.2 * fill[1:], dense[np.arange(1, 40), next_ids[1:]], rtol=1e-6)
     assert targets[0] == 0.0  # nothing read yet
 
 
@@ -139,7 +151,7 @@ def test_mixing_works_in_place_whatever_the_memory_order_of_the_probabilities() 
     # them keep it: the cache must land in them, not in a flattened copy.
     rng = np.random.default_rng(5)
     cache = ContinuousCache(CacheSettings(weight=0.4, flatness=2.0, window=10))
-    one = _history(rng.standard_normal((6, D)), [1, 2, 3, 1, 2, 3])
+    one = _history(rng.standard_normal((10, D)), [1, 2, 3] * 3 + [1], window=10)  # full: μ whole
     history = one.stack(one)
     queries = rng.standard_normal((2, D))
     model = np.asfortranarray(rng.dirichlet(np.ones(V), size=2))

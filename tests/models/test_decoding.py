@@ -593,37 +593,40 @@ def test_with_a_mixture_every_token_comes_from_lambda_lstm_plus_ngram(tokenizer:
 
 
 def _cached(decoder: Decoder, weight: float = 0.3, flatness: float = 5.0, window: int = 6) -> Decoder:
-    """The same network and vectors served with a continuous cache (a small window, so it wraps)."""
+    """The same network and vectors served with a continuous cache (a small window, so it is full)."""
     from models.cache import CacheSettings, ContinuousCache
 
     cache = ContinuousCache(CacheSettings(weight=weight, flatness=flatness, window=window))
     return Decoder(decoder.network, decoder.vectors, decoder.tokenizer, decoder.mixture, cache)
 
 
-def _cache_distribution(decoder: Decoder, ids: list[int]) -> np.ndarray:
-    """(1 − μ)·softmax(scores) + μ·p_cache after `ids`, recomputed from the whole text the slow way: every
-    position's head output by re-running the network, the cache formula written out over the window."""
+def _cache_distribution(decoder: Decoder, ids: list[int], prompt_tokens: int | None = None) -> np.ndarray:
+    """(1 − μ·fill)·softmax(scores) + μ·fill·p_cache after `ids`, of which the first `prompt_tokens` (all by
+    default) are the prompt, recomputed the slow way: every position's head output by re-running the
+    network, the cache formula written out over the prompt's last `window` pairs, fill = pairs / window."""
     settings = decoder.cache.settings
+    prompt_tokens = len(ids) if prompt_tokens is None else prompt_tokens
     outputs, _ = decoder.network.forward_sequence(np.asarray(ids)[None, :])
     outputs = outputs[0].astype(np.float64)
     unit = outputs / np.linalg.norm(outputs, axis=1, keepdims=True)
     lstm = np.exp(_log_softmax(decoder.network.scores(outputs[-1:])[0]))
-    remembered = range(max(0, len(ids) - 1 - settings.window), len(ids) - 1)
+    remembered = range(max(0, prompt_tokens - 1 - settings.window), prompt_tokens - 1)
     cache = np.zeros_like(lstm)
     for i in remembered:
         cache[ids[i + 1]] += math.exp(settings.flatness * float(unit[i] @ unit[-1]))
     if cache.sum() == 0:
         return lstm
-    return (1 - settings.weight) * lstm + settings.weight * cache / cache.sum()
+    share = settings.weight * min(1.0, len(remembered) / settings.window)
+    return (1 - share) * lstm + share * cache / cache.sum()
 
 
-def test_with_a_cache_every_token_comes_from_the_model_mixed_with_the_text_so_far(decoder: Decoder) -> None:
+def test_with_a_cache_every_token_comes_from_the_model_mixed_with_the_prompt(decoder: Decoder) -> None:
     cached = _cached(decoder)
     unk = decoder.vectors.index[UNKNOWN_TOKEN]
     generation = cached.generate("宝玉笑道：好妹妹", SamplingParams(max_new_tokens=12)).run()
     ids = list(generation.prompt.ids)
-    for token in generation.tokens:  # the window of 6 wraps: older positions are forgotten
-        p = _cache_distribution(cached, ids)
+    for token in generation.tokens:  # the cache holds the prompt's last 6 pairs, never a generated token
+        p = _cache_distribution(cached, ids, len(generation.prompt.ids))
         p[unk] = 0.0
         assert token.id == int(np.argmax(p))
         assert token.logprob == pytest.approx(math.log(p[token.id] / p.sum()), abs=1e-5)
@@ -638,7 +641,7 @@ def test_with_a_cache_every_token_comes_from_the_model_mixed_with_the_text_so_fa
     )
     detailed.run()
     ids = detailed.prompt.ids
-    for position in range(1, len(ids)):
+    for position in range(1, len(ids)):  # the fill grows along the prompt: 0, 1/6, 2/6, ...
         p = _cache_distribution(cached, ids[:position])
         p[unk] = 0.0
         expected = math.log(p[ids[position]] / p.sum())
@@ -648,7 +651,8 @@ def test_with_a_cache_every_token_comes_from_the_model_mixed_with_the_text_so_fa
 def test_the_cache_brings_back_the_words_of_the_prompt(decoder: Decoder) -> None:
     prompt = "凤姐儿笑道：“老祖宗也去逛逛。”凤姐儿"
     plain = dict((c.word, c.probability) for c in decoder.predict_next(prompt, top_k=decoder.vocab_size)[1])
-    cached = _cached(decoder, weight=0.5, flatness=1.0, window=50)
+    pairs = len(decoder.encode(prompt).ids) - 1
+    cached = _cached(decoder, weight=0.5, flatness=1.0, window=pairs)  # a full window: the whole μ
     boosted = dict((c.word, c.probability) for c in cached.predict_next(prompt, top_k=decoder.vocab_size)[1])
     followed = {decoder.vectors.words[i] for i in decoder.encode(prompt).ids[1:]}
     assert {"老祖宗", "逛逛", "凤姐儿"} <= followed
