@@ -438,26 +438,31 @@ def format_table(result: dict) -> str:
     lines = [
         f"held-out: {result['split']['targets']} next-token predictions "
         f"(train {result['split']['train_tokens']} tokens)",
-        f"{'method':<30}{'bpc':>7}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}",
     ]
-    for key, label in (
-        ("unigram", "unigram (add-one)"),
-        ("bigram", "bigram (KN)"),
-        ("char_5gram_kn", "char 5-gram (mod. KN)"),
-        ("ppmd", "PPMd order 6"),
-        ("token_ngram", f"token {(result.get('token_ngram') or {}).get('order')}-gram (KN)"),
-        ("lstm", f"LSTM ({result['model']['loss']}) alone"),
-        ("without_cache", _model_label(result["model"], cache=False)),
-        ("model", _model_label(result["model"])),
-    ):
-        row = result.get(key)
-        if not row:
-            continue
+    rows = [
+        (key, label)
+        for key, label in (
+            ("unigram", "unigram (add-one)"),
+            ("bigram", "bigram (KN)"),
+            ("char_5gram_kn", "char 5-gram (mod. KN)"),
+            ("ppmd", "PPMd order 6"),
+            ("token_ngram", f"token {(result.get('token_ngram') or {}).get('order')}-gram (KN)"),
+            ("lstm", f"LSTM ({result['model']['loss']}) alone"),
+            ("without_cache", _model_label(result["model"], cache=False)),
+            ("model", _model_label(result["model"])),
+        )
+        if result.get(key)
+    ]
+    # The label column fits the longest label (a head's name can be long: adaptive_cos_softmax).
+    width = max(30, *(len(label) + 1 for _, label in rows))
+    lines.append(f"{'method':<{width}}{'bpc':>7}{'acc@1':>8}{'acc@10':>9}{'perplexity':>12}")
+    for key, label in rows:
+        row = result[key]
         ppl = "–" if row.get("perplexity") is None else f"{row['perplexity']:.1f}"
         acc1 = "–" if row.get("acc@1") is None else f"{row['acc@1']:.1%}"
         acc10 = "–" if row.get("acc@10") is None else f"{row['acc@10']:.1%}"
         bpc = "–" if row.get("bpc") is None else f"{row['bpc']:.2f}"
-        lines.append(f"{label:<30}{bpc:>7}{acc1:>8}{acc10:>9}{ppl:>12}")
+        lines.append(f"{label:<{width}}{bpc:>7}{acc1:>8}{acc10:>9}{ppl:>12}")
     for sample in result.get("samples", []):
         lines.append(f"  {sample['prompt']} | {sample['generated']}")
     quality = result.get("generation") or {}
