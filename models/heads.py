@@ -375,6 +375,7 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         self.params["out.cluster_vectors"] = vectors.astype(self.dtype)
         self.params["out.cluster_bias"] = bias.astype(self.dtype)
         self._inference_sorted: np.ndarray | None = None
+        self._inference_sorted_columns: np.ndarray | None = None
 
     def _index_clusters(self) -> None:
         cluster = self.buffers["out.cluster"]
@@ -400,10 +401,15 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
     def prepare_inference(self) -> None:
         super().prepare_inference()
         self._inference_sorted = self.output_unit_vectors()[self.order]
+        # Stored (D, V) as well: OpenBLAS multiplies a few rows by a contiguous (D, V) matrix about twice as
+        # fast as by the transposed view of (V, D) (measured at 2 to 32 rows, V 7k, D 200: what a decoding
+        # tick scores), and decoding scores every tick.
+        self._inference_sorted_columns = np.ascontiguousarray(self._inference_sorted.T)
 
     def clear_inference(self) -> None:
         super().clear_inference()
         self._inference_sorted = None
+        self._inference_sorted_columns = None
 
     def _sorted_parts(self) -> tuple[np.ndarray, np.ndarray]:
         """(unit output vectors, word biases), both in cluster order."""
@@ -421,7 +427,8 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         scaled = self._scaled_unit(output)
         unit, bias = self._sorted_parts()
         Vh = self.head_size
-        logits = scaled @ unit.T
+        columns = self._inference_sorted_columns
+        logits = scaled @ (columns if columns is not None else unit.T)
         logits += bias
         cluster_unit = normalise_rows(self.params["out.cluster_vectors"])[0]
         head = np.concatenate(

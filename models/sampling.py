@@ -431,9 +431,8 @@ def _sample(
 
     kept: np.ndarray | None = None
     if top_p is not None:
-        order = np.argsort(-probabilities, kind="stable")
-        sorted_probabilities = probabilities[order]
-        cumulative = np.cumsum(sorted_probabilities)
+        orders, sorted_rows, cumulative_rows = nucleus_sorted(probabilities[None, :], np.array([top_p]))
+        order, sorted_probabilities, cumulative = orders[0], sorted_rows[0], cumulative_rows[0]
         # Keep every word whose preceding mass is still below p: the smallest prefix reaching p, at least one
         # (and at most all of them, should rounding leave the total a hair below p).
         keep = min(int(np.searchsorted(cumulative, top_p, side="left")) + 1, cumulative.size)
@@ -461,6 +460,37 @@ def _sample(
         best = best[np.argsort(-probabilities[best], kind="stable")]
         top = tuple((word(int(i)), math.log(probabilities[i])) for i in best if probabilities[i] > 0)
     return word(position), math.log(probability) if probability > 0 else -math.inf, top
+
+
+# How many of the most probable words top-p sorts first. Sorting a whole 7,000-word row costs more than the
+# rest of a token's sampling (about 0.4 ms a row); the nucleus nearly always lies among the few hundred most
+# probable words, which `np.partition` finds in one linear pass.
+NUCLEUS_SHORTLIST = 256
+
+
+def nucleus_sorted(probabilities: np.ndarray, top_p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's word indices by falling probability (ties: the lower index first), those probabilities and
+    their running sum: (B, W) -> three (B, w) arrays, where w is W or a shortlist of the NUCLEUS_SHORTLIST
+    most probable words when every row's shortlist already holds its `top_p` mass. The shortlist is then
+    exactly the first w entries of the full stable sort (every word outside it is less probable than every
+    word in it, and ties at its edge make the full sort instead), and a running sum over a prefix is the
+    prefix of the running sum, so top-p keeps and draws exactly what the full sort gives."""
+    rows, width = probabilities.shape
+    if width > 2 * NUCLEUS_SHORTLIST:
+        edge = width - NUCLEUS_SHORTLIST
+        threshold = np.partition(probabilities, edge, axis=1)[:, edge : edge + 1]
+        flat = np.flatnonzero(probabilities >= threshold)
+        if flat.size == rows * NUCLEUS_SHORTLIST:  # no ties at any row's edge: ids ascending per row
+            ids = (flat % width).reshape(rows, NUCLEUS_SHORTLIST)
+            shortlisted = probabilities.reshape(-1)[flat].reshape(rows, NUCLEUS_SHORTLIST)
+            order = np.argsort(-shortlisted, axis=1, kind="stable")
+            sorted_probabilities = np.take_along_axis(shortlisted, order, axis=1)
+            cumulative = np.cumsum(sorted_probabilities, axis=1)
+            if (cumulative[:, -1] >= top_p).all():
+                return np.take_along_axis(ids, order, axis=1), sorted_probabilities, cumulative
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    sorted_probabilities = np.take_along_axis(probabilities, order, axis=1)
+    return order, sorted_probabilities, np.cumsum(sorted_probabilities, axis=1)
 
 
 def _typical(probabilities: np.ndarray, mass: float) -> np.ndarray:
@@ -505,9 +535,8 @@ def _sample_rows(
     width = probabilities.shape[1]
 
     if top_p is not None:
-        order = np.argsort(-probabilities, axis=1, kind="stable")
-        sorted_probabilities = np.take_along_axis(probabilities, order, axis=1)
-        cumulative = np.cumsum(sorted_probabilities, axis=1)
+        order, sorted_probabilities, cumulative = nucleus_sorted(probabilities, top_p)
+        width = order.shape[1]
         # searchsorted(side="left") on each non-decreasing row = the number of entries below p.
         keep = np.minimum((cumulative < top_p[:, None]).sum(axis=1) + 1, width)
         kept_probabilities = sorted_probabilities / cumulative[rows, keep - 1][:, None]

@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from models.sampling import Sampler, SamplingParams, choose_batch, top_k_ascending
+from models.sampling import (
+    NUCLEUS_SHORTLIST,
+    Sampler,
+    SamplingParams,
+    choose_batch,
+    nucleus_sorted,
+    top_k_ascending,
+)
 
 
 def _logits(seed: int, vocab: int = 50) -> np.ndarray:
@@ -272,3 +279,56 @@ def test_min_p_is_validated() -> None:
             SamplingParams(min_p=value).validate()
     SamplingParams(min_p=0.0).validate()
     SamplingParams(min_p=1.0).validate()
+
+
+def _full_sort(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    ordered = np.take_along_axis(probabilities, order, axis=1)
+    return order, ordered, np.cumsum(ordered, axis=1)
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat", "ties at the edge", "zeros"])
+def test_top_p_sorts_a_shortlist_that_is_exactly_the_full_sorts_prefix(shape: str) -> None:
+    rng = np.random.default_rng(3)
+    vocab, rows = 7000, 6
+    if shape == "flat":  # the nucleus holds thousands of words: no shortlist can hold it
+        probabilities = rng.dirichlet(np.full(vocab, 50.0), size=rows)
+    else:
+        probabilities = rng.dirichlet(np.full(vocab, 0.005), size=rows)
+    if shape == "ties at the edge":
+        edge = np.sort(probabilities[2])[-NUCLEUS_SHORTLIST]
+        probabilities[2, np.argsort(probabilities[2])[:40]] = edge  # 40 more words tie with the 256th
+    if shape == "zeros":
+        probabilities[:, ::2] = 0.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+    top_p = np.linspace(0.5, 0.95, rows)
+    order, ordered, cumulative = nucleus_sorted(probabilities, top_p)
+    full_order, full_ordered, full_cumulative = _full_sort(probabilities)
+    width = order.shape[1]
+    assert width == (vocab if shape in ("flat", "ties at the edge") else NUCLEUS_SHORTLIST)
+    assert np.array_equal(order, full_order[:, :width])
+    assert np.array_equal(ordered, full_ordered[:, :width])
+    assert np.array_equal(cumulative, full_cumulative[:, :width])  # bit for bit: the same draws follow
+    assert (cumulative[:, -1] >= top_p).all()
+
+
+def test_a_shortlisted_top_p_draws_what_a_full_sort_draws() -> None:
+    vocab = 7000
+    params = SamplingParams(do_sample=True, temperature=0.8, top_p=0.9)
+    for seed in range(20):
+        logits = (np.random.default_rng(seed).standard_normal(vocab) * 4).astype(np.float32)
+        sampler = Sampler(params, seed=seed, vocab_size=vocab)
+        chosen = sampler.choose(logits.copy())
+        # The reference: temperature, the whole row sorted, the smallest prefix reaching p, one draw.
+        scaled = logits.astype(np.float64) - logits.max()
+        probabilities = np.exp(scaled / 0.8)
+        probabilities /= probabilities.sum()
+        order = np.argsort(-probabilities, kind="stable")
+        cumulative = np.cumsum(probabilities[order])
+        keep = int(np.searchsorted(cumulative, 0.9, side="left")) + 1
+        kept = probabilities[order[:keep]] / cumulative[keep - 1]
+        uniform = np.random.default_rng(seed).random()
+        running = np.cumsum(kept)
+        position = min(int(np.searchsorted(running, uniform * running[-1], "right")), keep - 1)
+        assert chosen.id == int(order[position])
+        assert chosen.logprob == pytest.approx(math.log(kept[position]))
