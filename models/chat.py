@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from models.characters import Character, CharacterList
-from models.decoding import Decoder, DecodingBatch, Generation, SamplingParams, candidate_seed
+from models.decoding import Decoder, DecodingBatch, Generation, SamplingParams, candidates
 from models.memory import ExchangeMemory, Recalled
 from models.rerank import Evidence, RerankConfig, evidence, rank
 from models.stops import StopCutter
@@ -350,32 +350,42 @@ class Chat:
                 break
         return ids
 
-    def evidence(self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]]) -> Evidence:
+    def evidence(
+        self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]], read: Generation | None = None
+    ) -> Evidence:
         """What the relevance of candidate replies (token ids) to the prompt's turn is computed from
-        (models/rerank.py): the prompt against the character's opening alone, and the turn's words."""
+        (models/rerank.py): the prompt against the character's opening alone, and the turn's words. `read`:
+        a generation of this prompt already prefilled, whose pass over the prompt is reused."""
         words = self.decoder.vectors.words
         texts = ["".join(words[i] for i in ids).replace(self.close, "") for ids in candidates]
+        state = read.prompt_state if read is not None else None
         return evidence(
             self.decoder,
-            self.decoder.encode(prompt.text).ids,
+            read.prompt.ids if state is not None else self.decoder.encode(prompt.text).ids,
             self.decoder.encode(prompt.prior or prompt.text).ids,
             candidates,
             prompt.turn,
             texts,
             self.memory.tfidf if self.memory is not None else None,
+            state,
         )
 
-    def score(self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]]) -> list[float]:
+    def score(
+        self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]], read: Generation | None = None
+    ) -> list[float]:
         """The relevance of each candidate reply (token ids) to the prompt's turn, as this model ranks."""
         if not candidates:
             return []
-        return self.evidence(prompt, candidates).scores(self.rerank.beta, self.rerank.lexical).tolist()
+        found = self.evidence(prompt, candidates, read)
+        return found.scores(self.rerank.beta, self.rerank.lexical).tolist()
 
     def rank_replies(self, prompt: ChatPrompt, generations: Sequence[Generation]) -> list[ChatReply]:
         """Cut every finished candidate and return them best first (closed before unclosed, then by
-        score); distinct texts only, so `n` choices are `n` different replies when the draws allow."""
+        score); distinct texts only, so `n` choices are `n` different replies when the draws allow. The
+        candidates are one prompt's (its decoding read it once; the ranking starts from that state)."""
         replies = [self.reply(prompt, generation) for generation in generations]
-        scores = self.score(prompt, [self.candidate_ids(g) for g in generations])
+        read = generations[0] if generations else None
+        scores = self.score(prompt, [self.candidate_ids(g) for g in generations], read)
         order = rank(scores, [r.finish_reason == "stop" for r in replies])
         ranked, seen = [], set()
         for index in order:
@@ -409,14 +419,9 @@ class Chat:
     def draw(self, prompt: ChatPrompt, params: SamplingParams, count: int) -> list[Generation]:
         """`count` candidates of one prompt decoded together as one batch, seeded as the server seeds a
         request's candidates (`candidate_seed`)."""
-        first = self.decoder.generate(prompt.text, params)
-        generations = [first] + [
-            self.decoder.generate(prompt.text, replace(params, seed=candidate_seed(first.seed, i)))
-            for i in range(1, count)
-        ]
+        generations = candidates(self.decoder.generate(prompt.text, params), count)
         batch = DecodingBatch(self.decoder)
-        for generation in generations:
-            batch.add(generation)
+        batch.add(*generations)
         while batch:
             batch.tick()
         return generations

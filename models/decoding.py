@@ -39,8 +39,10 @@ __all__ = [
     "Generation",
     "Piece",
     "Prompt",
+    "PromptState",
     "SamplingParams",
     "candidate_seed",
+    "candidates",
 ]
 
 # Seeds drawn for requests that did not send one stay below 2**53 so JavaScript clients can echo them exactly.
@@ -54,6 +56,16 @@ def candidate_seed(seed: int, index: int) -> int:
     if index == 0:
         return seed
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) % _MAX_DRAWN_SEED
+
+
+def candidates(first: Generation, count: int) -> list[Generation]:
+    """`first` and count - 1 more generations of its prompt (cut once: the same Prompt object, so a
+    DecodingBatch reads it once for all of them), each with its own seed (`candidate_seed`)."""
+    more = []
+    for index in range(1, count):
+        seed = candidate_seed(first.seed, index)
+        more.append(Generation(prompt=first.prompt, params=replace(first.params, seed=seed), seed=seed))
+    return [first, *more]
 
 
 class NetworkLike(Protocol):
@@ -123,6 +135,16 @@ class Candidate:
     similarity: float | None
 
 
+@dataclass(frozen=True)
+class PromptState:
+    """Where the network stands after reading a prompt: the head output after its last token (1, .) and the
+    network's state there. Candidates of one prompt share it, and chat's ranking continues from it instead of
+    reading the prompt again (models/rerank.py)."""
+
+    output: np.ndarray
+    state: Any
+
+
 @dataclass
 class Generation:
     """One generation in progress. Iterate it to get tokens as they are decoded (for streaming); afterwards
@@ -137,6 +159,8 @@ class Generation:
     prefill_logprobs: list[float | None] | None = None
     # Seconds between submission and joining a batch, set by the scheduler that queued it.
     queue_seconds: float | None = None
+    # Set by the prefill (DecodingBatch.add): the network after the prompt, shared by its candidates.
+    prompt_state: PromptState | None = field(default=None, repr=False)
     _iterator: Iterator[GeneratedToken] | None = field(default=None, repr=False)
 
     @property
@@ -399,7 +423,8 @@ class DecodingBatch:
     products: the output matrix is read once per tick, not once per sequence), lets each sequence's own
     Sampler choose from its row (all rows at once, `choose_batch`), drops the sequences that finished, and
     steps the rest with one batched `Network.step`. Sequences join with `add` (their prompt is run through
-    the LSTM on its own, since prompts differ in length) and leave with `remove` or by finishing.
+    the LSTM on its own, since prompts differ in length; the candidates of one request share one prompt
+    and one pass, and each starts from a copy of its state) and leave with `remove` or by finishing.
 
     Nothing is shared between rows except the matrix products, so a seeded sequence draws the same numbers
     alone or in a batch. The products themselves may round differently in the last bit when the batch shape
@@ -426,17 +451,37 @@ class DecodingBatch:
     def generations(self) -> list[Generation]:
         return [sequence.generation for sequence in self.sequences]
 
-    def add(self, generation: Generation) -> None:
-        """Prefill: run the prompt through the LSTM and append the sequence; it decodes from the next tick."""
-        output, state, prefill, history = self.decoder._prefill(
-            generation.prompt, generation.params.prefill_logprobs
-        )
-        generation.prefill_logprobs = prefill
+    def add(self, *generations: Generation) -> None:
+        """Prefill: run each prompt through the LSTM and append the sequences; they decode from the next tick.
+
+        Generations of one Prompt object (a request's candidates, `candidates`) are read once: the pass, the
+        prompt's log-probabilities and its cache pairs are computed for the first and copied into a row per
+        candidate. A candidate's numbers are the ones its own pass would give (the same arithmetic on the
+        same ids), so nothing a seed draws changes; a prompt of 150 tokens costs one pass instead of four."""
+        prefilled: dict[tuple[int, bool], tuple] = {}
+        for generation in generations:  # every pass first: a failing prefill appends nothing
+            key = (id(generation.prompt), generation.params.prefill_logprobs)
+            if key not in prefilled:
+                output, state, prefill, history = self.decoder._prefill(generation.prompt, key[1])
+                prefilled[key] = (PromptState(output, state), prefill, history)
+        for generation in generations:
+            read, prefill, history = prefilled[id(generation.prompt), generation.params.prefill_logprobs]
+            generation.prefill_logprobs = None if prefill is None else list(prefill)
+            generation.prompt_state = read
+            self._append(generation, read.output, read.state, history)
+
+    def _append(
+        self, generation: Generation, output: np.ndarray, state: Any, history: CacheHistory | None
+    ) -> None:
         if self._has_vector is None:
             self._has_vector = self.network.similarity(output) is not None
         self.sequences.append(_Sequence(generation, self.decoder.vocab_size, self.decoder.context))
         if self._outputs is None:
-            self._outputs, self._state, self._history = output, state, history
+            # The generation's PromptState keeps the prefill's arrays for ranking: the batch works on copies.
+            self._outputs = output.copy()
+            self._state = [tuple(part.copy() for part in layer) for layer in state]
+            # The cache pairs are the batch's alone (a prompt's other candidates stacked copies of them).
+            self._history = history
         else:
             self._outputs = np.concatenate([self._outputs, output])
             self._state = _stack_states(self._state, state)

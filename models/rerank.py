@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.decoding import Decoder
+from models.decoding import Decoder, PromptState
 
 
 @dataclass(frozen=True)
@@ -72,26 +72,35 @@ class CharacterTfidf:
 
 
 def continuation_log_probs(
-    decoder: Decoder, context_ids: Sequence[int], continuations: Sequence[Sequence[int]]
+    decoder: Decoder,
+    context_ids: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    context_state: PromptState | None = None,
 ) -> list[np.ndarray]:
     """Natural-log probability of each continuation's tokens after the context (temperature 1, no
     penalties: the model's own distribution, the n-gram mixture included; a real text's <unk> is charged
     the model's probability of <unk>), one array per continuation.
-    The context runs through the LSTM once; the continuations run from its state as one padded batch."""
+    The context runs through the LSTM once (not at all when `context_state`, the network after exactly these
+    ids, is given: a chat pool's prefill already read its prompt); the continuations run from its state as
+    one padded batch."""
     if not context_ids:
         raise ValueError("the context must hold at least one token")
     lengths = [len(c) for c in continuations]
     if not continuations or max(lengths) == 0:
         return [np.zeros(0) for _ in continuations]
     network = decoder.network
-    context = np.asarray(context_ids, dtype=np.int64)[None, :]
-    outputs, state = network.forward_sequence(context)
+    if context_state is None:
+        context = np.asarray(context_ids, dtype=np.int64)[None, :]
+        outputs, state = network.forward_sequence(context)
+        last = outputs[:, -1]
+    else:
+        last, state = context_state.output, context_state.state
     rows = len(continuations)
     longest = max(lengths)
     padded = np.zeros((rows, longest), dtype=np.int64)
     for row, ids in enumerate(continuations):
         padded[row, : len(ids)] = ids
-    first = np.repeat(outputs[:, -1:], rows, axis=0)  # (B, 1, .) predicts each continuation's first token
+    first = np.repeat(last[:, None], rows, axis=0)  # (B, 1, .) predicts each continuation's first token
     if longest > 1:
         tiled = [tuple(np.repeat(part, rows, axis=0) for part in layer) for layer in state]
         rest, _ = network.forward_sequence(padded[:, :-1], tiled)
@@ -145,10 +154,12 @@ def evidence(
     turn: str,
     texts: Sequence[str],
     tfidf: CharacterTfidf | None,
+    prompt_state: PromptState | None = None,
 ) -> Evidence:
     """The Evidence of candidates (token ids, and their reply texts) for a prompt whose last turn is `turn`;
-    `prior_ids` is the context of p(reply): the character's opening alone."""
-    given_turn = continuation_log_probs(decoder, prompt_ids, candidates)
+    `prior_ids` is the context of p(reply): the character's opening alone; `prompt_state` the network after
+    the prompt when the decoding already read it."""
+    given_turn = continuation_log_probs(decoder, prompt_ids, candidates, prompt_state)
     alone = continuation_log_probs(decoder, prior_ids, candidates)
     return Evidence(
         with_turn=np.asarray([values.sum() for values in given_turn]),

@@ -11,10 +11,10 @@ seeded request gives the same candidates every time.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from app.engine.scheduler import Ticket, TokenEvent
-from models.decoding import Generation, SamplingParams, candidate_seed
+from models.decoding import Generation, SamplingParams, candidate_seed, candidates
 
 __all__ = ["GenerationRequest", "Score", "TokenStream", "candidate_seed", "candidates", "cumulative_logprob"]
 
@@ -37,15 +37,6 @@ class GenerationRequest:
     field: str = "inputs"
     candidates: int = 1
     start: Callable[[SamplingParams], Generation] | None = None
-
-
-def candidates(first: Generation, count: int) -> list[Generation]:
-    """`first` and count - 1 more generations of its prompt (cut once), each with its own seed."""
-    more = []
-    for index in range(1, count):
-        seed = candidate_seed(first.seed, index)
-        more.append(Generation(prompt=first.prompt, params=replace(first.params, seed=seed), seed=seed))
-    return [first, *more]
 
 
 def cumulative_logprob(generation: Generation) -> float:

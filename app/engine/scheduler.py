@@ -9,7 +9,8 @@ Why this shape (docs/architecture.md, "The engine"):
   (`models.decoding.DecodingBatch`), a matrix-matrix product that costs little more than one matrix-vector
   product. The event loop never runs model work, so /health and slow SSE readers are never held up.
 * **Requests join and leave between ticks.** A submitted generation waits in a bounded queue and is
-  prefilled (its prompt run through the LSTM) at the start of the next tick that has a free slot; a finished
+  prefilled (its prompt run through the LSTM; a request's candidates once for all) at the start of the next
+  tick that has a free slot; a finished
   one leaves in the tick that finished it; a cancelled one (its client disconnected) is dropped at the start
   of the next tick, so an abandoned request frees its slot within one tick instead of running to
   max_new_tokens.
@@ -279,18 +280,23 @@ class Scheduler:
             if self.metrics is not None:
                 self.metrics.cancelled.inc(len(gone))
         now = time.perf_counter()
+        # A request's candidates join together: the batch reads their one prompt once.
+        by_ticket: dict[int, tuple[Ticket, list[int]]] = {}
         for ticket, choice in joining:
-            generation = ticket.generations[choice]
-            generation.queue_seconds = now - ticket.submitted  # TGI's x-queue-time
+            by_ticket.setdefault(id(ticket), (ticket, []))[1].append(choice)
+            ticket.generations[choice].queue_seconds = now - ticket.submitted  # TGI's x-queue-time
             if self.metrics is not None:
                 self.metrics.queue_seconds.observe(now - ticket.submitted)
+        for ticket, choices in by_ticket.values():
+            generations = [ticket.generations[choice] for choice in choices]
             try:
-                self._batch.add(generation)
+                self._batch.add(*generations)
             except Exception as error:
                 logger.exception("prefill failed")
-                self._deliver(ticket, [_Delivery(choice, None, None, error)])
+                self._deliver(ticket, [_Delivery(choice, None, None, error) for choice in choices])
                 continue
-            self._tickets[id(generation)] = (ticket, choice)
+            for choice, generation in zip(choices, generations, strict=True):
+                self._tickets[id(generation)] = (ticket, choice)
         if not self._batch:
             return
         size = len(self._batch)

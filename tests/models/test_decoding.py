@@ -18,6 +18,7 @@ from models.decoding import (
     DecodingBatch,
     EmptyPromptError,
     SamplingParams,
+    candidates,
 )
 from models.network import Network, NetworkConfig
 from models.tokenizer import Tokenizer
@@ -680,3 +681,25 @@ def test_with_a_cache_a_seeded_sequence_is_the_same_alone_and_in_a_batch(decoder
             [t.logprob for t in single.tokens], abs=1e-4
         )
         assert batched.prefill_logprobs == pytest.approx(single.prefill_logprobs, abs=1e-5)
+
+
+def test_candidates_of_one_prompt_share_one_prefill_and_draw_what_they_draw_alone(decoder: Decoder) -> None:
+    params = _sampled(11, prefill_logprobs=True, top_p=0.9)
+    pool = candidates(decoder.generate("宝玉笑道", params), 4)
+    alone = [decoder.generate("宝玉笑道", g.params).run() for g in pool]
+    other = decoder.generate("黛玉听了", _sampled(5))
+    batch = DecodingBatch(decoder)
+    batch.add(other)
+    batch.add(*pool)
+    while batch:
+        batch.tick()
+    # One pass over the prompt: every candidate holds the same PromptState; the other prompt its own.
+    assert all(g.prompt_state is pool[0].prompt_state for g in pool)
+    assert other.prompt_state is not pool[0].prompt_state
+    assert len({g.seed for g in pool}) == 4
+    for shared, single in zip(pool, alone, strict=True):
+        assert [t.id for t in shared.tokens] == [t.id for t in single.tokens]
+        assert shared.prefill_logprobs == pytest.approx(single.prefill_logprobs, abs=1e-6)
+    # The prompt state kept for ranking is the network after the prompt, untouched by the ticks.
+    output, _ = decoder.network.forward_sequence(np.asarray(pool[0].prompt.ids)[None, :])
+    np.testing.assert_allclose(pool[0].prompt_state.output, output[:, -1], atol=1e-6)

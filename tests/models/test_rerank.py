@@ -79,3 +79,17 @@ def test_n_candidates_are_ranked_distinct_and_reproducible(model: TrainedModel, 
     again = chat.respond(messages, SamplingParams(max_new_tokens=20, do_sample=True, temperature=1.0, seed=7),
                          character="黛玉")  # fmt: skip
     assert again.text == ranked[0].text
+
+
+def test_ranking_from_the_pools_prefill_scores_what_reading_the_prompt_again_scores(
+    model: TrainedModel, decoder: Decoder
+) -> None:
+    chat = Chat(decoder, model.characters, memory=model.memory, rerank=RerankConfig(candidates=3))
+    prompt = chat.render([Message("user", "妹妹往那里去？")], character="黛玉")
+    params = chat.sampling(SamplingParams(max_new_tokens=20, do_sample=True, temperature=1.0, seed=3))
+    pool = chat.draw(prompt, params, 3)
+    assert pool[0].prompt_state is not None and all(g.prompt_state is pool[0].prompt_state for g in pool)
+    ids = [chat.candidate_ids(g) for g in pool]
+    reused = chat.score(prompt, ids, read=pool[0])
+    read_again = chat.score(prompt, ids)
+    assert reused == pytest.approx(read_again, abs=1e-5)
