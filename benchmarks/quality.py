@@ -116,7 +116,9 @@ def plot(path: Path, rows: list[dict], minutes: list[float], title: str) -> None
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     axis.plot(minutes, [r["lstm"] for r in rows], "o-", color="tab:blue", label="LSTM alone")
-    axis.plot(minutes, [r["served"] for r in rows], "s-", color="tab:red", label="served (LSTM + n-gram)")
+    axis.plot(
+        minutes, [r["served"] for r in rows], "s-", color="tab:red", label="served (LSTM + n-gram + cache)"
+    )
     last = rows[-1]
     for key, label, style in (
         ("bigram", "KN bigram", ":"),
@@ -134,7 +136,8 @@ def plot(path: Path, rows: list[dict], minutes: list[float], title: str) -> None
     axis.set_ylabel("held-out bits per character")
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="upper right")
+    # Between the LSTM's line and the served one on the right, clear of the baselines' labels at the top.
+    axis.legend(fontsize=8, loc="center right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
