@@ -92,29 +92,50 @@ class LSTM:
         self.W = W.astype(self.dtype)
         self.b = np.zeros(4 * H, dtype=self.dtype)
         self.b[H : 2 * H] = 1.0
-        self._inference: tuple[np.ndarray, np.ndarray] | None = None  # set by prepare_inference()
+        self.clear_inference()  # the serving copies of the weights are made by prepare_inference()
 
     def prepare_inference(self) -> None:
-        """Keep the gate-scaled weights of `_scaled_weights` for serving: a loaded model never changes, and
-        making them afresh copied 1.8 MB of weights on every prompt (prefill) and scaled every step's
-        pre-activations. Training must call clear_inference() first, since it updates W and b in place."""
-        self._inference = None
-        self._inference = self._scaled_weights()
+        """Keep the gate-scaled weights for serving, in both layouts (step's and forward's): a loaded model
+        never changes, and making them afresh copied 1.8 MB of weights on every prompt (prefill) and scaled
+        every step's pre-activations. Training must call clear_inference() first, since it updates W and b in
+        place."""
+        self.clear_inference()
+        self._step_weights = self._scaled_weights()
+        self._forward_weights = self._gate_major_weights()
 
     def clear_inference(self) -> None:
-        self._inference = None
+        self._step_weights: tuple[np.ndarray, np.ndarray] | None = None
+        self._forward_weights: tuple[np.ndarray, np.ndarray] | None = None
 
     def _scaled_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """(W_xb, W_h) multiplied by _gate_scale: W_xb (D+1, 4H) is W's input rows with the bias as an extra
-        last row, W_h (H, 4H) its recurrent rows. The factors are 0.5 and 1, so scaling the weights instead
-        of the pre-activations gives bit-identical pre-activations."""
-        if self._inference is not None:
-            return self._inference
+        """step()'s weights, (W_xb, W_h) multiplied by _gate_scale: W_xb (D+1, 4H) is W's input rows with the
+        bias as an extra last row, W_h (H, 4H) its recurrent rows. The factors are 0.5 and 1, so scaling the
+        weights instead of the pre-activations gives bit-identical pre-activations."""
+        if self._step_weights is not None:
+            return self._step_weights
         D = self.input_size
         scale = self._gate_scale()
         W_xb = np.concatenate([self.W[:D], self.b[None, :]])
         W_xb *= scale
         return W_xb, self.W[D:] * scale
+
+    def _gate_major_weights(self, recurrent_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """forward()'s weights: the same scaled (W_xb, W_h), each gate's columns as its own matrix,
+        W_xb4 (4, D+1, H) and W_h4 (4, H, H), so one batched matmul writes each gate as a contiguous block.
+        Made in one pass over W each (scale, bias row and DropConnect mask applied on the way)."""
+        if recurrent_mask is None and self._forward_weights is not None:
+            return self._forward_weights
+        D, H = self.input_size, self.hidden_size
+        scale = np.ones((4, 1, 1), dtype=self.dtype)
+        scale[:SIGMOID_GATES] = 0.5
+        W_xb4 = np.empty((4, D + 1, H), dtype=self.dtype)
+        np.multiply(self.W[:D].reshape(D, 4, H).transpose(1, 0, 2), scale, out=W_xb4[:, :D])
+        np.multiply(self.b.reshape(4, 1, H), scale, out=W_xb4[:, D:])
+        W_h4 = np.empty((4, H, H), dtype=self.dtype)
+        np.multiply(self.W[D:].reshape(H, 4, H).transpose(1, 0, 2), scale, out=W_h4)
+        if recurrent_mask is not None:
+            W_h4 *= recurrent_mask.reshape(H, 4, H).transpose(1, 0, 2)
+        return W_xb4, W_h4
 
     def _gate_scale(self) -> np.ndarray:
         """(4H,) factors 0.5 on i, f, o and 1 on g applied to pre-activations, see the module docstring."""
@@ -155,21 +176,15 @@ class LSTM:
         H = self.hidden_size
         self._check_state(state, B, "initial state")
         dtype = self.dtype
-        # Pre-activations are computed already multiplied by _gate_scale (0.5 on i, f, o; folded into copies
-        # of the weights) so that ONE tanh over the step's four gate blocks gives every gate.
+        # Pre-activations are computed already multiplied by _gate_scale (0.5 on i, f, o; folded into the
+        # gate-major copies of the weights) so that ONE tanh over a step's gate blocks gives every gate.
         # x gets a constant 1 appended and W_x the bias as an extra row: the input GEMM then adds the bias for
         # free (instead of a separate pass over all T*B*4H gates), and in backward the same GEMM that gives
         # dW_x gives db in its last row.
-        W_xb, W_h = self._scaled_weights()
-        if recurrent_mask is not None:
-            if recurrent_mask.shape != W_h.shape:
-                raise ValueError(
-                    f"LSTM recurrent mask: expected shape {W_h.shape}, got {recurrent_mask.shape}"
-                )
-            W_h = W_h * recurrent_mask
-        # Gate-major copies, (4, rows, H): one batched matmul then writes each gate as its own (., H) block.
-        W_xb4 = _gate_major(W_xb)
-        W_h4 = _gate_major(W_h)
+        expected = (H, 4 * H)
+        if recurrent_mask is not None and recurrent_mask.shape != expected:
+            raise ValueError(f"LSTM recurrent mask: expected shape {expected}, got {recurrent_mask.shape}")
+        W_xb4, W_h4 = self._gate_major_weights(recurrent_mask)
         xs = np.empty((T, B, D + 1), dtype=dtype)
         np.copyto(xs[:, :, :D], x.transpose(1, 0, 2), casting="same_kind")
         xs[:, :, D] = 1.0
@@ -214,13 +229,15 @@ class LSTM:
             raise ValueError(f"LSTM backward: dh has shape {dh.shape}, expected {(B, T, H)}")
         self._check_state(dstate, B, "backward dstate")
         dtype = self.dtype
-        W_x, W_h = self.W[:D], self.W[D:]
-        if cache.recurrent_mask is not None:
-            W_h = W_h * cache.recurrent_mask
-        # A contiguous copy of W_h^T (1 MB at H=256, made once per call): OpenBLAS's per-step GEMM is about
-        # 25% slower when it reads the transposed view with the transpose flag (measured: 11.6 vs 9.2 ms for
-        # the 32 steps of B=64, H=256).
-        W_h_T = np.ascontiguousarray(W_h.T)
+        W_x = self.W[:D]
+        # A contiguous copy of W_h^T (1 MB at H=256, made once per call, masked on the way): OpenBLAS's
+        # per-step GEMM is about 25% slower when it reads the transposed view with the transpose flag
+        # (measured: 11.6 vs 9.2 ms for the 32 steps of B=64, H=256).
+        W_h_T = np.empty((4 * H, H), dtype=dtype)
+        if cache.recurrent_mask is None:
+            np.copyto(W_h_T, self.W[D:].T)
+        else:
+            np.multiply(self.W[D:].T, cache.recurrent_mask.T, out=W_h_T)
 
         # Gradients w.r.t. the pre-activations, row-major: the per-step GEMM and the all-rows GEMMs read them
         # as plain (B, 4H) and (T*B, 4H) matrices.
@@ -290,8 +307,8 @@ class LSTM:
         self._check_state(state, B, "step state")
         h_prev, c_prev = self.initial_state(B) if state is None else state
         x = x.astype(self.dtype, copy=False)
-        if self._inference is not None:  # serving: the scaled weights are kept (prepare_inference)
-            W_xb, W_h = self._inference
+        if self._step_weights is not None:  # serving: the scaled weights are kept (prepare_inference)
+            W_xb, W_h = self._step_weights
             a = np.matmul(x, W_xb[:D])
             a += np.matmul(h_prev, W_h)
             a += W_xb[D]
@@ -308,12 +325,6 @@ class LSTM:
             a.reshape(B, 4, H).transpose(1, 0, 2), c_prev, c, tanh_c, h, np.empty((B, H), dtype=self.dtype)
         )
         return h, (h, c)
-
-
-def _gate_major(weights: np.ndarray) -> np.ndarray:
-    """(rows, 4H) -> a contiguous (4, rows, H) copy: gate k's columns as its own matrix."""
-    rows, columns = weights.shape
-    return np.ascontiguousarray(weights.reshape(rows, 4, columns // 4).transpose(1, 0, 2))
 
 
 def _activate(
