@@ -2,12 +2,18 @@
 
     .venv/bin/python benchmarks/lstm_step.py [--threads 1] [--runs 30]
 
+Run it the way a user's machine runs it: some shared machines export OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
+(older OpenBLAS builds needed them there), which pin NumPy's OpenBLAS to slower kernels; unset both for this
+command alone (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/lstm_step.py`),
+never in tests or CI. The script prints whether they were set.
+
 torch is a benchmark-only extra (`pip install torch==2.13.0`), never imported by app/, models/ or training/.
 Threads: the BLAS thread count of NumPy (OpenBLAS) is fixed by the environment variables
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS, set below *before* NumPy is imported (they are read
 once at load time); torch gets the same number through torch.set_num_threads. The two are timed interleaved,
 alternating which goes first, so load from other processes on a shared machine hits both alike; we report
-medians.
+medians. Both do the same work: forward over all steps, then backward giving the weight and bias gradients
+and the input gradient dx (torch's input requires grad); on x86 torch runs oneDNN's fused LSTM.
 The last line is exactly `numpy/torch forward+backward time ratio: X.XX` (ratio of the medians).
 """
 
@@ -91,6 +97,8 @@ def main() -> None:
     print(f"LSTM B={B} T={T} D={D} H={H} float32, {len(times['numpy'])} interleaved runs each")
     print(f"threads={args.threads} (numpy: OPENBLAS/OMP/MKL_NUM_THREADS env; torch: set_num_threads)")
     print(f"numpy {np.__version__}, torch {torch.__version__}; GEMM work per run {flops / 1e9:.2f} GFLOP")
+    forced = {name: os.environ.get(name, "unset") for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print("OpenBLAS kernel choice: " + ", ".join(f"{name}={value}" for name, value in forced.items()))
     medians = {}
     for name, samples in times.items():
         ms = np.array(samples) * 1e3
