@@ -129,13 +129,18 @@ class CacheHistory:
 
     def stack(self, other: CacheHistory) -> CacheHistory:
         """These rows followed by other's (a sequence joining a batch)."""
-        capacity = max(self.keys.shape[1], other.keys.shape[1])
-        first, second = self._padded(capacity), other._padded(capacity)
-        return CacheHistory(
-            np.concatenate([first.keys, second.keys]),
-            np.concatenate([first.ids, second.ids]),
-            np.concatenate([self.counts, other.counts]),
-            self.window,
+        return CacheHistory.concatenate([self, other])
+
+    @classmethod
+    def concatenate(cls, histories: list[CacheHistory]) -> CacheHistory:
+        """The rows of every history in order, in one copy (sequences joining a batch together)."""
+        capacity = max(history.keys.shape[1] for history in histories)
+        padded = [history._padded(capacity) for history in histories]
+        return cls(
+            np.concatenate([history.keys for history in padded]),
+            np.concatenate([history.ids for history in padded]),
+            np.concatenate([history.counts for history in histories]),
+            histories[0].window,
         )
 
     def _padded(self, capacity: int) -> CacheHistory:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from models.characters import Character, CharacterList
 from models.decoding import Decoder, DecodingBatch, Generation, SamplingParams, candidates
 from models.memory import ExchangeMemory, Recalled
-from models.rerank import Evidence, RerankConfig, evidence, rank
+from models.rerank import Candidates, Evidence, RerankConfig, evidence, rank
 from models.stops import StopCutter
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -356,19 +356,26 @@ class Chat:
         """What the relevance of candidate replies (token ids) to the prompt's turn is computed from
         (models/rerank.py): the prompt against the character's opening alone, and the turn's words. `read`:
         a generation of this prompt already prefilled, whose pass over the prompt is reused."""
+        return self.evidence_of([self.pool(prompt, candidates, read)])[0]
+
+    def pool(
+        self, prompt: ChatPrompt, replies: Sequence[Sequence[int]], read: Generation | None = None
+    ) -> Candidates:
+        """Candidate replies (token ids) of a rendered prompt, as the ranking reads them."""
         words = self.decoder.vectors.words
-        texts = ["".join(words[i] for i in ids).replace(self.close, "") for ids in candidates]
         state = read.prompt_state if read is not None else None
-        return evidence(
-            self.decoder,
-            read.prompt.ids if state is not None else self.decoder.encode(prompt.text).ids,
-            self.decoder.encode(prompt.prior or prompt.text).ids,
-            candidates,
-            prompt.turn,
-            texts,
-            self.memory.tfidf if self.memory is not None else None,
-            state,
+        return Candidates(
+            prompt_ids=read.prompt.ids if state is not None else self.decoder.encode(prompt.text).ids,
+            prior_ids=self.decoder.encode(prompt.prior or prompt.text).ids,
+            replies=replies,
+            texts=["".join(words[i] for i in ids).replace(self.close, "") for ids in replies],
+            turn=prompt.turn,
+            prompt_state=state,
         )
+
+    def evidence_of(self, pools: Sequence[Candidates]) -> list[Evidence]:
+        """`evidence` of many prompts' candidates, scored together (the chat evaluation's thousands)."""
+        return evidence(self.decoder, pools, self.memory.tfidf if self.memory is not None else None)
 
     def score(
         self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]], read: Generation | None = None
@@ -383,17 +390,29 @@ class Chat:
         """Cut every finished candidate and return them best first (closed before unclosed, then by
         score); distinct texts only, so `n` choices are `n` different replies when the draws allow. The
         candidates are one prompt's (its decoding read it once; the ranking starts from that state)."""
-        replies = [self.reply(prompt, generation) for generation in generations]
-        read = generations[0] if generations else None
-        scores = self.score(prompt, [self.candidate_ids(g) for g in generations], read)
-        order = rank(scores, [r.finish_reason == "stop" for r in replies])
-        ranked, seen = [], set()
-        for index in order:
-            if replies[index].text in seen:
-                continue
-            seen.add(replies[index].text)
-            ranked.append(replace(replies[index], score=scores[index]))
-        return ranked
+        return self.rank_many([prompt], [generations])[0]
+
+    def rank_many(
+        self, prompts: Sequence[ChatPrompt], pools: Sequence[Sequence[Generation]]
+    ) -> list[list[ChatReply]]:
+        """`rank_replies` of many prompts' pools, their evidence computed together."""
+        found = self.evidence_of(
+            [
+                self.pool(prompt, [self.candidate_ids(g) for g in pool], pool[0])
+                for prompt, pool in zip(prompts, pools, strict=True)
+            ]
+        )
+        ranked_pools = []
+        for prompt, pool, evidence_ in zip(prompts, pools, found, strict=True):
+            replies = [self.reply(prompt, generation) for generation in pool]
+            scores = evidence_.scores(self.rerank.beta, self.rerank.lexical).tolist()
+            ranked, seen = [], set()
+            for index in rank(scores, [r.finish_reason == "stop" for r in replies]):
+                if replies[index].text not in seen:
+                    seen.add(replies[index].text)
+                    ranked.append(replace(replies[index], score=scores[index]))
+            ranked_pools.append(ranked)
+        return ranked_pools
 
     def respond(
         self,
@@ -419,9 +438,22 @@ class Chat:
     def draw(self, prompt: ChatPrompt, params: SamplingParams, count: int) -> list[Generation]:
         """`count` candidates of one prompt decoded together as one batch, seeded as the server seeds a
         request's candidates (`candidate_seed`)."""
-        generations = candidates(self.decoder.generate(prompt.text, params), count)
+        return self.draw_many([prompt], [params], count)[0]
+
+    def draw_many(
+        self, prompts: Sequence[ChatPrompt], params: Sequence[SamplingParams], count: int, rows: int = 64
+    ) -> list[list[Generation]]:
+        """`draw` for many prompts (each with its own parameters, already `sampling`'s), decoded in batches
+        of about `rows` sequences as the server's scheduler would: a sequence draws the same alone or in a
+        batch."""
+        pools = [
+            candidates(self.decoder.generate(prompt.text, p), count)
+            for prompt, p in zip(prompts, params, strict=True)
+        ]
         batch = DecodingBatch(self.decoder)
-        batch.add(*generations)
-        while batch:
+        waiting = list(pools)
+        while waiting or batch:
+            while waiting and len(batch) + count <= max(rows, count):
+                batch.add(*waiting.pop(0))
             batch.tick()
-        return generations
+        return pools

@@ -464,29 +464,41 @@ class DecodingBatch:
             if key not in prefilled:
                 output, state, prefill, history = self.decoder._prefill(generation.prompt, key[1])
                 prefilled[key] = (PromptState(output, state), prefill, history)
+        joining = []
         for generation in generations:
             read, prefill, history = prefilled[id(generation.prompt), generation.params.prefill_logprobs]
             generation.prefill_logprobs = None if prefill is None else list(prefill)
             generation.prompt_state = read
-            self._append(generation, read.output, read.state, history)
+            joining.append((read, history))
+        self._append(generations, joining)
 
     def _append(
-        self, generation: Generation, output: np.ndarray, state: Any, history: CacheHistory | None
+        self, generations: Sequence[Generation], rows: Sequence[tuple[PromptState, CacheHistory | None]]
     ) -> None:
+        """The sequences and their rows, stacked onto the batch's arrays at once (one copy of the batch per
+        `add`, however many join)."""
+        if not generations:
+            return
         if self._has_vector is None:
-            self._has_vector = self.network.similarity(output) is not None
-        self.sequences.append(_Sequence(generation, self.decoder.vocab_size, self.decoder.context))
-        if self._outputs is None:
-            # The generation's PromptState keeps the prefill's arrays for ranking: the batch works on copies.
-            self._outputs = output.copy()
-            self._state = [tuple(part.copy() for part in layer) for layer in state]
-            # The cache pairs are the batch's alone (a prompt's other candidates stacked copies of them).
-            self._history = history
-        else:
-            self._outputs = np.concatenate([self._outputs, output])
-            self._state = _stack_states(self._state, state)
-            if history is not None and self._history is not None:
-                self._history = self._history.stack(history)
+            self._has_vector = self.network.similarity(rows[0][0].output) is not None
+        for generation in generations:
+            self.sequences.append(_Sequence(generation, self.decoder.vocab_size, self.decoder.context))
+        # np.concatenate copies: the generations' PromptState keeps the prefill's arrays for ranking.
+        outputs = [read.output for read, _ in rows]
+        states = [read.state for read, _ in rows]
+        if self._outputs is not None:
+            outputs.insert(0, self._outputs)
+            states.insert(0, self._state)
+        self._outputs = np.concatenate(outputs)
+        self._state = [
+            tuple(np.concatenate([state[layer][part] for state in states]) for part in range(2))
+            for layer in range(len(states[0]))
+        ]
+        histories = [history for _, history in rows]
+        if self.decoder.cache is not None and all(h is not None for h in histories):
+            if self._history is not None:
+                histories.insert(0, self._history)
+            self._history = CacheHistory.concatenate(histories)
 
     def remove(self, generations: Iterable[Generation]) -> None:
         """Drop these generations now (cancelled: their client went away); their rows are freed."""
@@ -545,14 +557,6 @@ class DecodingBatch:
         self._state = _select_states(self._state, index)
         if self._history is not None:
             self._history = self._history.select(index)
-
-
-def _stack_states(first: Any, second: Any) -> Any:
-    """Concatenate two Network states along the batch axis (a list of (h, c) per layer)."""
-    return [
-        tuple(np.concatenate([a, b]) for a, b in zip(layer_a, layer_b, strict=True))
-        for layer_a, layer_b in zip(first, second, strict=True)
-    ]
 
 
 def _select_states(state: Any, index: np.ndarray) -> Any:

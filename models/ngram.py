@@ -287,6 +287,29 @@ class Mixture:
             mixed[rows, symbols - 1] += (values * scale[rows]).astype(dtype)
         return mixed
 
+    def target_log_probs(self, logits: np.ndarray, histories: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """log P_mixture(target) of each row (float64): `log_probs(logits, histories)[rows, targets]` without
+        the dense (B, V) mixture, for scoring given texts (chat's ranking and its evaluation) rather than
+        sampling. The LSTM's part needs each row's normaliser (one pass over the logits); the n-gram's, only
+        the target's unigram share and the sparse terms that name it."""
+        targets = np.asarray(targets, dtype=np.int64)
+        rows = np.arange(len(targets))
+        top = logits.max(axis=-1, keepdims=True)
+        # The normaliser in the logits' own precision (float32 from a network), summed in float64.
+        total = np.exp(logits - top).sum(axis=-1, dtype=np.float64)
+        lstm = np.exp(logits[rows, targets].astype(np.float64) - top[:, 0]) / total
+        histories = np.asarray(histories, dtype=np.int64)
+        weights, unigram, terms = self.ngram.decompose(np.where(histories >= 0, histories + 1, -1))
+        mass = weights * self._real_unigram_mass
+        ngram = weights * unigram[targets + 1]
+        for term_rows, symbols, values in terms:
+            mass += np.bincount(term_rows, weights=values, minlength=len(mass))
+            named = symbols == targets[term_rows] + 1
+            ngram += np.bincount(term_rows[named], weights=values[named], minlength=len(mass))
+        mixed = self.lstm_weight * lstm + (1.0 - self.lstm_weight) * ngram / mass
+        with np.errstate(divide="ignore"):
+            return np.log(mixed)
+
     def histories(self, sequences: list[list[int]]) -> np.ndarray:
         """The last order-1 ids of each sequence, left-padded with -1."""
         n = self.context

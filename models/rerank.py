@@ -83,48 +83,95 @@ def continuation_log_probs(
     The context runs through the LSTM once (not at all when `context_state`, the network after exactly these
     ids, is given: a chat pool's prefill already read its prompt); the continuations run from its state as
     one padded batch."""
-    if not context_ids:
-        raise ValueError("the context must hold at least one token")
-    lengths = [len(c) for c in continuations]
-    if not continuations or max(lengths) == 0:
-        return [np.zeros(0) for _ in continuations]
+    return many_continuation_log_probs(decoder, [(context_ids, continuations)], [context_state])[0]
+
+
+# Continuations run through the LSTM together by many_continuation_log_probs (bounds the (rows, longest, .)
+# arrays), and positions scored together (bounds the (positions, V) float64 logits to about 16 MB).
+CONTINUATION_CHUNK = 128
+SCORED_POSITIONS = 256
+
+
+def many_continuation_log_probs(
+    decoder: Decoder,
+    items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+    states: Sequence[PromptState | None] | None = None,
+) -> list[list[np.ndarray]]:
+    """`continuation_log_probs` of many (context, continuations) items at once: each distinct context is
+    read once, and every continuation of every item runs from its context's state in batches of rows of
+    similar length (a chat evaluation scores thousands of replies after a hundred prompts; one padded
+    batch per prompt would pay the per-step cost of the longest reply a hundred times)."""
     network = decoder.network
-    if context_state is None:
-        context = np.asarray(context_ids, dtype=np.int64)[None, :]
-        outputs, state = network.forward_sequence(context)
-        last = outputs[:, -1]
-    else:
-        last, state = context_state.output, context_state.state
-    rows = len(continuations)
-    longest = max(lengths)
-    padded = np.zeros((rows, longest), dtype=np.int64)
-    for row, ids in enumerate(continuations):
+    states = list(states) if states is not None else [None] * len(items)
+    read: dict[tuple[int, ...], PromptState] = {}
+    starts: list[PromptState] = []
+    for (context_ids, _), state in zip(items, states, strict=True):
+        if not context_ids:
+            raise ValueError("the context must hold at least one token")
+        key = tuple(context_ids)
+        if state is None and key not in read:
+            outputs, final = network.forward_sequence(np.asarray(key, dtype=np.int64)[None, :])
+            read[key] = PromptState(outputs[:, -1], final)
+        starts.append(state if state is not None else read[key])
+    rows = [(item, row) for item, (_, continuations) in enumerate(items) for row in range(len(continuations))]
+    results = [[np.zeros(0)] * len(continuations) for _, continuations in items]
+    by_length = sorted(
+        (r for r in rows if len(items[r[0]][1][r[1]])), key=lambda r: -len(items[r[0]][1][r[1]])
+    )
+    for at in range(0, len(by_length), CONTINUATION_CHUNK):
+        chunk = by_length[at : at + CONTINUATION_CHUNK]
+        values = _chunk_log_probs(decoder, [(items[i][0], items[i][1][r], starts[i]) for i, r in chunk])
+        for (item, row), found in zip(chunk, values, strict=True):
+            results[item][row] = found
+    return results
+
+
+def _chunk_log_probs(
+    decoder: Decoder, rows: Sequence[tuple[Sequence[int], Sequence[int], PromptState]]
+) -> list[np.ndarray]:
+    """Log-probabilities of each row's continuation after its context, from the state after that context
+    (rows longest first)."""
+    network = decoder.network
+    lengths = [len(ids) for _, ids, _ in rows]
+    longest = lengths[0]
+    padded = np.zeros((len(rows), longest), dtype=np.int64)
+    for row, (_, ids, _) in enumerate(rows):
         padded[row, : len(ids)] = ids
-    first = np.repeat(last[:, None], rows, axis=0)  # (B, 1, .) predicts each continuation's first token
+    first = np.concatenate([start.output for _, _, start in rows])[:, None]  # predicts each first token
     if longest > 1:
-        tiled = [tuple(np.repeat(part, rows, axis=0) for part in layer) for layer in state]
-        rest, _ = network.forward_sequence(padded[:, :-1], tiled)
+        layers = len(rows[0][2].state)
+        state = [
+            tuple(np.concatenate([start.state[layer][part] for _, _, start in rows]) for part in range(2))
+            for layer in range(layers)
+        ]
+        rest, _ = network.forward_sequence(padded[:, :-1], state)
         heads = np.concatenate([first, rest], axis=1)
     else:
         heads = first
-    valid = [(row, position) for row in range(rows) for position in range(lengths[row])]
-    index_rows = np.asarray([r for r, _ in valid])
-    index_positions = np.asarray([p for _, p in valid])
-    logits = network.scores(heads[index_rows, index_positions]).astype(np.float64)
-    if decoder.mixture is not None:
-        history = list(context_ids)
-        histories = decoder.mixture.histories([history + list(continuations[r][:p]) for r, p in valid])
-        log_p = decoder.mixture.log_probs(logits, histories)
-    else:
-        logits -= logits.max(axis=1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    index_rows = np.repeat(np.arange(len(rows)), lengths)
+    index_positions = np.concatenate([np.arange(length) for length in lengths])
     targets = padded[index_rows, index_positions]
-    values = log_p[np.arange(len(valid)), targets]
-    result, at = [], 0
-    for length in lengths:
-        result.append(values[at : at + length])
-        at += length
-    return result
+    recent = None
+    if decoder.mixture is not None:
+        n = decoder.mixture.context  # the n-gram reads only the last n ids before each position
+        recent = decoder.mixture.histories(
+            [
+                list(context[max(0, len(context) - n) :] if n else []) + list(ids[:position])
+                for context, ids, _ in rows
+                for position in range(len(ids))
+            ]
+        )
+    values = np.empty(len(targets))
+    for at in range(0, len(targets), SCORED_POSITIONS):  # (positions, V) float64 blocks stay small
+        block = slice(at, at + SCORED_POSITIONS)
+        logits = network.scores(heads[index_rows[block], index_positions[block]])
+        if recent is not None:
+            values[block] = decoder.mixture.target_log_probs(logits, recent[block], targets[block])
+        else:
+            top = logits.max(axis=1, keepdims=True)
+            norms = np.log(np.exp(logits - top).sum(axis=1, dtype=np.float64)) + top[:, 0]
+            values[block] = logits[np.arange(len(logits)), targets[block]].astype(np.float64) - norms
+    return np.split(values, np.cumsum(lengths)[:-1])
 
 
 @dataclass(frozen=True)
@@ -146,27 +193,36 @@ class Evidence:
         return scores + lexical * self.lexical
 
 
-def evidence(
-    decoder: Decoder,
-    prompt_ids: Sequence[int],
-    prior_ids: Sequence[int],
-    candidates: Sequence[Sequence[int]],
-    turn: str,
-    texts: Sequence[str],
-    tfidf: CharacterTfidf | None,
-    prompt_state: PromptState | None = None,
-) -> Evidence:
-    """The Evidence of candidates (token ids, and their reply texts) for a prompt whose last turn is `turn`;
-    `prior_ids` is the context of p(reply): the character's opening alone; `prompt_state` the network after
-    the prompt when the decoding already read it."""
-    given_turn = continuation_log_probs(decoder, prompt_ids, candidates, prompt_state)
-    alone = continuation_log_probs(decoder, prior_ids, candidates)
-    return Evidence(
-        with_turn=np.asarray([values.sum() for values in given_turn]),
-        alone=np.asarray([values.sum() for values in alone]),
-        tokens=np.asarray([len(values) for values in given_turn]),
-        lexical=np.asarray([tfidf.cosine(turn, text) if tfidf is not None else 0.0 for text in texts]),
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate replies of one prompt, as `evidence` reads them: the prompt's ids (and the network after
+    them, when a decoding already read them), the ids of p(reply)'s context (the character's opening
+    alone), the replies' ids and texts, and the turn they answer."""
+
+    prompt_ids: Sequence[int]
+    prior_ids: Sequence[int]
+    replies: Sequence[Sequence[int]]
+    texts: Sequence[str]
+    turn: str
+    prompt_state: PromptState | None = None
+
+
+def evidence(decoder: Decoder, pools: Sequence[Candidates], tfidf: CharacterTfidf | None) -> list[Evidence]:
+    """The Evidence of each pool of candidates, every pool's log-probabilities computed together
+    (`many_continuation_log_probs`: each prompt and each opening read once)."""
+    given_turn = many_continuation_log_probs(
+        decoder, [(pool.prompt_ids, pool.replies) for pool in pools], [pool.prompt_state for pool in pools]
     )
+    alone = many_continuation_log_probs(decoder, [(pool.prior_ids, pool.replies) for pool in pools])
+    return [
+        Evidence(
+            with_turn=np.asarray([values.sum() for values in given]),
+            alone=np.asarray([values.sum() for values in prior]),
+            tokens=np.asarray([len(values) for values in given]),
+            lexical=np.asarray([tfidf.cosine(pool.turn, text) if tfidf else 0.0 for text in pool.texts]),
+        )
+        for pool, given, prior in zip(pools, given_turn, alone, strict=True)
+    ]
 
 
 def rank(scores: Sequence[float], closed: Sequence[bool]) -> list[int]:

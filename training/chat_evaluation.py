@@ -35,6 +35,7 @@ from __future__ import annotations
 import difflib
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from gensim.corpora import Dictionary
@@ -43,12 +44,12 @@ from gensim.models import TfidfModel
 from models.chat import Chat, ChatPrompt, ChatReply, Message
 from models.decoding import SamplingParams
 from models.memory import ExchangeMemory, index_terms
-from models.rerank import Evidence, RerankConfig, rank
+from models.rerank import Evidence, RerankConfig, many_continuation_log_probs, rank
 from training.characters import Utterance, exchanges, extract_characters
 from training.memory import build_memory
 
 MAX_TOKENS = 60
-MAX_EXCHANGES = 100  # evenly spread over the held-out chapters, to bound the time
+MAX_EXCHANGES = 100  # evenly spread over the held-out chapters, to bound the time (R10@1 ± 5 points)
 TEMPERATURE = 0.8
 TOP_K = 20
 CLOSED_TARGET = 0.95
@@ -58,8 +59,8 @@ CHOICES = 10  # R10@1 and the relevance judge: the real item among itself and 9 
 BETAS = (0.75, 1.0, 1.25)
 LEXICAL_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)
 CANDIDATE_COUNTS = (1, 2, 4)
-VALIDATION_EXCHANGES = 80  # for β and γ (no generation)
-VALIDATION_GENERATED = 40  # for the number of candidates (generates max(CANDIDATE_COUNTS) per exchange)
+VALIDATION_EXCHANGES = 60  # for β and γ (no generation)
+VALIDATION_GENERATED = 30  # for the number of candidates (generates max(CANDIDATE_COUNTS) per exchange)
 Pair = tuple[Utterance, Utterance]
 
 
@@ -68,31 +69,6 @@ def _spread(items: list, limit: int) -> list:
         return items
     step = len(items) / limit
     return [items[int(i * step)] for i in range(limit)]
-
-
-def _reply_bits(chat: Chat, context: str, reply: str) -> tuple[float, int]:
-    """Total −log2 p of the reply's tokens after the context, and how many tokens that is."""
-    decoder = chat.decoder
-    context_ids = decoder.encode(context).ids
-    reply_ids = decoder.encode(reply + chat.close).ids
-    if not reply_ids:
-        return 0.0, 0
-    ids = np.asarray(context_ids + reply_ids, dtype=np.int64)[None, :]
-    outputs, _ = decoder.network.forward_sequence(ids[:, :-1])
-    logits = decoder.network.scores(outputs[0, len(context_ids) - 1 :]).astype(np.float64)
-    if decoder.mixture is not None:
-        # Score the reply with the distribution the server samples from (λ·LSTM + (1 − λ)·n-gram).
-        history = ids[0].tolist()
-        log_probabilities = decoder.mixture.log_probs(
-            logits,
-            decoder.mixture.histories([history[: len(context_ids) + i] for i in range(len(reply_ids))]),
-        )
-    else:
-        logits -= logits.max(axis=1, keepdims=True)
-        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    targets = np.asarray(reply_ids)
-    nats = -log_probabilities[np.arange(len(targets)), targets].sum()
-    return float(nats / np.log(2)), len(targets)
 
 
 class TfidfCosine:
@@ -149,20 +125,49 @@ def _request(pair: Pair) -> tuple[list[Message], str, str]:
     return [Message("user", first.text)], second.speaker, first.speaker
 
 
+def _group_indices(count: int) -> list[list[int]]:
+    """Per exchange, itself first and then the CHOICES - 1 others it is compared with."""
+    return [[index, *_others(index, count)] for index in range(count)]
+
+
 def _groups(pairs: Sequence[Pair]) -> list[list[Pair]]:
-    return [
-        [pair] + [pairs[other] for other in _others(index, len(pairs))] for index, pair in enumerate(pairs)
-    ]
+    return [[pairs[i] for i in group] for group in _group_indices(len(pairs))]
 
 
 def selection_evidence(chat: Chat, pairs: Sequence[Pair], grounded: bool) -> list[Evidence]:
-    """Per exchange, the served scorer's evidence for its real reply (first) and the 9 others'."""
-    encode = chat.decoder.encode
-    found = []
-    for pair, group in zip(pairs, _groups(pairs), strict=True):
-        prompt = chat.render(*_request(pair), grounded=grounded)
-        found.append(chat.evidence(prompt, [encode(second.text + chat.close).ids for _, second in group]))
-    return found
+    """Per exchange, the served scorer's evidence for its real reply (first) and the 9 others' (every
+    exchange's scored together: models/rerank.py reads each prompt and each opening once)."""
+    replies = _reply_ids(chat, pairs)
+    pools = [
+        chat.pool(chat.render(*_request(pair), grounded=grounded), [replies[i] for i in group])
+        for pair, group in zip(pairs, _group_indices(len(pairs)), strict=True)
+    ]
+    return chat.evidence_of(pools)
+
+
+def _reply_ids(chat: Chat, pairs: Sequence[Pair]) -> list[list[int]]:
+    """Each exchange's real reply as the model reads it, closing quote included, as a served candidate
+    can be: at most MAX_TOKENS tokens (a longer real reply is scored on its first MAX_TOKENS; its TF-IDF
+    cosine still reads all of it)."""
+    return [chat.decoder.encode(second.text + chat.close).ids[:MAX_TOKENS] for _, second in pairs]
+
+
+def _without_memory(chat: Chat, pairs: Sequence[Pair], grounded: Sequence[Evidence]) -> list[Evidence]:
+    """`selection_evidence` without recalled lines: only log p(reply | prompt) differs (p(reply) after the
+    character's opening, the token counts and the turn's cosine are the grounded evidence's)."""
+    replies = _reply_ids(chat, pairs)
+    items = [
+        (
+            chat.decoder.encode(chat.render(*_request(pair), grounded=False).text).ids,
+            [replies[i] for i in group],
+        )
+        for pair, group in zip(pairs, _group_indices(len(pairs)), strict=True)
+    ]
+    given = many_continuation_log_probs(chat.decoder, items)
+    return [
+        replace(evidence, with_turn=np.asarray([values.sum() for values in found]))
+        for evidence, found in zip(grounded, given, strict=True)
+    ]
 
 
 def r10_at_1(scores: Sequence[Sequence[float]]) -> float:
@@ -184,11 +189,14 @@ def _params(index: int) -> SamplingParams:
 
 
 def _generate(chat: Chat, pairs: Sequence[Pair], grounded: bool, candidates: int) -> list[ChatReply]:
-    return [
-        chat.respond(*_request(pair)[:1], _params(index), *_request(pair)[1:], grounded=grounded,
-                     candidates=candidates)
-        for index, pair in enumerate(pairs)
-    ]  # fmt: skip
+    """The reply `Chat.respond` gives each exchange (seed = its index), all exchanges decoded in shared
+    batches and their pools ranked together."""
+    prompts = [chat.render(*_request(pair), grounded=grounded) for pair in pairs]
+    params = [chat.sampling(_params(index)) for index in range(len(pairs))]
+    pools = chat.draw_many(prompts, params, max(1, candidates))
+    if candidates <= 1:
+        return [chat.reply(prompt, pool[0]) for prompt, pool in zip(prompts, pools, strict=True)]
+    return [ranked[0] for ranked in chat.rank_many(prompts, pools)]
 
 
 def _recalled_text(prompt: ChatPrompt, chat: Chat) -> str:
@@ -266,11 +274,18 @@ def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tu
     # One batch of the most candidates per exchange; n candidates are its first n (the seeds the server
     # would draw for n), each ranked by the served scorer.
     picked: dict[int, list[str]] = {count: [] for count in CANDIDATE_COUNTS}
-    for index, pair in enumerate(generated):
-        prompt = tuning.render(*_request(pair))
-        generations = tuning.draw(prompt, tuning.sampling(_params(index)), max(CANDIDATE_COUNTS))
-        replies = [tuning.reply(prompt, generation) for generation in generations]
-        scores = tuning.score(prompt, [tuning.candidate_ids(g) for g in generations])
+    prompts = [tuning.render(*_request(pair)) for pair in generated]
+    params = [tuning.sampling(_params(index)) for index in range(len(generated))]
+    pools = tuning.draw_many(prompts, params, max(CANDIDATE_COUNTS))
+    pooled = tuning.evidence_of(
+        [
+            tuning.pool(prompt, [tuning.candidate_ids(g) for g in pool], pool[0])
+            for prompt, pool in zip(prompts, pools, strict=True)
+        ]
+    )
+    for prompt, pool, evidence in zip(prompts, pools, pooled, strict=True):
+        replies = [tuning.reply(prompt, generation) for generation in pool]
+        scores = evidence.scores(beta, gamma).tolist()
         closed = [reply.finish_reason == "stop" for reply in replies]
         for count in CANDIDATE_COUNTS:
             picked[count].append(replies[rank(scores[:count], closed[:count])[0]].text)
@@ -289,7 +304,11 @@ def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tu
 
 
 def evaluate_chat(
-    chat: Chat, chapters: list[str], held_out_chapters: int, user_dict: str | None = None
+    chat: Chat,
+    chapters: list[str],
+    held_out_chapters: int,
+    user_dict: str | None = None,
+    utterances: list[Utterance] | None = None,
 ) -> dict:
     """The chat figures of the module docstring, as a JSON-ready dict (the manifest's `chat_evaluation`).
     A model without a memory (written before chat had one) is evaluated with the memory its training
@@ -299,17 +318,18 @@ def evaluate_chat(
             "exchanges": 0,
             "reason": "no held-out chapters" if held_out_chapters <= 0 else "no characters",
         }
-    extraction = extract_characters(chapters, user_dict=user_dict)
+    if utterances is None:  # `evaluate DIR`: found again as training found them (training passes its own)
+        utterances = extract_characters(chapters, user_dict=user_dict).utterances
     training_chapters = len(chapters) - held_out_chapters
     memory_source = "the model's memory.json"
     if chat.memory is None:
         memory_source = "built for this evaluation from the training chapters (the model has none)"
         chat = Chat(chat.decoder, chat.characters, chat.max_prompt_chars,
-                    build_memory(chapters, extraction.utterances, training_chapters, chat.decoder.tokenizer),
+                    build_memory(chapters, utterances, training_chapters, chat.decoder.tokenizer),
                     chat.grounding, chat.rerank)  # fmt: skip
     held = set(range(training_chapters, len(chapters)))
     # B must be a character the chat can play (the extraction keeps speakers with enough utterances).
-    found = [pair for pair in exchanges(extraction.utterances, held) if chat.characters.find(pair[1].speaker)]
+    found = [pair for pair in exchanges(utterances, held) if chat.characters.find(pair[1].speaker)]
     chosen = _spread(found, MAX_EXCHANGES)
     if not chosen:
         return {"exchanges": 0, "reason": "no two-turn exchanges in the held-out chapters"}
@@ -321,24 +341,19 @@ def evaluate_chat(
     grounded_prompts = [chat.render(*_request(pair)) for pair in chosen]
     recalled = [_recalled_text(prompt, chat) for prompt in grounded_prompts]
 
-    with_context = without_context = 0.0
-    tokens = 0
-    helped = 0
-    for reply, (_, second) in zip(plain, chosen, strict=True):
-        alone = chat.opening(chat.characters.find(second.speaker))  # only `B道：“`
-        bits_with, n = _reply_bits(chat, reply.prompt.text, second.text)
-        bits_without, _ = _reply_bits(chat, alone, second.text)
-        with_context += bits_with
-        without_context += bits_without
-        tokens += n
-        helped += bits_with < bits_without
+    # One scoring pass serves the reply costs and response selection: the real reply is the first candidate
+    # of its exchange's group, after the plain prompt (previous turn only) and after `B道：“` alone.
+    with_memory = selection_evidence(chat, chosen, grounded=True)
+    without_memory = _without_memory(chat, chosen, with_memory)
+    bits_with = np.asarray([-e.with_turn[0] / np.log(2) for e in without_memory])
+    bits_without = np.asarray([-e.alone[0] / np.log(2) for e in with_memory])
+    tokens = int(sum(e.tokens[0] for e in with_memory))
+    helped = int((bits_with < bits_without).sum())
+    per_token_with = bits_with.sum() / tokens if tokens else None
+    per_token_without = bits_without.sum() / tokens if tokens else None
     real_lengths = [len(chat.decoder.encode(second.text).tokens) for _, second in chosen]
-    per_token_with = with_context / tokens if tokens else None
-    per_token_without = without_context / tokens if tokens else None
     selection: dict[str, float] = {}
     if len(chosen) >= CHOICES:
-        with_memory = selection_evidence(chat, chosen, grounded=True)
-        without_memory = selection_evidence(chat, chosen, grounded=False)
         rerank = chat.rerank
         selection = {
             "served": r10_at_1([e.scores(rerank.beta, rerank.lexical) for e in with_memory]),
@@ -362,6 +377,7 @@ def evaluate_chat(
         "real_reply_bits_per_token_without_previous_turn": round(per_token_without, 4) if tokens else None,
         "share_of_exchanges_where_the_previous_turn_helped": round(helped / len(chosen), 4),
         "real_reply_tokens": tokens,
+        "real_reply_tokens_scored_at_most": MAX_TOKENS,
         "memory": {
             "source": memory_source,
             "exchanges": len(chat.memory),

@@ -57,11 +57,12 @@ def chat_figures(
     user_dict: Path | None,
     quiet: bool = False,
     memory: ExchangeMemory | None = None,
+    utterances: list[Utterance] | None = None,
 ) -> dict:
     """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; decoded as
     the server decodes (with the model's n-gram mixture, continuous cache and memory, when it has them)."""
     chat = Chat(decoder, characters, memory=memory)
-    result = evaluate_chat(chat, chapters, held_out, user_dict)
+    result = evaluate_chat(chat, chapters, held_out, user_dict, utterances)
     if not quiet:
         print(format_chat_table(result))
     return result

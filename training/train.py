@@ -187,7 +187,7 @@ def run_training(args: argparse.Namespace) -> dict:
         with timings.stage("chat_evaluation"):
             manifest["chat_evaluation"] = chat_figures(
                 decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, args.user_dict,
-                memory=memory,
+                memory=memory, utterances=extraction.utterances,
             )  # fmt: skip
     # The same dicts, so the "write" stage timed while the directory is built is in manifest.json too.
     manifest["timings"] = timings.seconds

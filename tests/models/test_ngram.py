@@ -60,3 +60,14 @@ def test_mixture_is_the_weighted_sum_and_survives_a_pickle_free_round_trip(tmp_p
     assert loaded.lstm_weight == 0.7 and np.allclose(np.exp(loaded.log_probs(logits, histories)), mixed)
     with pytest.raises(ValueError, match="vocabulary has 12"):
         Mixture.load(path, 12)
+
+
+def test_a_targets_mixture_probability_is_its_entry_of_the_dense_distribution() -> None:
+    vocab = 30
+    mixture = Mixture(KneserNey.fit(TRAIN, vocab + 1, 3), 0.6)
+    recent = [[int(a), int(b)] for a, b in RNG.integers(-1, vocab, size=(200, 2))] + [[], [7], [7, 7]]
+    histories = mixture.histories(recent)
+    logits = RNG.standard_normal((len(recent), vocab)) * 3
+    targets = RNG.integers(0, vocab, size=len(recent))
+    dense = mixture.log_probs(logits, histories)[np.arange(len(recent)), targets]
+    assert np.allclose(mixture.target_log_probs(logits, histories, targets), dense, rtol=0, atol=1e-12)

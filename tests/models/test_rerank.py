@@ -9,7 +9,15 @@ import pytest
 
 from models.chat import Chat, Message
 from models.decoding import Decoder, SamplingParams
-from models.rerank import CharacterTfidf, RerankConfig, continuation_log_probs, evidence, rank
+from models.rerank import (
+    Candidates,
+    CharacterTfidf,
+    RerankConfig,
+    continuation_log_probs,
+    evidence,
+    many_continuation_log_probs,
+    rank,
+)
 from models.trained import TrainedModel
 
 
@@ -48,7 +56,7 @@ def test_relevance_is_mutual_information_plus_gamma_times_the_character_cosine(d
     texts = ["我去看花。", "你又来了。"]
     candidates = [decoder.encode(text + "”").ids for text in texts]
     tfidf = CharacterTfidf({"妹": 1.0, "去": 2.0, "看": 1.5, "你": 0.5, "妹妹": 3.0})
-    found = evidence(decoder, prompt, prior, candidates, "妹妹往那里去？", texts, tfidf)
+    found = evidence(decoder, [Candidates(prompt, prior, candidates, texts, "妹妹往那里去？")], tfidf)[0]
     with_turn = continuation_log_probs(decoder, prompt, candidates)
     alone = continuation_log_probs(decoder, prior, candidates)
     scores = found.scores(beta=0.5, lexical=2.0)
@@ -93,3 +101,20 @@ def test_ranking_from_the_pools_prefill_scores_what_reading_the_prompt_again_sco
     reused = chat.score(prompt, ids, read=pool[0])
     read_again = chat.score(prompt, ids)
     assert reused == pytest.approx(read_again, abs=1e-5)
+
+
+def test_many_contexts_score_what_each_context_scores_alone(decoder: Decoder) -> None:
+    contexts = [
+        decoder.encode(text).ids for text in ("宝玉笑道：“妹妹往那里去？”黛玉道：“", "黛玉道：“", "“")
+    ]
+    replies = [decoder.encode(text).ids for text in ("我去看花。”", "不去”", "”", "妹妹，你往那里去？”")]
+    items = [
+        (contexts[0], replies),
+        (contexts[1], replies[1:]),
+        (contexts[0], replies[:1]),
+        (contexts[2], []),
+    ]
+    together = many_continuation_log_probs(decoder, items)
+    for (context, continuations), found in zip(items, together, strict=True):
+        alone = [_one_by_one(decoder, context, ids) for ids in continuations]
+        assert [values.tolist() for values in found] == [pytest.approx(values, abs=1e-4) for values in alone]

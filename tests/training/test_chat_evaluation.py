@@ -53,8 +53,8 @@ def test_reply_cost_is_scored_with_the_served_mixture(tiny_model_dir: Path) -> N
     from models.chat import Chat
     from models.decoding import Decoder
     from models.ngram import KneserNey, Mixture
+    from models.rerank import continuation_log_probs
     from models.trained import TrainedModel
-    from training.chat_evaluation import _reply_bits
 
     model = TrainedModel.load(tiny_model_dir)
     plain = Decoder(model.network, model.vectors, model.tokenizer)
@@ -63,17 +63,17 @@ def test_reply_cost_is_scored_with_the_served_mixture(tiny_model_dir: Path) -> N
     mixed = Decoder(model.network, model.vectors, model.tokenizer, mixture)
     context, reply = "宝玉笑道：“你们又来了。”黛玉道：“", "我不去"
 
-    bits, count = _reply_bits(Chat(mixed, model.characters), context, reply)
     context_ids = mixed.encode(context).ids
-    ids = context_ids + mixed.encode(reply + Chat(mixed, model.characters).close).ids
+    reply_ids = mixed.encode(reply + Chat(mixed, model.characters).close).ids
+    bits = -continuation_log_probs(mixed, context_ids, [reply_ids])[0].sum() / np.log(2)
+    ids = context_ids + reply_ids
     outputs, _ = model.network.forward_sequence(np.asarray(ids[:-1])[None, :])
     # As the held-out bpc counts it: the mixture's own distribution, <unk> keeping its probability.
     histories = mixture.histories([ids[:i] for i in range(len(context_ids), len(ids))])
     log_p = mixture.log_probs(model.network.scores(outputs[0, len(context_ids) - 1 :]), histories)
     expected = -sum(log_p[i, t] for i, t in enumerate(ids[len(context_ids) :])) / np.log(2)
-    assert count == len(ids) - len(context_ids)
     assert bits == pytest.approx(expected, rel=1e-4)
-    alone, _ = _reply_bits(Chat(plain, model.characters), context, reply)
+    alone = -continuation_log_probs(plain, context_ids, [reply_ids])[0].sum() / np.log(2)
     assert abs(alone - bits) > 1e-3  # the mixture changes the charge: the test can tell the two apart
 
 
