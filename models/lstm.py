@@ -122,7 +122,8 @@ class LSTM:
     def _gate_major_weights(self, recurrent_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """forward()'s weights: the same scaled (W_xb, W_h), each gate's columns as its own matrix,
         W_xb4 (4, D+1, H) and W_h4 (4, H, H), so one batched matmul writes each gate as a contiguous block.
-        Made in one pass over W each (scale, bias row and DropConnect mask applied on the way)."""
+        Made in one pass over W each, scale and bias row applied on the way (the DropConnect mask, in
+        training, is one more pass over W_h4)."""
         if recurrent_mask is None and self._forward_weights is not None:
             return self._forward_weights
         D, H = self.input_size, self.hidden_size
