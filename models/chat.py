@@ -29,7 +29,7 @@ its end if it alone is too long): a conversation never fails for being long.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from models.characters import Character, CharacterList
@@ -39,6 +39,7 @@ from models.rerank import Candidates, Evidence, RerankConfig, evidence, rank
 from models.stops import StopCutter
 
 ROLES = ("system", "developer", "user", "assistant")
+PRUNED = "pruned"  # the finish_reason of a candidate its pool stopped early (RerankConfig.prune_after)
 NEUTRAL_USER = "那人"  # "that person": the novel's own way to name someone it does not name
 NARRATOR_USER = "有人问"  # no characters at all: "someone asked" ... "answered"
 NARRATOR_BOT = "答"
@@ -396,6 +397,7 @@ class Chat:
         self, prompts: Sequence[ChatPrompt], pools: Sequence[Sequence[Generation]]
     ) -> list[list[ChatReply]]:
         """`rank_replies` of many prompts' pools, their evidence computed together."""
+        pools = [[g for g in pool if g.finish_reason != PRUNED] for pool in pools]
         found = self.evidence_of(
             [
                 self.pool(prompt, [self.candidate_ids(g) for g in pool], pool[0])
@@ -451,9 +453,52 @@ class Chat:
             for prompt, p in zip(prompts, params, strict=True)
         ]
         batch = DecodingBatch(self.decoder)
-        waiting = list(pools)
+        waiting = list(zip(prompts, pools, strict=True))
+        unpruned: list[tuple[ChatPrompt, list[Generation]]] = []
         while waiting or batch:
             while waiting and len(batch) + count <= max(rows, count):
-                batch.add(*waiting.pop(0))
+                prompt, pool = waiting.pop(0)
+                batch.add(*pool)
+                unpruned.append((prompt, pool))
             batch.tick()
+            for prompt, pool in list(unpruned):
+                if self.ready_to_prune(pool):
+                    unpruned.remove((prompt, pool))
+                    batch.remove(self.prune(prompt, pool, keep=1))
         return pools
+
+    def ready_to_prune(self, pool: Sequence[Generation]) -> bool:
+        """Whether a pool has drawn what `prune` ranks: `prune_after` tokens of every candidate still
+        running (never for a pool of one or without prune_after)."""
+        after = self.rerank.prune_after
+        return (
+            after is not None
+            and len(pool) > 1
+            and all(g.finish_reason is not None or len(g.tokens) >= after for g in pool)
+        )
+
+    def pruner(
+        self, prompt: ChatPrompt, keep: int
+    ) -> Callable[[list[Generation]], list[Generation] | None] | None:
+        """What a scheduler asks after every tick of a served pool (app/engine/scheduler.py, Prune): None
+        until `ready_to_prune`, then `prune`'s stopped candidates; None at all without prune_after."""
+        if self.rerank.prune_after is None:
+            return None
+
+        def prune(pool: list[Generation]) -> list[Generation] | None:
+            return self.prune(prompt, pool, keep) if self.ready_to_prune(pool) else None
+
+        return prune
+
+    def prune(self, prompt: ChatPrompt, pool: Sequence[Generation], keep: int) -> list[Generation]:
+        """Stop all but the `keep` best candidates of a pool by the relevance of what each has said so far
+        (the ranking's score over its first tokens; one that already closed counts as it stands); their
+        finish_reason becomes PRUNED and they are returned (the caller takes them out of its batch)."""
+        if len(pool) <= keep:
+            return []
+        scores = self.score(prompt, [self.candidate_ids(g) for g in pool], pool[0])
+        order = rank(scores, [True] * len(pool))
+        dropped = [pool[i] for i in order[keep:]]
+        for generation in dropped:
+            generation.finish_reason = PRUNED
+        return dropped

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +87,10 @@ class ExchangeMemory:
             candidates=int(chosen.get("candidates", RerankConfig.candidates)),
             beta=float(chosen.get("beta", RerankConfig.beta)),
             lexical=float(chosen.get("lexical", RerankConfig.lexical)),
+            prune_after=None if chosen.get("prune_after") is None else int(chosen["prune_after"]),
         )
 
-    @property
+    @cached_property
     def tfidf(self) -> CharacterTfidf | None:
         """The character TF-IDF of the relevance score (idf of the training chapters' exchanges)."""
         return CharacterTfidf(self.character_idf) if self.character_idf else None
@@ -202,6 +204,8 @@ class ExchangeMemory:
             raise ValueError("rerank must hold a whole number of candidates and a number beta") from None
         if not (1 <= rerank.candidates <= MAX_CANDIDATES and 0.0 <= rerank.beta <= 2.0):
             raise ValueError(f"rerank {rerank}: candidates must be 1..{MAX_CANDIDATES} and beta 0..2")
+        if rerank.prune_after is not None and rerank.prune_after < 1:
+            raise ValueError(f"rerank {rerank}: prune_after must be a positive number of tokens or null")
         return memory
 
     @classmethod

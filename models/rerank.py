@@ -43,6 +43,10 @@ class RerankConfig:
     candidates: int = 4
     beta: float = 1.0
     lexical: float = 2.0  # γ: weight of the character TF-IDF cosine between the turn and the reply
+    # After this many tokens the pool keeps only its best (as many as the request's choices) by the same
+    # score over what each candidate has said so far, and the rest stop: the pool's rows cost a few ticks
+    # instead of as many as its longest reply. None: every candidate runs to its end.
+    prune_after: int | None = None
 
 
 def character_grams(text: str) -> list[str]:
@@ -210,10 +214,14 @@ class Candidates:
 def evidence(decoder: Decoder, pools: Sequence[Candidates], tfidf: CharacterTfidf | None) -> list[Evidence]:
     """The Evidence of each pool of candidates, every pool's log-probabilities computed together
     (`many_continuation_log_probs`: each prompt and each opening read once)."""
-    given_turn = many_continuation_log_probs(
-        decoder, [(pool.prompt_ids, pool.replies) for pool in pools], [pool.prompt_state for pool in pools]
+    # Both terms in one pass: the continuations after the prompts, then the same ones after the openings.
+    found = many_continuation_log_probs(
+        decoder,
+        [(pool.prompt_ids, pool.replies) for pool in pools]
+        + [(pool.prior_ids, pool.replies) for pool in pools],
+        [pool.prompt_state for pool in pools] + [None] * len(pools),
     )
-    alone = many_continuation_log_probs(decoder, [(pool.prior_ids, pool.replies) for pool in pools])
+    given_turn, alone = found[: len(pools)], found[len(pools) :]
     return [
         Evidence(
             with_turn=np.asarray([values.sum() for values in given]),

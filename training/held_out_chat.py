@@ -39,12 +39,15 @@ def chat_memory(
         "candidates": config.candidates,
         "beta": config.beta,
         "lexical": config.lexical,
+        "prune_after": config.prune_after,
         "measured": measured,
     }
     print(
         f"chat memory: {len(memory):,} exchanges of the training chapters; rerank {config.candidates} "
-        f"candidates, beta {config.beta:g}, gamma {config.lexical:g} (chosen on {len(pairs)} exchanges of "
-        f"the last {tail} training chapters)"
+        f"candidates"
+        + (f" (the best kept after {config.prune_after} tokens)" if config.prune_after else "")
+        + f", beta {config.beta:g}, gamma {config.lexical:g} (chosen on {len(pairs)} exchanges of the last "
+        f"{tail} training chapters)"
     )
     return memory
 

@@ -61,6 +61,11 @@ class Draining(Exception):
     """The worker is stopping (SIGTERM): it finishes what it runs and takes no new generations."""
 
 
+# A request's way to stop some of its candidates early (chat's pool keeps its best few): called on the
+# scheduler thread after every tick with its generations; None while it cannot tell, else those to stop.
+Prune = Callable[[list[Generation]], list[Generation] | None]
+
+
 @dataclass(frozen=True)
 class TokenEvent:
     """One decoded token of one candidate of a request. `finish_reason` is set on that candidate's last token
@@ -86,10 +91,13 @@ class Ticket:
     by `Scheduler.submit` on the request's event loop; the scheduler hands back every candidate's tokens
     through the one queue."""
 
-    def __init__(self, scheduler: Scheduler, generations: list[Generation], stream: bool) -> None:
+    def __init__(
+        self, scheduler: Scheduler, generations: list[Generation], stream: bool, prune: Prune | None = None
+    ) -> None:
         self.scheduler = scheduler
         self.generations = generations
         self.stream = stream
+        self.prune = prune  # asked after every tick until it answers (then cleared)
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         self.submitted = time.perf_counter()
@@ -173,11 +181,13 @@ class Scheduler:
             self._thread.join(timeout=10)
 
     # ------------------------------------------------------------------------------- event-loop side API
-    def submit(self, generations: list[Generation], stream: bool = True) -> Ticket:
+    def submit(
+        self, generations: list[Generation], stream: bool = True, prune: Prune | None = None
+    ) -> Ticket:
         """Queue a request's validated generations (its candidates); each joins the batch at the next tick
         with a free slot. Raises Overloaded at once when the batch and the queue cannot take all of them.
-        Call on the request's event loop."""
-        ticket = Ticket(self, generations, stream)
+        `prune` may stop some of them early (see Prune). Call on the request's event loop."""
+        ticket = Ticket(self, generations, stream, prune)
         with self._lock:
             if self._draining:
                 raise Draining("this server is shutting down and takes no new generations")
@@ -316,12 +326,28 @@ class Scheduler:
             if ticket.stream or finish_reason is not None:
                 delivery = _Delivery(choice, token, finish_reason)
                 per_ticket.setdefault(id(ticket), (ticket, []))[1].append(delivery)
+        self._prune(per_ticket)
         # One wake-up per event loop per tick, carrying every request's tokens.
         by_loop: dict[int, tuple[asyncio.AbstractEventLoop, list]] = {}
         for ticket, deliveries in per_ticket.values():
             by_loop.setdefault(id(ticket.loop), (ticket.loop, []))[1].append((ticket.queue, deliveries))
         for loop, items in by_loop.values():
             _call_soon(loop, _put_all, items)
+
+    def _prune(self, per_ticket: dict[int, tuple[Ticket, list[_Delivery]]]) -> None:
+        """Ask the running tickets that may prune; stop what they name (their rows are freed now) and tell
+        each ticket that those candidates ended."""
+        for ticket in {id(t): t for t, _ in self._tickets.values() if t.prune is not None}.values():
+            stopped = ticket.prune(ticket.generations) if ticket.prune is not None else None
+            if stopped is None:
+                continue
+            ticket.prune = None
+            running = [g for g in stopped if id(g) in self._tickets]
+            self._batch.remove(running)
+            for generation in running:
+                _, choice = self._tickets.pop(id(generation))
+                delivery = _Delivery(choice, None, generation.finish_reason)
+                per_ticket.setdefault(id(ticket), (ticket, []))[1].append(delivery)
 
     def _cut(self, reason: str) -> None:
         """cut_all's work, on the scheduler thread with the lock held: fail every request, empty the batch."""

@@ -35,7 +35,7 @@ from anyio import CapacityLimiter, to_thread
 from app.engine.errors import APIError, ClientDisconnected
 from app.engine.limits import Limits
 from app.engine.run import GenerationRequest, Score, TokenStream, candidates
-from app.engine.scheduler import Draining, GenerationFailed, Overloaded, Scheduler, Ticket
+from app.engine.scheduler import Draining, GenerationFailed, Overloaded, Prune, Scheduler, Ticket
 from app.metrics import Metrics
 from app.settings import Settings
 from models.artifacts import ArtifactError
@@ -133,12 +133,14 @@ class ModelService:
         route: str,
         disconnected: Callable[[], Awaitable[None]] | None = None,
         score: Score | None = None,
+        prune: Prune | None = None,
     ) -> list[Generation]:
         """Submit and wait for every candidate's end; with `score`, they come back best first (ties keep
         their order). `disconnected` returns when the client has gone: then the generations are cancelled
-        (their slots are free within one tick) and ClientDisconnected is raised. Raises APIError 429 when
+        (their slots are free within one tick) and ClientDisconnected is raised. `prune` may stop some
+        candidates early (app/engine/scheduler.py, Prune). Raises APIError 429 when
         overloaded, 424 when decoding failed."""
-        ticket = self._submit(generations, stream=False)
+        ticket = self._submit(generations, stream=False, prune=prune)
         try:
             finished = await _unless_gone(ticket, disconnected)
         except GenerationFailed as error:
@@ -147,9 +149,9 @@ class ModelService:
             self.metrics.tokens.labels(route).inc(sum(len(g.tokens) for g in finished))
         return sorted(finished, key=score, reverse=True) if score is not None else finished
 
-    def _submit(self, generations: list[Generation], stream: bool) -> Ticket:
+    def _submit(self, generations: list[Generation], stream: bool, prune: Prune | None = None) -> Ticket:
         try:
-            return self.scheduler.submit(generations, stream=stream)
+            return self.scheduler.submit(generations, stream=stream, prune=prune)
         except Overloaded as error:
             if self.metrics is not None:
                 self.metrics.overloaded.inc()

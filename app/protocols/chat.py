@@ -7,8 +7,9 @@ Extensions: `character` (who the model plays), `user_character` (who the user is
 `repetition_penalty`; in the answer, `grounding` (the novel's lines recalled for the turn, with chapters).
 
 A sampled reply is chosen: the engine draws a pool of candidates in one batch (the model's chosen number,
-or `n` if more), models/chat.py ranks them by their relevance to the turn, and the best `n` distinct ones are
-the choices, best first. Ranking needs whole replies, so a streamed answer with a pool of more than one
+or `n` if more), keeps the `n` most relevant once each has said a few tokens (the model's `prune_after`),
+models/chat.py ranks those by their relevance to the turn, and the best `n` distinct ones are the choices,
+best first. Ranking needs whole replies, so a streamed answer with a pool of more than one
 sends each choice's reply in one content chunk once the pool is ranked.
 """
 
@@ -31,6 +32,7 @@ from app.protocols.strict import IgnoresUnknown
 from models.chat import (
     DEFAULT_MAX_TOKENS,
     MAX_USER_CHARACTER_CHARS,
+    PRUNED,
     USER_CHARACTER_PATTERN,
     Chat,
     ChatError,
@@ -209,6 +211,7 @@ def pool_size(chat: Chat, sampling: bool, n: int) -> int:
 def choose(chat: Chat, prompt: ChatPrompt, generations: list[Generation], n: int) -> list[ChatReply]:
     """The n choices: the pool ranked by relevance to the turn (models/chat.py), distinct replies first,
     best first; repeated ones only when the pool holds fewer than n different replies."""
+    generations = [g for g in generations if g.finish_reason != PRUNED]  # stopped early: never a choice
     if len(generations) == 1:
         return [chat.reply(prompt, generations[0])]
     ranked = chat.rank_replies(prompt, generations)

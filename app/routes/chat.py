@@ -62,7 +62,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
 
     if not body.stream or len(generations) > 1:
         # A pool is ranked once every candidate has finished (model work: in the model's lane).
-        finished = await service.complete(generations, run.route, disconnected(request))
+        # The pool keeps its n best once each candidate has said a few tokens (RerankConfig.prune_after).
+        prune = chat.pruner(prompt, keep=body.n or 1)
+        finished = await service.complete(generations, run.route, disconnected(request), prune=prune)
         replies = await service.run_model(choose, chat, prompt, finished, body.n or 1)
         chosen = [reply.generation for reply in replies]
         if not body.stream:

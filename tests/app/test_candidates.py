@@ -169,6 +169,39 @@ def test_the_engine_ranks_candidates_by_the_callers_score(client: TestClient) ->
     assert [g.seed for g in unranked] == [candidate_seed(2, i) for i in range(4)]
 
 
+def test_the_engine_stops_the_candidates_a_request_prunes_and_frees_their_rows(client: TestClient) -> None:
+    """What chat's pool pruning plugs into: after the tick where every candidate has 3 tokens, the request
+    stops two of them; they end there ("pruned": had their rows stayed in the batch, they would have grown),
+    the others run to their end as they would have unpruned."""
+    service = client.app.state.service
+    request = GenerationRequest(
+        text=PROMPT,
+        params=SamplingParams(max_new_tokens=12, do_sample=True, seed=5),
+        route="/generate",
+        candidates=4,
+    )
+    asked = []
+
+    def prune(pool):
+        asked.append([len(g.tokens) for g in pool])
+        if any(g.finish_reason is None and len(g.tokens) < 3 for g in pool):
+            return None
+        for generation in pool[1:3]:
+            generation.finish_reason = "pruned"
+        return pool[1:3]
+
+    async def run(prune=None):
+        return await service.complete(await service.prepare(request), request.route, prune=prune)
+
+    finished = asyncio.run(run(prune))
+    assert [g.finish_reason for g in finished] == ["length", "pruned", "pruned", "length"]
+    assert [len(g.tokens) for g in finished] == [12, 3, 3, 12]
+    assert asked[-1] == [3, 3, 3, 3]  # asked after every tick until it answered, never again
+    unpruned = asyncio.run(run())
+    assert [t.id for t in finished[0].tokens] == [t.id for t in unpruned[0].tokens]
+    assert [t.id for t in finished[1].tokens] == [t.id for t in unpruned[1].tokens][:3]
+
+
 # ------------------------------------------------------------------------------------- one failure policy
 
 

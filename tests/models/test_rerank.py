@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.chat import Chat, Message
+from models.chat import PRUNED, Chat, Message
 from models.decoding import Decoder, SamplingParams
 from models.rerank import (
     Candidates,
@@ -118,3 +118,21 @@ def test_many_contexts_score_what_each_context_scores_alone(decoder: Decoder) ->
     for (context, continuations), found in zip(items, together, strict=True):
         alone = [_one_by_one(decoder, context, ids) for ids in continuations]
         assert [values.tolist() for values in found] == [pytest.approx(values, abs=1e-4) for values in alone]
+
+
+def test_a_pruned_pool_keeps_its_best_start_and_stops_the_others(
+    model: TrainedModel, decoder: Decoder
+) -> None:
+    config = RerankConfig(candidates=4, beta=1.0, lexical=2.0, prune_after=2)
+    chat = Chat(decoder, model.characters, memory=model.memory, rerank=config)
+    prompt = chat.render([Message("user", "妹妹往那里去？")], character="黛玉")
+    params = chat.sampling(SamplingParams(max_new_tokens=20, do_sample=True, temperature=1.0, seed=9))
+    pool = chat.draw(prompt, params, 4)
+    survivors = [g for g in pool if g.finish_reason != PRUNED]
+    assert len(survivors) == 1
+    # The others stopped once all four had 2 tokens (or had ended), and the survivor was the best start.
+    assert all(len(g.tokens) <= 2 for g in pool if g.finish_reason == PRUNED)
+    starts = [[t.id for t in g.tokens[:2]] for g in pool]
+    scores = chat.score(prompt, starts)
+    assert pool.index(survivors[0]) == int(np.argmax(scores))
+    assert chat.rank_replies(prompt, pool)[0].generation is survivors[0]
