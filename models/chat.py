@@ -492,12 +492,15 @@ class Chat:
 
     def prune(self, prompt: ChatPrompt, pool: Sequence[Generation], keep: int) -> list[Generation]:
         """Stop all but the `keep` best candidates of a pool by the relevance of what each has said so far
-        (the ranking's score over its first tokens; one that already closed counts as it stands); their
+        (the ranking's score over its first tokens, with γ = prune_lexical; one that already closed counts as
+        it stands); their
         finish_reason becomes PRUNED and they are returned (the caller takes them out of its batch)."""
         if len(pool) <= keep:
             return []
-        scores = self.score(prompt, [self.candidate_ids(g) for g in pool], pool[0])
-        order = rank(scores, [True] * len(pool))
+        found = self.evidence(prompt, [self.candidate_ids(g) for g in pool], pool[0])
+        config = self.rerank
+        lexical = config.lexical if config.prune_lexical is None else config.prune_lexical
+        order = rank(found.scores(config.beta, lexical).tolist(), [True] * len(pool))
         dropped = [pool[i] for i in order[keep:]]
         for generation in dropped:
             generation.finish_reason = PRUNED

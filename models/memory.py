@@ -88,6 +88,7 @@ class ExchangeMemory:
             beta=float(chosen.get("beta", RerankConfig.beta)),
             lexical=float(chosen.get("lexical", RerankConfig.lexical)),
             prune_after=None if chosen.get("prune_after") is None else int(chosen["prune_after"]),
+            prune_lexical=None if chosen.get("prune_lexical") is None else float(chosen["prune_lexical"]),
         )
 
     @cached_property

@@ -47,6 +47,9 @@ class RerankConfig:
     # score over what each candidate has said so far, and the rest stop: the pool's rows cost a few ticks
     # instead of as many as its longest reply. None: every candidate runs to its end.
     prune_after: int | None = None
+    # γ of that early ranking (None: `lexical`): judging a reply by its first few tokens is another task
+    # than choosing among whole replies, so it is chosen on its own.
+    prune_lexical: float | None = None
 
 
 def character_grams(text: str) -> list[str]:

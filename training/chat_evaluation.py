@@ -42,7 +42,7 @@ from gensim.corpora import Dictionary
 from gensim.models import TfidfModel
 
 from models.chat import Chat, ChatPrompt, ChatReply, Message
-from models.decoding import SamplingParams
+from models.decoding import Generation, SamplingParams
 from models.memory import ExchangeMemory, index_terms
 from models.rerank import Evidence, RerankConfig, many_continuation_log_probs, rank
 from training.characters import Utterance, exchanges, extract_characters
@@ -64,6 +64,7 @@ CANDIDATE_COUNTS = (1, 2, 4)
 # one's decoding. Measured on the default model's held-out exchanges (judge picking the turn, served
 # replies; plain 13.2%, real 36.2%): unpruned 32.1%, after 2 tokens 19.1%, 3: 25.1%, 4: 24.1%, 6: 28.1%.
 PRUNE_AFTER = 3
+PRUNE_LEXICAL_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0)  # γ of the early ranking, chosen by the judge on the tail
 VALIDATION_EXCHANGES = 60  # for β and γ (no generation)
 VALIDATION_GENERATED = 30  # for the number of candidates (generates max(CANDIDATE_COUNTS) per exchange)
 Pair = tuple[Utterance, Utterance]
@@ -298,17 +299,53 @@ def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tu
     # The fewest candidates within one point of the best: more cost latency for nothing measurable.
     top = max(value or 0.0 for value in relevance.values())
     count = min(c for c in CANDIDATE_COUNTS if (relevance[str(c)] or 0.0) >= top - 0.01)
+    pruned = _prune_relevance(tuning, tfidf, generated, prompts, pools, count, beta)
+    prune_lexical = max(PRUNE_LEXICAL_WEIGHTS, key=lambda weight: pruned[f"gamma {weight:g}"] or 0.0)
     measured = {
         "exchanges": len(pairs),
         "generated_exchanges": len(generated),
         "chapters": sorted(tail),
         "r10_at_1": selection,
         "relevance_judge_by_candidates": relevance,
+        f"relevance_judge_pruned_after_{PRUNE_AFTER}_tokens": pruned,
     }
     config = RerankConfig(
-        candidates=count, beta=beta, lexical=gamma, prune_after=PRUNE_AFTER if count > 1 else None
+        candidates=count,
+        beta=beta,
+        lexical=gamma,
+        prune_after=PRUNE_AFTER if count > 1 else None,
+        prune_lexical=prune_lexical if count > 1 else None,
     )
     return config, measured
+
+
+def _prune_relevance(
+    chat: Chat,
+    tfidf: TfidfCosine,
+    pairs: Sequence[Pair],
+    prompts: Sequence[ChatPrompt],
+    pools: Sequence[Sequence[Generation]],
+    count: int,
+    beta: float,
+) -> dict[str, float | None]:
+    """The judge's value of the served replies when the first `count` candidates of each pool are pruned
+    after PRUNE_AFTER tokens with each weight of PRUNE_LEXICAL_WEIGHTS. No new decoding: a candidate's first
+    tokens and its whole reply are the same pruned or not (its own seed; rows share nothing), so the survivor
+    is the candidate whose start ranks first, and the reply is its whole text."""
+    starts = chat.evidence_of(
+        [
+            chat.pool(prompt, [chat.candidate_ids(g)[:PRUNE_AFTER] for g in pool[:count]], pool[0])
+            for prompt, pool in zip(prompts, pools, strict=True)
+        ]
+    )
+    found = {}
+    for weight in PRUNE_LEXICAL_WEIGHTS:
+        texts = [
+            chat.reply(prompt, pool[rank(evidence.scores(beta, weight).tolist(), [True] * count)[0]]).text
+            for prompt, pool, evidence in zip(prompts, pools, starts, strict=True)
+        ]
+        found[f"gamma {weight:g}"] = _judge(tfidf, pairs, texts)
+    return found
 
 
 def evaluate_chat(
@@ -399,6 +436,7 @@ def evaluate_chat(
             "beta": chat.rerank.beta,
             "lexical": chat.rerank.lexical,
             "prune_after": chat.rerank.prune_after,
+            "prune_lexical": chat.rerank.prune_lexical,
         },
         "response_selection_r10_at_1": selection,
         "replies": {

@@ -40,6 +40,7 @@ def chat_memory(
         "beta": config.beta,
         "lexical": config.lexical,
         "prune_after": config.prune_after,
+        "prune_lexical": config.prune_lexical,
         "measured": measured,
     }
     print(
