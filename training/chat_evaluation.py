@@ -83,19 +83,19 @@ class TfidfCosine:
 
     def __init__(self, chat: Chat, memory: ExchangeMemory) -> None:
         self.cut = chat.decoder.tokenizer.cut
-        documents = [self._terms(e.said) for e in memory.exchanges] + [
-            self._terms(e.answer) for e in memory.exchanges
+        documents = [self.terms(e.said) for e in memory.exchanges] + [
+            self.terms(e.answer) for e in memory.exchanges
         ]
         self.dictionary = Dictionary(documents or [[]])
         self.model = TfidfModel(dictionary=self.dictionary) if documents else None
 
-    def _terms(self, text: str) -> list[str]:
+    def terms(self, text: str) -> list[str]:
         return index_terms(self.cut(text))
 
     def vector(self, text: str) -> dict[int, float]:
         if self.model is None:
             return {}
-        return dict(self.model[self.dictionary.doc2bow(self._terms(text))])
+        return dict(self.model[self.dictionary.doc2bow(self.terms(text))])
 
     @staticmethod
     def cosine(a: dict[int, float], b: dict[int, float]) -> float:
@@ -234,8 +234,21 @@ def _replies_figures(
         "median_longest_copy_from_recalled": statistics.median(
             _longest_copy(text, lines) for text, lines in zip(texts, recalled, strict=True)
         ),
+        "words_from_turn": _echo(tfidf, pairs, texts),
         "median_chars": statistics.median(len(text) for text in texts),
     }
+
+
+def _echo(tfidf: TfidfCosine, pairs: Sequence[Pair], texts: Sequence[str]) -> float:
+    """The share of the replies' words (jieba, letters and digits) that their turn holds too: a reply that
+    echoes the turn word by word fools the judge without copying a long run, so the guard counts words."""
+    taken = total = 0
+    for text, (first, _) in zip(texts, pairs, strict=True):
+        turn = set(tfidf.terms(first.text))
+        words = tfidf.terms(text)
+        taken += sum(word in turn for word in words)
+        total += len(words)
+    return round(taken / total, 4) if total else 0.0
 
 
 def _generated_figures(
@@ -480,7 +493,8 @@ def format_chat_table(result: dict) -> str:
             f"{memory['turns_with_recalled_lines']:.0%} of turns; {rerank['candidates']} candidates"
             + (f" (best kept after {rerank['prune_after']} tokens)" if rerank.get("prune_after") else "")
             + f", beta {rerank['beta']:g}, gamma {rerank['lexical']:g}",
-            "  replies            judge picks the turn  copy from turn  copy from recalled  closed  chars",
+            "  replies            judge picks the turn  copy from turn  copy from recalled  words from turn"
+            "  closed  chars",
         ]
         for name in ("real", "plain", "served"):
             row = replies[name]
@@ -489,7 +503,7 @@ def format_chat_table(result: dict) -> str:
             lines.append(
                 f"  {name:<18} {judge:>20}  "
                 f"{row['median_longest_copy_from_turn']:>14g}  "
-                f"{row['median_longest_copy_from_recalled']:>18g}  {closed_cell:>6}  "
-                f"{row['median_chars']:>5g}"
+                f"{row['median_longest_copy_from_recalled']:>18g}  {row['words_from_turn']:>15.1%}  "
+                f"{closed_cell:>6}  {row['median_chars']:>5g}"
             )
     return "\n".join(lines)
