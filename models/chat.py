@@ -29,7 +29,7 @@ its end if it alone is too long): a conversation never fails for being long.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from models.characters import Character, CharacterList
@@ -461,10 +461,10 @@ class Chat:
                 batch.add(*pool)
                 unpruned.append((prompt, pool))
             batch.tick()
-            for prompt, pool in list(unpruned):
-                if self.ready_to_prune(pool):
-                    unpruned.remove((prompt, pool))
-                    batch.remove(self.prune(prompt, pool, keep=1))
+            ready = [(prompt, pool, 1) for prompt, pool in unpruned if self.ready_to_prune(pool)]
+            if ready:
+                unpruned = [(prompt, pool) for prompt, pool in unpruned if not self.ready_to_prune(pool)]
+                batch.remove(g for dropped in self.prune_many(ready) for g in dropped)
         return pools
 
     def ready_to_prune(self, pool: Sequence[Generation]) -> bool:
@@ -477,31 +477,48 @@ class Chat:
             and all(g.finish_reason is not None or len(g.tokens) >= after for g in pool)
         )
 
-    def pruner(
-        self, prompt: ChatPrompt, keep: int
-    ) -> Callable[[list[Generation]], list[Generation] | None] | None:
-        """What a scheduler asks after every tick of a served pool (app/engine/scheduler.py, Prune): None
-        until `ready_to_prune`, then `prune`'s stopped candidates; None at all without prune_after."""
-        if self.rerank.prune_after is None:
-            return None
-
-        def prune(pool: list[Generation]) -> list[Generation] | None:
-            return self.prune(prompt, pool, keep) if self.ready_to_prune(pool) else None
-
-        return prune
+    def pruner(self, prompt: ChatPrompt, keep: int) -> PoolPruning | None:
+        """How a scheduler stops a served pool early (app/engine/scheduler.py, Prune); None without
+        prune_after."""
+        return PoolPruning(self, prompt, keep) if self.rerank.prune_after is not None else None
 
     def prune(self, prompt: ChatPrompt, pool: Sequence[Generation], keep: int) -> list[Generation]:
         """Stop all but the `keep` best candidates of a pool by the relevance of what each has said so far
         (the ranking's score over its first tokens, with γ = prune_lexical; one that already closed counts as
-        it stands); their
-        finish_reason becomes PRUNED and they are returned (the caller takes them out of its batch)."""
-        if len(pool) <= keep:
-            return []
-        found = self.evidence(prompt, [self.candidate_ids(g) for g in pool], pool[0])
+        it stands); their finish_reason becomes PRUNED and they are returned (the caller takes them out of its
+        batch)."""
+        return self.prune_many([(prompt, pool, keep)])[0]
+
+    def prune_many(
+        self, pools: Sequence[tuple[ChatPrompt, Sequence[Generation], int]]
+    ) -> list[list[Generation]]:
+        """`prune` for many pools at once: their starts are scored in one pass."""
         config = self.rerank
         lexical = config.lexical if config.prune_lexical is None else config.prune_lexical
-        order = rank(found.scores(config.beta, lexical).tolist(), [True] * len(pool))
-        dropped = [pool[i] for i in order[keep:]]
-        for generation in dropped:
-            generation.finish_reason = PRUNED
-        return dropped
+        found = self.evidence_of(
+            [self.pool(prompt, [self.candidate_ids(g) for g in pool], pool[0]) for prompt, pool, _ in pools]
+        )
+        stopped = []
+        for (_, pool, keep), evidence_ in zip(pools, found, strict=True):
+            order = rank(evidence_.scores(config.beta, lexical).tolist(), [True] * len(pool))
+            dropped = [pool[i] for i in order[keep:]]
+            for generation in dropped:
+                generation.finish_reason = PRUNED
+            stopped.append(dropped)
+        return stopped
+
+
+@dataclass(frozen=True)
+class PoolPruning:
+    """A served pool's pruning, as the scheduler asks it (app/engine/scheduler.py, Prune): whether every
+    candidate has said enough, and which to stop; the ready pools of one tick are scored together."""
+
+    chat: Chat
+    prompt: ChatPrompt
+    keep: int
+
+    def ready(self, generations: list[Generation]) -> bool:
+        return self.chat.ready_to_prune(generations)
+
+    def stop(self, requests: list[tuple[PoolPruning, list[Generation]]]) -> list[list[Generation]]:
+        return self.chat.prune_many([(pruning.prompt, pool, pruning.keep) for pruning, pool in requests])

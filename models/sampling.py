@@ -462,32 +462,37 @@ def _sample(
     return word(position), math.log(probability) if probability > 0 else -math.inf, top
 
 
-# How many of the most probable words top-p sorts first. Sorting a whole 7,000-word row costs more than the
-# rest of a token's sampling (about 0.4 ms a row); the nucleus nearly always lies among the few hundred most
-# probable words, which `np.partition` finds in one linear pass.
+# How many of the most probable words top-p sorts first (then more, then all). Sorting a whole 7,000-word row
+# costs more than the rest of a token's sampling (about 0.4 ms a row); the nucleus nearly always lies among
+# the few hundred most probable words, which `np.partition` finds in one linear pass. One flat row (a reply's
+# first word) must not send a whole batch to the full sort: the second, longer shortlist catches most.
 NUCLEUS_SHORTLIST = 256
+NUCLEUS_SHORTLISTS = (NUCLEUS_SHORTLIST, 1024)
 
 
 def nucleus_sorted(probabilities: np.ndarray, top_p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's word indices by falling probability (ties: the lower index first), those probabilities and
-    their running sum: (B, W) -> three (B, w) arrays, where w is W or a shortlist of the NUCLEUS_SHORTLIST
-    most probable words when every row's shortlist already holds its `top_p` mass. The shortlist is then
-    exactly the first w entries of the full stable sort (every word outside it is less probable than every
-    word in it, and ties at its edge make the full sort instead), and a running sum over a prefix is the
-    prefix of the running sum, so top-p keeps and draws exactly what the full sort gives."""
+    their running sum: (B, W) -> three (B, w) arrays, where w is W or a shortlist of the most probable words
+    (NUCLEUS_SHORTLISTS, shortest first) when every row's shortlist already holds its `top_p` mass. The
+    shortlist is then exactly the first w entries of the full stable sort (every word outside it is less
+    probable than every word in it, and ties at its edge make the full sort instead), and a running sum over
+    a prefix is the prefix of the running sum, so top-p keeps and draws exactly what the full sort gives."""
     rows, width = probabilities.shape
-    if width > 2 * NUCLEUS_SHORTLIST:
-        edge = width - NUCLEUS_SHORTLIST
+    for size in NUCLEUS_SHORTLISTS:
+        if width <= 2 * size:
+            break
+        edge = width - size
         threshold = np.partition(probabilities, edge, axis=1)[:, edge : edge + 1]
         flat = np.flatnonzero(probabilities >= threshold)
-        if flat.size == rows * NUCLEUS_SHORTLIST:  # no ties at any row's edge: ids ascending per row
-            ids = (flat % width).reshape(rows, NUCLEUS_SHORTLIST)
-            shortlisted = probabilities.reshape(-1)[flat].reshape(rows, NUCLEUS_SHORTLIST)
-            order = np.argsort(-shortlisted, axis=1, kind="stable")
-            sorted_probabilities = np.take_along_axis(shortlisted, order, axis=1)
-            cumulative = np.cumsum(sorted_probabilities, axis=1)
-            if (cumulative[:, -1] >= top_p).all():
-                return np.take_along_axis(ids, order, axis=1), sorted_probabilities, cumulative
+        if flat.size != rows * size:  # ties at some row's edge: the full sort decides them
+            break
+        ids = (flat % width).reshape(rows, size)  # ascending ids per row
+        shortlisted = probabilities.reshape(-1)[flat].reshape(rows, size)
+        order = np.argsort(-shortlisted, axis=1, kind="stable")
+        sorted_probabilities = np.take_along_axis(shortlisted, order, axis=1)
+        cumulative = np.cumsum(sorted_probabilities, axis=1)
+        if (cumulative[:, -1] >= top_p).all():
+            return np.take_along_axis(ids, order, axis=1), sorted_probabilities, cumulative
     order = np.argsort(-probabilities, axis=1, kind="stable")
     sorted_probabilities = np.take_along_axis(probabilities, order, axis=1)
     return order, sorted_probabilities, np.cumsum(sorted_probabilities, axis=1)

@@ -38,6 +38,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from app.metrics import Metrics
 from models.decoding import Decoder, DecodingBatch, GeneratedToken, Generation
@@ -61,9 +62,13 @@ class Draining(Exception):
     """The worker is stopping (SIGTERM): it finishes what it runs and takes no new generations."""
 
 
-# A request's way to stop some of its candidates early (chat's pool keeps its best few): called on the
-# scheduler thread after every tick with its generations; None while it cannot tell, else those to stop.
-Prune = Callable[[list[Generation]], list[Generation] | None]
+class Prune(Protocol):
+    """A request's way to stop some of its candidates early (chat's pool keeps its best few), asked on the
+    scheduler thread after every tick: `ready` once it can tell; then `stop` of the first ready request of
+    its kind decides for all of them together (one scoring pass): the generations to stop for each."""
+
+    def ready(self, generations: list[Generation]) -> bool: ...
+    def stop(self, requests: list[tuple[Any, list[Generation]]]) -> list[list[Generation]]: ...
 
 
 @dataclass(frozen=True)
@@ -337,17 +342,20 @@ class Scheduler:
     def _prune(self, per_ticket: dict[int, tuple[Ticket, list[_Delivery]]]) -> None:
         """Ask the running tickets that may prune; stop what they name (their rows are freed now) and tell
         each ticket that those candidates ended."""
+        kinds: dict[type, list[Ticket]] = {}
         for ticket in {id(t): t for t, _ in self._tickets.values() if t.prune is not None}.values():
-            stopped = ticket.prune(ticket.generations) if ticket.prune is not None else None
-            if stopped is None:
-                continue
-            ticket.prune = None
-            running = [g for g in stopped if id(g) in self._tickets]
-            self._batch.remove(running)
-            for generation in running:
-                _, choice = self._tickets.pop(id(generation))
-                delivery = _Delivery(choice, None, generation.finish_reason)
-                per_ticket.setdefault(id(ticket), (ticket, []))[1].append(delivery)
+            if ticket.prune is not None and ticket.prune.ready(ticket.generations):
+                kinds.setdefault(type(ticket.prune), []).append(ticket)
+        for ready in kinds.values():
+            decided = ready[0].prune.stop([(t.prune, t.generations) for t in ready])  # type: ignore[union-attr]
+            for ticket, stopped in zip(ready, decided, strict=True):
+                ticket.prune = None
+                running = [g for g in stopped if id(g) in self._tickets]
+                self._batch.remove(running)
+                for generation in running:
+                    _, choice = self._tickets.pop(id(generation))
+                    delivery = _Delivery(choice, None, generation.finish_reason)
+                    per_ticket.setdefault(id(ticket), (ticket, []))[1].append(delivery)
 
     def _cut(self, reason: str) -> None:
         """cut_all's work, on the scheduler thread with the lock held: fail every request, empty the batch."""

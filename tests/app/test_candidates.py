@@ -182,13 +182,19 @@ def test_the_engine_stops_the_candidates_a_request_prunes_and_frees_their_rows(c
     )
     asked = []
 
-    def prune(pool):
-        asked.append([len(g.tokens) for g in pool])
-        if any(g.finish_reason is None and len(g.tokens) < 3 for g in pool):
-            return None
-        for generation in pool[1:3]:
-            generation.finish_reason = "pruned"
-        return pool[1:3]
+    class StopTwo:
+        def ready(self, pool):
+            asked.append([len(g.tokens) for g in pool])
+            return all(g.finish_reason is not None or len(g.tokens) >= 3 for g in pool)
+
+        def stop(self, requests):
+            assert [pruning for pruning, _ in requests] == [self]  # the only pruning request of its tick
+            ((_, pool),) = requests
+            for generation in pool[1:3]:
+                generation.finish_reason = "pruned"
+            return [pool[1:3]]
+
+    prune = StopTwo()
 
     async def run(prune=None):
         return await service.complete(await service.prepare(request), request.route, prune=prune)

@@ -10,6 +10,7 @@ import pytest
 
 from models.sampling import (
     NUCLEUS_SHORTLIST,
+    NUCLEUS_SHORTLISTS,
     Sampler,
     SamplingParams,
     choose_batch,
@@ -287,7 +288,7 @@ def _full_sort(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return order, ordered, np.cumsum(ordered, axis=1)
 
 
-@pytest.mark.parametrize("shape", ["peaked", "flat", "ties at the edge", "zeros"])
+@pytest.mark.parametrize("shape", ["peaked", "flat", "ties at the edge", "zeros", "one wide row"])
 def test_top_p_sorts_a_shortlist_that_is_exactly_the_full_sorts_prefix(shape: str) -> None:
     rng = np.random.default_rng(3)
     vocab, rows = 7000, 6
@@ -301,11 +302,15 @@ def test_top_p_sorts_a_shortlist_that_is_exactly_the_full_sorts_prefix(shape: st
     if shape == "zeros":
         probabilities[:, ::2] = 0.0
         probabilities /= probabilities.sum(axis=1, keepdims=True)
+    if shape == "one wide row":  # 256 words hold 24% of row 0, 1,024 hold 76%: the longer shortlist does
+        probabilities[0] = 0.0
+        probabilities[0, :2000] = np.arange(2000, 0, -1) / (2000 * 2001 / 2)
     top_p = np.linspace(0.5, 0.95, rows)
     order, ordered, cumulative = nucleus_sorted(probabilities, top_p)
     full_order, full_ordered, full_cumulative = _full_sort(probabilities)
     width = order.shape[1]
-    assert width == (vocab if shape in ("flat", "ties at the edge") else NUCLEUS_SHORTLIST)
+    expected = {"flat": vocab, "ties at the edge": vocab, "one wide row": NUCLEUS_SHORTLISTS[1]}
+    assert width == expected.get(shape, NUCLEUS_SHORTLIST)
     assert np.array_equal(order, full_order[:, :width])
     assert np.array_equal(ordered, full_ordered[:, :width])
     assert np.array_equal(cumulative, full_cumulative[:, :width])  # bit for bit: the same draws follow
