@@ -173,3 +173,27 @@ def test_regularisation_follows_the_size_of_the_novel_unless_set() -> None:
     assert small.network_config(10, 4).tie_vectors and not small.network_config(10, 4).train_input
     softmax = replace(small, loss="softmax").network_config(10, 4)
     assert not softmax.tie_vectors and softmax.train_input
+
+
+def test_the_long_average_is_validated_beside_the_short_one_and_kept_when_better(
+    small_stream, tmp_path: Path
+) -> None:
+    ids, split, vectors = small_stream
+    config = _config(epochs=6, lr=3e-2, dropout=0.0, patience=50, long_average=0.9995)
+    result = train_network(ids, split, vectors, config, tmp_path, resume=False)
+    summary = result.summary
+    long_losses, chosen = summary["long_average_val_loss"], summary["val_loss"]
+    assert len(long_losses) == len(chosen) == 6
+    # Each epoch keeps the better of the two averages (the short one's loss is not recorded separately).
+    assert all(c <= long + 1e-9 for c, long in zip(chosen, long_losses, strict=True))
+    # What is returned is the best epoch's chosen weights, measured again here.
+    validation_slice = ids[split - summary["validation_tokens"] : split]
+    assert abs(validation_loss(result.network, validation_slice) - min(chosen)) < 1e-4
+    # Off, nothing is recorded and only the short average is validated.
+    off = train_network(ids, split, vectors, replace(config, long_average=0.0), tmp_path, resume=False)
+    assert off.summary["long_average_val_loss"] == []
+    # At this high learning rate the iterate is noisy, and the long average wins at least once.
+    assert any(abs(c - long) < 1e-9 for c, long in zip(chosen, long_losses, strict=True)), (
+        chosen,
+        long_losses,
+    )
