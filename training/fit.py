@@ -699,6 +699,7 @@ def train_network(
     if not measure_after:
         print(_plan_line(progress, config), file=sys.stderr)
 
+    budget = None if config.time_budget_minutes is None else config.time_budget_minutes * 60.0
     while progress.steps < progress.planned_steps and not progress.stopped:
         epoch = progress.epoch
         started = time.perf_counter()
@@ -757,6 +758,12 @@ def train_network(
                 bar.set_postfix(loss=f"{total / done:.3f}", tok_s=f"{done * window.size / elapsed:,.0f}")
             if progress.steps >= progress.planned_steps:
                 break
+            if budget is not None and progress.seconds + time.perf_counter() - started >= budget:
+                # The plan was made from the speed measured so far; when the machine slows down mid-epoch
+                # (other jobs), the budget still holds: this epoch ends here, is validated, and the plan is
+                # complete (`_replan` affords no more updates).
+                progress.planned_steps = progress.steps
+                break
         bar.close()
         train_loss = total / done
         evaluated = average if config.average else network.params
@@ -804,7 +811,9 @@ def train_network(
             f"lr {lr:.2e}  {seconds:.0f} s",
             file=sys.stderr,
         )
-        if progress.planned_steps != planned_before and not progress.stopped:
+        # The plan is re-made after every epoch; it is printed again only when it changed by more than 5%
+        # (a few updates either way is the noise of the speed measurement).
+        if abs(progress.planned_steps - planned_before) > 0.05 * planned_before and not progress.stopped:
             print(_plan_line(progress, config), file=sys.stderr)
     if not progress.stopped:
         progress.stopped = f"completed the plan: {progress.steps} updates"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from gensim.models import Word2Vec
 
+import training.fit as fit_module
 from models.network import Network
 from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
@@ -197,3 +199,29 @@ def test_the_long_average_is_validated_beside_the_short_one_and_kept_when_better
         chosen,
         long_losses,
     )
+
+
+def test_the_budget_holds_when_the_machine_slows_down_mid_epoch(
+    small_stream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan is made from the first updates' speed; if every later update takes far longer (another job
+    took the cores), the epoch ends at the budget instead of running the plan's remaining updates."""
+    ids, split, vectors = small_stream
+    real = time.perf_counter
+    calls = {"n": 0, "slowed": 0.0}
+
+    def slowing_clock() -> float:
+        # The first 20 readings (the plan's measurement after 10 updates) are real; after that each reading
+        # is 2 s later than the last, as if every update had become very slow.
+        calls["n"] += 1
+        if calls["n"] > 20:
+            calls["slowed"] += 2.0
+        return real() + calls["slowed"]
+
+    monkeypatch.setattr(fit_module.time, "perf_counter", slowing_clock)
+    config = _config(epochs=500, time_budget_minutes=0.2, patience=500)  # 12 s
+    summary = train_network(ids, split, vectors, config, tmp_path, resume=False).summary
+    assert summary["stopped"].endswith("limited by the time budget"), summary["stopped"]
+    assert summary["epochs"] == 1  # ended inside the first epoch, validated once
+    assert summary["seconds"] < 12 + 4  # the budget, give or take the clock readings around the validation
+    assert summary["steps"] < summary["plan"]["steps_per_epoch"]
