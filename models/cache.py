@@ -98,14 +98,20 @@ def unit_rows(outputs: np.ndarray) -> np.ndarray:
 
 
 class CacheHistory:
-    """The remembered (unit output, next id) pairs of B sequences' prompts: keys (B, C, D), ids (B, C) with -1
-    where a slot is empty, and how many pairs each row holds. The capacity C is the next power of two (at
-    least 16) up to the window, so short prompts never pay for a full window (the cache is a set: the order of
-    its slots does not matter)."""
+    """The remembered (unit output, next id) pairs of B sequences' prompts: one keys array (C_b, D) per row,
+    ids (B, C) with -1 where a slot is empty (C the widest row's capacity), and how many pairs each row
+    holds. A row's capacity C_b is the next power of two (at least 16) up to the window, so short prompts
+    never pay for a full window (the cache is a set: the order of its slots does not matter).
+
+    The keys are a list of per-row arrays, not one (B, C, D) block, because a batch changes shape on most
+    ticks (a request joins, a candidate is pruned, a reply ends) and a block had to be copied whole each
+    time: a grounded chat prompt keeps 256 slots of 200 floats, so a batch of 20 such rows copied 4 MB per
+    change. Rows of one prompt (a request's candidates) share one keys array; selecting or stacking rows
+    copies only the small ids and counts."""
 
     __slots__ = ("counts", "ids", "keys", "window")
 
-    def __init__(self, keys: np.ndarray, ids: np.ndarray, counts: np.ndarray, window: int) -> None:
+    def __init__(self, keys: list[np.ndarray], ids: np.ndarray, counts: np.ndarray, window: int) -> None:
         self.keys, self.ids, self.counts, self.window = keys, ids, counts, window
 
     @classmethod
@@ -115,17 +121,19 @@ class CacheHistory:
         outputs, next_ids = outputs[len(outputs) - min(len(outputs), window) :], next_ids[-window:]
         count = len(next_ids)
         capacity = _capacity(count, window)
-        keys = np.zeros((1, capacity, outputs.shape[-1]), dtype=np.float32)
+        keys = np.zeros((capacity, outputs.shape[-1]), dtype=np.float32)
         ids = np.full((1, capacity), -1, dtype=np.int64)
-        keys[0, :count] = unit_rows(outputs)
+        keys[:count] = unit_rows(outputs)
         ids[0, :count] = next_ids
-        return cls(keys, ids, np.array([count], dtype=np.int64), window)
+        return cls([keys], ids, np.array([count], dtype=np.int64), window)
 
     def __len__(self) -> int:
         return len(self.counts)
 
     def select(self, rows: np.ndarray) -> CacheHistory:
-        return CacheHistory(self.keys[rows], self.ids[rows], self.counts[rows], self.window)
+        return CacheHistory(
+            [self.keys[row] for row in rows.tolist()], self.ids[rows], self.counts[rows], self.window
+        )
 
     def stack(self, other: CacheHistory) -> CacheHistory:
         """These rows followed by other's (a sequence joining a batch)."""
@@ -133,29 +141,29 @@ class CacheHistory:
 
     @classmethod
     def concatenate(cls, histories: list[CacheHistory]) -> CacheHistory:
-        """The rows of every history in order, in one copy (sequences joining a batch together)."""
-        capacity = max(history.keys.shape[1] for history in histories)
-        padded = [history._padded(capacity) for history in histories]
+        """The rows of every history in order (sequences joining a batch together); the keys are shared."""
+        capacity = max(history.ids.shape[1] for history in histories)
+        ids = np.full((sum(len(history) for history in histories), capacity), -1, dtype=np.int64)
+        at = 0
+        for history in histories:
+            ids[at : at + len(history), : history.ids.shape[1]] = history.ids
+            at += len(history)
         return cls(
-            np.concatenate([history.keys for history in padded]),
-            np.concatenate([history.ids for history in padded]),
+            [keys for history in histories for keys in history.keys],
+            ids,
             np.concatenate([history.counts for history in histories]),
             histories[0].window,
         )
 
-    def _padded(self, capacity: int) -> CacheHistory:
-        if capacity == self.keys.shape[1]:
-            return self
-        grown = CacheHistory(self.keys, self.ids, self.counts, self.window)
-        grown._grow(capacity)
-        return grown
-
-    def _grow(self, capacity: int) -> None:
-        extra = capacity - self.keys.shape[1]
-        self.keys = np.concatenate(
-            [self.keys, np.zeros((len(self.counts), extra, self.keys.shape[2]), dtype=np.float32)], axis=1
-        )
-        self.ids = np.concatenate([self.ids, np.full((len(self.counts), extra), -1, dtype=np.int64)], axis=1)
+    def similarities(self, unit: np.ndarray) -> np.ndarray:
+        """(B, C) cosine of each row's unit query (B, D) with each of its remembered keys (0 in the slots a
+        row does not have). One matrix-vector product per row: a row's numbers do not depend on the other
+        rows of the batch (nor on how wide the widest row is). Reading the keys is most of the cache's cost
+        in a tick."""
+        found = np.zeros(self.ids.shape, dtype=np.float32)
+        for row, keys in enumerate(self.keys):
+            np.matmul(keys, unit[row], out=found[row, : len(keys)])
+        return found
 
 
 def stream_fill(n: int, window: int, start: int = 0) -> np.ndarray:
@@ -200,10 +208,7 @@ class ContinuousCache:
         """p_cache for each row of a batch, sparse: (rows, ids, probabilities), one entry per slot of the
         history, with repeats to be summed (a word that followed several remembered positions) and empty
         slots as probability 0 on id 0 (cheaper to add than to filter out); and each row's `fill` (B,)."""
-        unit = unit_rows(queries)
-        # One matrix-vector product per row (np.matmul over the stack): a row's numbers do not depend on the
-        # other rows of the batch. Reading the (B, C, D) keys is most of the cache's cost in a tick.
-        similarities = np.matmul(history.keys, unit[:, :, None])[:, :, 0]
+        similarities = history.similarities(unit_rows(queries))
         valid = history.ids >= 0
         weights = self._weights(similarities, valid)
         rows = np.repeat(np.arange(len(valid)), valid.shape[1])

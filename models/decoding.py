@@ -71,7 +71,9 @@ def candidates(first: Generation, count: int) -> list[Generation]:
 class NetworkLike(Protocol):
     """What decoding needs from models.network.Network (a duck type the tests' small networks satisfy too)."""
 
-    def forward_sequence(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]: ...
+    def forward_sequence(
+        self, ids: np.ndarray, state: Any = None, lengths: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Any]: ...
     def step(self, ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]: ...
     def scores(self, output: np.ndarray) -> np.ndarray: ...
     def similarity(self, output: np.ndarray) -> np.ndarray | None: ...
@@ -286,42 +288,84 @@ class Decoder:
     def _prefill(
         self, prompt: Prompt, logprobs: bool
     ) -> tuple[np.ndarray, Any, list[float | None] | None, CacheHistory | None]:
-        """`_run_prompt`, plus (when
-        asked) every prompt token's log-probability given the tokens before it, and (with a cache) the
-        prompt's pairs of head output and following token, which the cache starts from.
+        """`_run_prompt`, plus (when asked) every prompt token's log-probability given the tokens before it,
+        and (with a cache) the prompt's pairs of head output and following token, which the cache starts
+        from. `_prefill_many` of one prompt."""
+        return self._prefill_many([(prompt, logprobs)])[0]
+
+    def _prefill_many(
+        self, prompts: Sequence[tuple[Prompt, bool]]
+    ) -> list[tuple[np.ndarray, Any, list[float | None] | None, CacheHistory | None]]:
+        """`_prefill` of several prompts (with whether each wants its log-probabilities), their LSTM passes
+        batched: prompts of similar length run as one right-padded (B, T) pass (`prefill_groups`).
+
+        Why batched: a step of the LSTM over one prompt is a vector-matrix product that reads all the
+        recurrent weights for one row, so B prompts of ~160 tokens (grounded chat turns joining a batch in
+        the same tick) cost about half of B passes. Right padding needs no mask: the LSTM reads left to
+        right, so a row's outputs up to its length are what its own pass gives, and its state is taken after
+        its own last token (`Network.forward_sequence`'s lengths); the padded steps are never read. The
+        numbers equal one pass per prompt up to BLAS rounding (a product of B rows may round differently in
+        the last bit than one of a single row), as everywhere in a batch.
 
         The log-probabilities reuse the head output the same pass computed at each position, so they cost
         one more (T-1, V) scoring and no second LSTM pass. The model's next-word distribution as /predict
         gives it (temperature 1, no penalties, <unk> never predicted), as TGI's prefill details; None where
         there is nothing to score: the first token, and a prompt character read as <unk>."""
-        ids = np.asarray(prompt.ids, dtype=np.int64)[None, :]
-        outputs, state = self.network.forward_sequence(ids)
+        results: list[Any] = [None] * len(prompts)
+        for group in prefill_groups([len(prompt.ids) for prompt, _ in prompts]):
+            if len(group) == 1:
+                ids = np.asarray(prompts[group[0]][0].ids, dtype=np.int64)[None, :]
+                outputs, state = self.network.forward_sequence(ids)
+                passes = [(outputs[0], state)]
+            else:
+                lengths = np.asarray([len(prompts[i][0].ids) for i in group], dtype=np.int64)
+                ids = np.zeros((len(group), int(lengths.max())), dtype=np.int64)
+                for row, i in enumerate(group):
+                    ids[row, : lengths[row]] = prompts[i][0].ids
+                outputs, state = self.network.forward_sequence(ids, lengths=lengths)
+                passes = [
+                    (
+                        outputs[row, : lengths[row]],
+                        [tuple(part[row : row + 1] for part in layer) for layer in state],
+                    )
+                    for row in range(len(group))
+                ]
+            for i, (outputs, state) in zip(group, passes, strict=True):
+                prompt, logprobs = prompts[i]
+                results[i] = (outputs[-1:], state, *self._prompt_details(prompt, outputs, logprobs))
+        return results
+
+    def _prompt_details(
+        self, prompt: Prompt, outputs: np.ndarray, logprobs: bool
+    ) -> tuple[list[float | None] | None, CacheHistory | None]:
+        """The prompt's log-probabilities (when asked) and its cache history, from its head outputs (T, .)."""
+        ids = np.asarray(prompt.ids, dtype=np.int64)
         history = None
         if self.cache is not None:
-            history = CacheHistory.of_text(outputs[0, :-1], ids[0, 1:], self.cache.window)
+            history = CacheHistory.of_text(outputs[:-1], ids[1:], self.cache.window)
         prefill: list[float | None] | None = None
         if logprobs:
             prefill = [None]
-            if ids.shape[1] > 1:
+            if len(ids) > 1:
                 # With a mixture the n-gram reads the ids before each position, as in decoding; with a cache,
                 # position t remembers the prompt's pairs before t.
-                before = [prompt.ids[: i + 1] for i in range(ids.shape[1] - 1)]
+                before = [prompt.ids[: i + 1] for i in range(len(ids) - 1)]
                 if self.cache is None:
-                    logits = self.next_logits(outputs[0, :-1], before).astype(np.float64)
+                    logits = self.next_logits(outputs[:-1], before).astype(np.float64)
                 else:
-                    probabilities = self._model_probabilities(outputs[0, :-1], before)
-                    unit = unit_rows(outputs[0, :-1])
-                    self.cache.mix_stream(probabilities, unit, ids[0, 1:], start=0)
+                    probabilities = self._model_probabilities(outputs[:-1], before)
+                    unit = unit_rows(outputs[:-1])
+                    self.cache.mix_stream(probabilities, unit, ids[1:], start=0)
                     logits = self._log(probabilities).astype(np.float64)
                 logits -= logits.max(axis=1, keepdims=True)
                 log_norm = np.log(np.exp(logits).sum(axis=1))
-                following = ids[0, 1:]
+                following = ids[1:]
                 values = logits[np.arange(following.shape[0]), following] - log_norm
                 prefill += [
                     None if token == self.unknown_id else float(value)
                     for token, value in zip(following.tolist(), values.tolist(), strict=True)
                 ]
-        return outputs[:, -1], state, prefill, history
+        return prefill, history
 
     # ----------------------------------------------------------------------------------------------------
     # next-word prediction
@@ -457,13 +501,18 @@ class DecodingBatch:
         Generations of one Prompt object (a request's candidates, `candidates`) are read once: the pass, the
         prompt's log-probabilities and its cache pairs are computed for the first and copied into a row per
         candidate. A candidate's numbers are the ones its own pass would give (the same arithmetic on the
-        same ids), so nothing a seed draws changes; a prompt of 150 tokens costs one pass instead of four."""
-        prefilled: dict[tuple[int, bool], tuple] = {}
-        for generation in generations:  # every pass first: a failing prefill appends nothing
-            key = (id(generation.prompt), generation.params.prefill_logprobs)
-            if key not in prefilled:
-                output, state, prefill, history = self.decoder._prefill(generation.prompt, key[1])
-                prefilled[key] = (PromptState(output, state), prefill, history)
+        same ids), so nothing a seed draws changes; a prompt of 150 tokens costs one pass instead of four.
+        Different prompts joining together (the requests a scheduler admits in one tick) are read in batched
+        passes (`Decoder._prefill_many`)."""
+        # Every pass first (one batched prefill): a failing prefill appends nothing.
+        reads: dict[tuple[int, bool], Prompt] = {}
+        for generation in generations:
+            reads.setdefault((id(generation.prompt), generation.params.prefill_logprobs), generation.prompt)
+        passes = self.decoder._prefill_many([(prompt, logprobs) for (_, logprobs), prompt in reads.items()])
+        prefilled = {
+            key: (PromptState(output, state), prefill, history)
+            for key, (output, state, prefill, history) in zip(reads, passes, strict=True)
+        }
         joining = []
         for generation in generations:
             read, prefill, history = prefilled[id(generation.prompt), generation.params.prefill_logprobs]
@@ -557,6 +606,25 @@ class DecodingBatch:
         self._state = _select_states(self._state, index)
         if self._history is not None:
             self._history = self._history.select(index)
+
+
+# Prompts joining together are read in one padded pass when the shortest is at least this share of the
+# longest: padding a row costs its share of every step, so a 17-token plain prompt padded to a 160-token
+# grounded one would cost more than its own pass.
+PREFILL_GROUP_SHARE = 0.75
+
+
+def prefill_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """Indices of prompts (by their lengths) read together: longest first, a new group whenever a prompt is
+    shorter than PREFILL_GROUP_SHARE of its group's longest."""
+    groups: list[list[int]] = []
+    longest = 0
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if not groups or lengths[index] < PREFILL_GROUP_SHARE * longest:
+            groups.append([])
+            longest = lengths[index]
+        groups[-1].append(index)
+    return groups
 
 
 def _select_states(state: Any, index: np.ndarray) -> Any:

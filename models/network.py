@@ -163,9 +163,13 @@ class Network:
             new_state.append(layer_state)
         return self.head.output(x), new_state
 
-    def forward_sequence(self, ids: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State]:
+    def forward_sequence(
+        self, ids: np.ndarray, state: State | None = None, lengths: np.ndarray | None = None
+    ) -> tuple[np.ndarray, State]:
         """ids (B, T) -> head outputs (B, T, .) for the token after each position, and the final state. No
-        grads."""
+        grads. With `lengths` (B,), row b holds lengths[b] real tokens followed by padding (several prompts
+        read in one pass): its state is the one after its own last token, and its outputs past its length
+        are never to be read (the LSTM reads left to right, so padding changes nothing before it)."""
         ids = np.asarray(ids)
         if state is None:
             state = self.initial_state(ids.shape[0])
@@ -173,7 +177,11 @@ class Network:
         final = []
         for lstm, layer_state in zip(self.lstms, state, strict=True):
             x, cache = lstm.forward(x, layer_state)
-            final.append(cache.final_state)
+            if lengths is None:
+                final.append(cache.final_state)
+            else:  # h[t] is the state after t tokens (h[0] the initial one)
+                rows = np.arange(ids.shape[0])
+                final.append((cache.h[lengths, rows], cache.c[lengths, rows]))
         return self.head.output(x), final
 
     def prepare_inference(self) -> None:

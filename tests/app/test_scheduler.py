@@ -3,7 +3,7 @@
 One server with a single batch slot and a single waiting place (MAX_BATCH_SIZE=1, MAX_WAITING=1), so "the next
 request is served" can only happen if an abandoned generation really left its slot, and a third concurrent
 request must be refused. Generations of a million tokens (minutes on the tiny model) stand for work that
-must not run to its end.
+must not run to its end. The scheduler itself (no HTTP) checks what the requests of one tick share.
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from live_server import running_server
+
+from app.engine.scheduler import GenerationFailed, Scheduler
+from models.decoding import Decoder, Generation, Prompt, SamplingParams
+from models.trained import TrainedModel
 
 LONG = {"inputs": "宝玉笑道", "parameters": {"max_new_tokens": 1_000_000, "do_sample": True, "seed": 3}}
 SHORT = {"inputs": "黛玉听了", "parameters": {"max_new_tokens": 20, "do_sample": True, "seed": 4}}
@@ -225,3 +230,41 @@ def _histogram_over(url: str, size: int) -> float:
         if line.startswith(f'novel_lstm_batch_size_bucket{{le="{float(size)}"}} '):
             bucket = float(line.split()[1])
     return count - bucket
+
+
+def test_requests_joining_in_one_tick_are_prefilled_together_and_a_failing_one_fails_alone(
+    tiny_model_dir: Path,
+) -> None:
+    model = TrainedModel.load(tiny_model_dir)
+    decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture)
+    texts = ["宝玉笑道：“好妹妹", "黛玉听了便说道：“", "凤姐儿笑道：“老祖宗"]
+    params = SamplingParams(max_new_tokens=12, do_sample=True, temperature=1.1, seed=7)
+    alone = [decoder.generate(text, params).run() for text in texts]
+    # A prompt naming a word the model does not have: its prefill raises (as a bug on the server would).
+    length = len(decoder.encode(texts[0]).ids)
+    broken = Generation(Prompt("?", ["?"] * length, [len(model.vectors.words) + 9] * length, []), params, 7)
+    scheduler = Scheduler(decoder, max_batch_size=16, max_waiting=16)
+    passes: list[tuple[int, ...]] = []
+    forward = decoder.network.forward_sequence
+
+    def counting_forward(ids, state=None, lengths=None):
+        passes.append(np.shape(ids))
+        return forward(ids, state, lengths)
+
+    async def run() -> list[list[Generation]]:
+        tickets = [scheduler.submit([decoder.generate(text, params)], stream=False) for text in texts]
+        failing = scheduler.submit([broken], stream=False)
+        decoder.network.forward_sequence = counting_forward
+        scheduler.start()  # every request is waiting: the first tick admits all four together
+        finished = [await ticket.wait() for ticket in tickets]
+        with pytest.raises(GenerationFailed):
+            await failing.wait()
+        return finished
+
+    try:
+        finished = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert passes[0] == (4, max(length, *(len(g.prompt.ids) for g in alone)))  # one pass for all four
+    for (together,), single in zip(finished, alone, strict=True):
+        assert together.text == single.text and together.finish_reason == single.finish_reason

@@ -161,3 +161,16 @@ def test_mixing_works_in_place_whatever_the_memory_order_of_the_probabilities() 
     assert mixed is model
     np.testing.assert_allclose(mixed, expected, rtol=1e-6)
     np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_rows_joining_and_leaving_a_batch_share_their_keys_instead_of_copying_them() -> None:
+    # A request's candidates read one prompt: their rows hold the same keys, and a batch changing shape
+    # (a row joins, is pruned or ends) copies only ids and counts, not every row's (C, D) keys.
+    rng = np.random.default_rng(5)
+    prompt = _history(rng.standard_normal((20, D)), list(rng.integers(0, V, 20)))
+    other = _history(rng.standard_normal((3, D)), list(rng.integers(0, V, 3)))
+    batch = CacheHistory.concatenate([prompt, prompt, prompt, other])
+    assert len(batch) == 4 and all(keys is prompt.keys[0] for keys in batch.keys[:3])
+    kept = batch.select(np.array([3, 1]))
+    assert kept.keys[0] is other.keys[0] and kept.keys[1] is prompt.keys[0]
+    np.testing.assert_array_equal(kept.ids[0, :16], other.ids[0])

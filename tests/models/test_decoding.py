@@ -19,6 +19,7 @@ from models.decoding import (
     EmptyPromptError,
     SamplingParams,
     candidates,
+    prefill_groups,
 )
 from models.network import Network, NetworkConfig
 from models.tokenizer import Tokenizer
@@ -703,3 +704,51 @@ def test_candidates_of_one_prompt_share_one_prefill_and_draw_what_they_draw_alon
     # The prompt state kept for ranking is the network after the prompt, untouched by the ticks.
     output, _ = decoder.network.forward_sequence(np.asarray(pool[0].prompt.ids)[None, :])
     np.testing.assert_allclose(pool[0].prompt_state.output, output[:, -1], atol=1e-6)
+
+
+def test_prompts_joining_together_are_read_in_one_pass_and_give_what_each_gives_alone(
+    tokenizer: Tokenizer,
+) -> None:
+    decoder = _build(tokenizer)  # its own: the passes are counted
+    texts = [
+        "宝玉笑道：“好妹妹，你今日可好？”",
+        "黛玉听了，便说道：“我不过是一个人罢了。”",
+        "凤姐儿笑道：“老祖宗也去逛逛。”贾母便命人",
+    ]
+    lengths = [len(decoder.encode(text).ids) for text in texts]
+    assert prefill_groups(lengths) == [sorted(range(3), key=lambda i: -lengths[i])]  # similar lengths
+    params = [_sampled(seed, prefill_logprobs=True, top_p=0.9) for seed in range(3)]
+    alone = [candidates(decoder.generate(text, p), 2) for text, p in zip(texts, params, strict=True)]
+    for pool in alone:
+        _run_batch(decoder, pool)
+    together = [candidates(decoder.generate(text, p), 2) for text, p in zip(texts, params, strict=True)]
+    network = decoder.network
+    forward, passes = network.forward_sequence, []
+
+    def counting_forward(ids, state=None, lengths=None):
+        passes.append(np.shape(ids))
+        return forward(ids, state, lengths)
+
+    network.forward_sequence = counting_forward
+    batch = DecodingBatch(decoder)
+    batch.add(*(g for pool in together for g in pool))
+    assert passes == [(3, max(lengths))]  # one padded pass for the three prompts (and their candidates)
+    while batch:
+        batch.tick()
+    for pool, single_pool in zip(together, alone, strict=True):
+        assert pool[0].prompt_state is pool[1].prompt_state
+        for batched, single in zip(pool, single_pool, strict=True):
+            read, own = batched.prompt_state, single.prompt_state
+            np.testing.assert_allclose(read.output, own.output, rtol=1e-5, atol=1e-6)
+            for (h, c), (h1, c1) in zip(read.state, own.state, strict=True):
+                np.testing.assert_allclose(h, h1, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(c, c1, rtol=1e-5, atol=1e-6)
+            assert batched.prefill_logprobs == pytest.approx(single.prefill_logprobs, abs=1e-5)
+            assert [t.id for t in batched.tokens] == [t.id for t in single.tokens]
+            assert batched.finish_reason == single.finish_reason
+
+
+def test_prompts_of_very_different_lengths_are_read_in_separate_passes() -> None:
+    # A 17-token prompt padded to 160 would pay for 143 steps of a row it does not need.
+    assert prefill_groups([17, 160, 150, 121, 100, 16]) == [[1, 2, 3], [4], [0, 5]]
+    assert prefill_groups([5]) == [[0]] and prefill_groups([]) == []

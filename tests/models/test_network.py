@@ -119,6 +119,25 @@ def test_step_matches_forward_sequence_and_scores_are_logits(config: NetworkConf
         assert similarity.shape == (2, V) and np.all(np.abs(similarity) <= 1.0 + 1e-5)
 
 
+@pytest.mark.parametrize("config", [VARIANTS["cos_softmax"], VARIANTS["cos_softmax-2layers-dropout"]])
+def test_a_right_padded_batch_gives_each_row_what_its_own_pass_gives(config: NetworkConfig) -> None:
+    network = _network(config, dtype=np.float32)
+    rng = np.random.default_rng(4)
+    rows = [rng.integers(0, V, size=n) for n in (7, 4, 1, 7)]
+    padded = np.zeros((len(rows), 7), dtype=np.int64)
+    for row, ids in enumerate(rows):
+        padded[row, : len(ids)] = ids
+        padded[row, len(ids) :] = rng.integers(0, V, size=7 - len(ids))  # whatever pads must not matter
+    lengths = np.array([len(ids) for ids in rows])
+    outputs, final = network.forward_sequence(padded, lengths=lengths)
+    for row, ids in enumerate(rows):
+        alone, alone_final = network.forward_sequence(ids[None, :])
+        np.testing.assert_allclose(outputs[row, : len(ids)], alone[0], rtol=1e-5, atol=1e-6)
+        for (h, c), (h1, c1) in zip(final, alone_final, strict=True):  # the state after its own last token
+            np.testing.assert_allclose(h[row], h1[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(c[row], c1[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", [*HEAD_VARIANTS, "adaptive-every-regulariser-2layers"])
 def test_validation_loss_is_the_training_loss_without_dropout(name: str) -> None:
     network = _network({**HEAD_VARIANTS, **VARIANTS}[name])
