@@ -8,7 +8,9 @@ candidate). For each concurrency level it sends the same chat turns (real lines 
 form, a different seed per request, sampling at the playground's settings, replies up to 60 tokens) to one
 server and then the other, `--rounds` times alternately (the machine is shared: each round's ratio compares
 measurements taken seconds apart), and prints the median latency of each and the median of the rounds'
-ratios. The last lines are the ratios the chat's latency goal is stated in:
+ratios, and beside them the CPU time each server process spent per turn (user + system, from /proc: on a
+shared machine the latencies move with the other jobs, the CPU a turn costs much less). The last lines are
+the ratios the chat's latency goal is stated in:
 
     grounded/plain median latency at concurrency 1: X.XX
     grounded/plain median latency at concurrency 8: X.XX
@@ -90,6 +92,12 @@ async def drive(url: str, requests: int, concurrency: int, characters: set[str])
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; the server is one process per worker)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     args = parse_args()
     if not (args.model_dir / "manifest.json").is_file():
@@ -102,22 +110,30 @@ def main() -> None:
         for _, url in servers.values():  # warm-up: the first turns pay for lazy loading
             asyncio.run(drive(url, 2, 1, characters))
         print(f"model {args.model_dir}; {args.requests} chat turns per level, {args.rounds} rounds")
-        print("concurrency  grounded p50 ms  plain p50 ms  ratio (median of rounds)")
+        print(
+            "concurrency  grounded p50 ms  plain p50 ms  ratio (median of rounds)  "
+            "server CPU ms per turn (grounded, plain)"
+        )
         ratios_by_level = {}
         for concurrency in args.concurrency:
             medians: dict[str, list[float]] = {"grounded": [], "plain": []}
+            cpu: dict[str, float] = {"grounded": 0.0, "plain": 0.0}
             ratios = []
             for _ in range(args.rounds):
-                for name, (_, url) in servers.items():
+                for name, (process, url) in servers.items():
+                    before = cpu_seconds(process.pid)
                     latencies = asyncio.run(drive(url, args.requests, concurrency, characters))
+                    cpu[name] += cpu_seconds(process.pid) - before
                     medians[name].append(statistics.median(latencies))
                 ratios.append(medians["grounded"][-1] / medians["plain"][-1])
             ratio = statistics.median(ratios)
             ratios_by_level[concurrency] = ratio
+            turns = args.rounds * args.requests
             print(
                 f"{concurrency:>11}  {statistics.median(medians['grounded']) * 1000:>15.0f}  "
                 f"{statistics.median(medians['plain']) * 1000:>12.0f}  {ratio:.2f} "
-                f"({', '.join(f'{r:.2f}' for r in ratios)})"
+                f"({', '.join(f'{r:.2f}' for r in ratios)})  "
+                f"{cpu['grounded'] / turns * 1000:.1f}, {cpu['plain'] / turns * 1000:.1f}"
             )
         for concurrency, ratio in ratios_by_level.items():
             print(f"grounded/plain median latency at concurrency {concurrency}: {ratio:.2f}")

@@ -561,9 +561,7 @@ class DecodingBatch:
             return []
         outputs = self._outputs
         # (B, V): rows are scratch space for each sampler; <unk> is never drawn.
-        logits = self.decoder.next_logits(
-            outputs, [sequence.recent for sequence in self.sequences], self._history
-        )
+        logits = self._next_logits()
         choices = choose_batch([sequence.sampler for sequence in self.sequences], logits)
         similarities: list[float | None] = [None] * len(choices)
         if self._has_vector:
@@ -593,6 +591,27 @@ class DecodingBatch:
             chosen_ids = np.asarray(next_ids, dtype=np.int64)
             self._outputs, self._state = self.network.step(chosen_ids, self._state)
         return events
+
+    def _next_logits(self) -> np.ndarray:
+        """(B, V) next-token logits of every row, each row its own copy (the samplers write into them).
+
+        A request's candidates that have not drawn yet stand at the same place: the prompt's head output,
+        its state, its recent ids and its cache (one PromptState, `add`). Their distribution is computed
+        once and copied to each of their rows, so a pool of four pays for one row at its first tick (the
+        penalties, temperature and draw that make them differ are each sampler's, in `choose_batch`)."""
+        source = np.arange(len(self.sequences))  # the row whose distribution each row takes
+        first_of: dict[int, int] = {}
+        for row, sequence in enumerate(self.sequences):
+            generation = sequence.generation
+            if not generation.tokens and generation.prompt_state is not None:
+                source[row] = first_of.setdefault(id(generation.prompt_state), row)
+        recent = [sequence.recent for sequence in self.sequences]
+        if len(first_of) == sum(not s.generation.tokens for s in self.sequences):  # nothing shared
+            return self.decoder.next_logits(self._outputs, recent, self._history)
+        rows, where = np.unique(source, return_inverse=True)
+        history = self._history.select(rows) if self._history is not None else None
+        logits = self.decoder.next_logits(self._outputs[rows], [recent[row] for row in rows], history)
+        return logits[where]
 
     def _keep(self, rows: list[int]) -> None:
         if len(rows) == len(self.sequences):

@@ -752,3 +752,34 @@ def test_prompts_of_very_different_lengths_are_read_in_separate_passes() -> None
     # A 17-token prompt padded to 160 would pay for 143 steps of a row it does not need.
     assert prefill_groups([17, 160, 150, 121, 100, 16]) == [[1, 2, 3], [4], [0, 5]]
     assert prefill_groups([5]) == [[0]] and prefill_groups([]) == []
+
+
+def test_a_pools_first_distribution_is_computed_once_for_all_its_candidates(
+    decoder: Decoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Candidates that have not drawn yet stand after the same prompt: one row is scored for the four of
+    # them (their own penalties and draws still differ), and each draws what it draws alone.
+    params = _sampled(3, repetition_penalty=1.4, top_p=0.9)
+    pool = candidates(decoder.generate("宝玉笑道", params), 4)
+    alone = [decoder.generate("宝玉笑道", g.params).run() for g in pool]
+    other = decoder.generate("黛玉听了", _sampled(8))
+    calls: list[int] = []
+    original = decoder.network.scores
+    monkeypatch.setattr(
+        decoder.network, "scores", lambda output: calls.append(len(output)) or original(output)
+    )
+    batch = DecodingBatch(decoder)
+    batch.add(other)
+    batch.tick()  # `other` has drawn: it is scored on its own row from now on
+    batch.add(*pool)
+    sizes = []
+    while batch:
+        sizes.append(len(batch))
+        batch.tick()
+    assert calls[1] == 2 and sizes[0] == 5  # the pool's first tick: one row for it, one for `other`
+    assert calls[2:] == sizes[1:]  # afterwards every row is its own
+    for shared, single in zip(pool, alone, strict=True):
+        assert [t.id for t in shared.tokens] == [t.id for t in single.tokens]
+        assert [t.logprob for t in shared.tokens] == pytest.approx(
+            [t.logprob for t in single.tokens], abs=1e-5
+        )
