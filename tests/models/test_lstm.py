@@ -180,3 +180,16 @@ def test_prepared_inference_weights_give_bit_identical_outputs_and_training_clea
     lstm.clear_inference()
     fresh, _ = lstm.forward(x)
     assert np.array_equal(stale, plain_out) and not np.allclose(fresh, plain_out)
+
+
+def test_one_row_read_with_the_serving_weights_is_the_gate_major_pass_bit_for_bit() -> None:
+    # A prompt read on its own takes step()'s layout (one vector-matrix product per step): same numbers.
+    rng = np.random.default_rng(6)
+    lstm = LSTM(6, 8, rng, dtype=np.float32)
+    x = rng.standard_normal((1, 9, 6)).astype(np.float32)
+    state = (rng.standard_normal((1, 8)).astype(np.float32), rng.standard_normal((1, 8)).astype(np.float32))
+    plain_out, plain_cache = lstm.forward(x, state)
+    lstm.prepare_inference()
+    out, cache = lstm.forward(x, state)
+    assert np.array_equal(out, plain_out) and np.array_equal(cache.gates, plain_cache.gates)
+    assert all(np.array_equal(a, b) for a, b in zip(cache.final_state, plain_cache.final_state, strict=True))
