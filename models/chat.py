@@ -28,12 +28,13 @@ its end if it alone is too long): a conversation never fails for being long.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from models.characters import Character, CharacterList
-from models.decoding import Decoder, DecodingBatch, Generation, SamplingParams, candidates
+from models.decoding import Decoder, DecodingBatch, Generation, Prompt, SamplingParams, candidates
 from models.memory import ExchangeMemory, Recalled
 from models.rerank import Candidates, Evidence, RerankConfig, evidence, rank
 from models.stops import StopCutter
@@ -47,6 +48,7 @@ MAX_USER_CHARACTER_CHARS = 10
 # A user_character: no whitespace and no quotation marks (either pair), which would break the dialogue form.
 USER_CHARACTER_PATTERN = r"^[^\s“”「」]+$"
 DEFAULT_MAX_TOKENS = 60
+RECALLED_LINE_CUTS = 4096  # recalled lines whose cut is kept (Chat.encode): a few MB at most
 # "你是林黛玉", "你扮演王熙凤", "you are 黛玉": the bot's character; "我是宝玉": the user's.
 _BOT_CUE = re.compile(r"(?:你是|你扮演|扮演|你叫|你就是|你现在是|you are|play)\s*", re.IGNORECASE)
 _USER_CUE = re.compile(r"(?:我是|我叫|我扮演|i am|i'm)\s*", re.IGNORECASE)
@@ -122,6 +124,7 @@ class Chat:
         self.grounding = grounding or GroundingConfig()
         self.rerank = rerank or (memory.rerank if memory is not None else RerankConfig())
         self.open, self.close = characters.quotes
+        self._encode_line = functools.lru_cache(maxsize=RECALLED_LINE_CUTS)(decoder.encode)
         words = decoder.vectors.words
         # Tokens holding the closing quote may not be the first one generated: an empty reply says nothing.
         self._closing_ids = tuple(i for i, word in enumerate(words) if self.close in word)
@@ -325,7 +328,25 @@ class Chat:
 
     def prepare(self, prompt: ChatPrompt, params: SamplingParams) -> Generation:
         """The Generation for a rendered prompt (not decoded yet: iterate it, or hand it to a scheduler)."""
-        return self.decoder.generate(prompt.text, self.sampling(params))
+        return self.decoder.start(self.encode(prompt), self.sampling(params))
+
+    def encode(self, prompt: ChatPrompt) -> Prompt:
+        """The rendered prompt as the decoder reads it: `Decoder.encode(prompt.text)`, with each recalled
+        line's cut kept across turns (the novel's lines recalled for one turn come back for others, and
+        cutting them was most of a grounded turn's jieba time). Exact: jieba cuts runs of Chinese
+        characters apart from punctuation, so no token spans the closing quote that ends every recalled
+        line, and the pieces' cuts are the whole's."""
+        lines = [self.render_exchange(recalled) for recalled in reversed(prompt.grounding)]
+        head = "".join(lines)
+        if not lines or not prompt.text.startswith(head):
+            return self.decoder.encode(prompt.text)
+        parts = [*map(self._encode_line, lines), self.decoder.encode(prompt.text[len(head) :])]
+        return Prompt(
+            text=prompt.text,
+            tokens=[token for part in parts for token in part.tokens],
+            ids=[i for part in parts for i in part.ids],
+            unknown=list(dict.fromkeys(word for part in parts for word in part.unknown)),
+        )
 
     def reply(self, prompt: ChatPrompt, generation: Generation) -> ChatReply:
         """Cut a finished generation into the reply."""
@@ -432,7 +453,7 @@ class Chat:
         params = self.sampling(params or SamplingParams(max_new_tokens=DEFAULT_MAX_TOKENS))
         count = self.rerank.candidates if candidates is None else candidates
         if count <= 1 or not params.do_sample:
-            generation = self.decoder.generate(prompt.text, params).run()
+            generation = self.decoder.start(self.encode(prompt), params).run()
             return self.reply(prompt, generation)
         generations = self.draw(prompt, params, count)
         return self.rank_replies(prompt, generations)[0]
@@ -449,7 +470,7 @@ class Chat:
         of about `rows` sequences as the server's scheduler would: a sequence draws the same alone or in a
         batch."""
         pools = [
-            candidates(self.decoder.generate(prompt.text, p), count)
+            candidates(self.decoder.start(self.encode(prompt), p), count)
             for prompt, p in zip(prompts, params, strict=True)
         ]
         batch = DecodingBatch(self.decoder)

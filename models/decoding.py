@@ -403,9 +403,14 @@ class Decoder:
 
         Iterating it decodes this one generation as a batch of one (`DecodingBatch`), the same code the
         server's scheduler runs for many; a server hands the Generation to its scheduler instead."""
+        (params or SamplingParams()).validate()  # a bad parameter is named before the prompt is cut
+        return self.start(self.encode(text), params)
+
+    def start(self, prompt: Prompt, params: SamplingParams | None = None) -> Generation:
+        """`generate` for a prompt already encoded (by `encode`, or in pieces that cut as the whole does:
+        chat's recalled lines, models/chat.py)."""
         params = params or SamplingParams()
         params.validate()
-        prompt = self.encode(text)
         self._require_known(prompt)
         if params.truncate is not None and len(prompt.ids) > params.truncate:
             # TGI's truncate: only the last N tokens are read (the end of a prompt is what it continues).

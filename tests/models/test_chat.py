@@ -129,6 +129,26 @@ def test_grounding_renders_the_novels_exchanges_before_the_conversation(model: T
     assert len(prompt.text) <= chat.max_prompt_chars
 
 
+def test_a_grounded_prompt_is_read_as_its_whole_text_with_each_recalled_lines_cut_kept(
+    model: TrainedModel,
+) -> None:
+    decoder = Decoder(model.network, model.vectors, model.tokenizer)
+    chat = Chat(decoder, model.characters, memory=model.memory)
+    exchanges = [e for e in model.memory.exchanges if len(e.said) >= 4][:40]
+    grounded = 0
+    for index, exchange in enumerate(exchanges):
+        turns = [Message("user", exchange.said)]
+        if index % 2:  # a longer conversation, with words the tokenizer may cut across the quote marks
+            turns = [Message("user", "宝玉 ok 123"), Message("assistant", exchange.answer), *turns]
+        prompt = chat.render(turns, character=exchange.answerer)
+        grounded += bool(prompt.grounding)
+        read, whole = chat.encode(prompt), decoder.encode(prompt.text)
+        assert (read.tokens, read.ids, read.unknown) == (whole.tokens, whole.ids, whole.unknown)
+        assert chat.prepare(prompt, SamplingParams(seed=1)).prompt.ids == whole.ids
+    assert grounded > 30
+    assert chat._encode_line.cache_info().hits > 0  # lines recalled again were not cut again
+
+
 def test_turns_use_the_novels_speech_form(model: TrainedModel) -> None:
     characters = replace(model.characters, speech_verb="说", speech_mark="，", question_verb="问")
     chat = Chat(Decoder(model.network, model.vectors, model.tokenizer), characters)
