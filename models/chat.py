@@ -28,8 +28,8 @@ its end if it alone is too long): a conversation never fails for being long.
 
 from __future__ import annotations
 
-import functools
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -124,7 +124,8 @@ class Chat:
         self.grounding = grounding or GroundingConfig()
         self.rerank = rerank or (memory.rerank if memory is not None else RerankConfig())
         self.open, self.close = characters.quotes
-        self._encode_line = functools.lru_cache(maxsize=RECALLED_LINE_CUTS)(decoder.encode)
+        self._line_cuts: dict[str, Prompt] = {}  # recalled line -> its cut, oldest first (Chat.encode)
+        self._line_cuts_lock = threading.Lock()  # prompts are cut on the event loop and in worker threads
         words = decoder.vectors.words
         # Tokens holding the closing quote may not be the first one generated: an empty reply says nothing.
         self._closing_ids = tuple(i for i, word in enumerate(words) if self.close in word)
@@ -336,17 +337,41 @@ class Chat:
         cutting them was most of a grounded turn's jieba time). Exact: jieba cuts runs of Chinese
         characters apart from punctuation, so no token spans the closing quote that ends every recalled
         line, and the pieces' cuts are the whole's."""
-        lines = [self.render_exchange(recalled) for recalled in reversed(prompt.grounding)]
-        head = "".join(lines)
-        if not lines or not prompt.text.startswith(head):
+        lines = self._recalled_lines(prompt)
+        if not lines:
             return self.decoder.encode(prompt.text)
-        parts = [*map(self._encode_line, lines), self.decoder.encode(prompt.text[len(head) :])]
+        head = sum(map(len, lines))
+        parts = [*map(self._line_cut, lines), self.decoder.encode(prompt.text[head:])]
         return Prompt(
             text=prompt.text,
             tokens=[token for part in parts for token in part.tokens],
             ids=[i for part in parts for i in part.ids],
             unknown=list(dict.fromkeys(word for part in parts for word in part.unknown)),
         )
+
+    def uncut_chars(self, prompt: ChatPrompt) -> int:
+        """How many characters of the prompt `encode` would still cut with jieba now (the recalled lines
+        whose cut is kept cost nothing): a server cuts a short remainder without a hop to a thread."""
+        lines = self._recalled_lines(prompt)
+        with self._line_cuts_lock:
+            kept = sum(len(line) for line in lines if line in self._line_cuts)
+        return len(prompt.text) - kept
+
+    def _recalled_lines(self, prompt: ChatPrompt) -> list[str]:
+        """The recalled lines the prompt's text starts with, as rendered (none when it does not)."""
+        lines = [self.render_exchange(recalled) for recalled in reversed(prompt.grounding)]
+        return lines if prompt.text.startswith("".join(lines)) else []
+
+    def _line_cut(self, line: str) -> Prompt:
+        with self._line_cuts_lock:
+            cut = self._line_cuts.get(line)
+        if cut is None:
+            cut = self.decoder.encode(line)
+            with self._line_cuts_lock:
+                self._line_cuts[line] = cut
+                if len(self._line_cuts) > RECALLED_LINE_CUTS:
+                    del self._line_cuts[next(iter(self._line_cuts))]
+        return cut
 
     def reply(self, prompt: ChatPrompt, generation: Generation) -> ChatReply:
         """Cut a finished generation into the reply."""

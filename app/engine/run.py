@@ -26,10 +26,12 @@ Score = Callable[[Generation], float]
 class GenerationRequest:
     """A generation request as every protocol validates it into.
 
-    `text` is the prompt as the client sent it (its length decides where it is cut, see
-    `ModelService.prepare`) and `field` its name in the request, for the 422 of an empty prompt. `start`
-    turns the parameters into a Generation; by default the decoder cuts `text` (`Decoder.generate`), chat
-    passes `Chat.prepare` for its rendered conversation. `route` labels the generated tokens in /metrics."""
+    `text` is the prompt as the client sent it and `field` its name in the request, for the 422 of an
+    empty prompt. `start` turns the parameters into a Generation; by default the decoder cuts `text`
+    (`Decoder.generate`), chat passes `Chat.prepare` for its rendered conversation. How many characters
+    `start` still has to cut with jieba decides where it runs (`ModelService.prepare`): all of `text`, or
+    `uncut_chars` when `start` has some of its cuts already (chat's recalled lines). `route` labels the
+    generated tokens in /metrics."""
 
     text: str
     params: SamplingParams
@@ -37,6 +39,7 @@ class GenerationRequest:
     field: str = "inputs"
     candidates: int = 1
     start: Callable[[SamplingParams], Generation] | None = None
+    uncut_chars: int | None = None
 
 
 def cumulative_logprob(generation: Generation) -> float:

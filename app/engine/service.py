@@ -109,10 +109,12 @@ class ModelService:
 
         jieba is CPU work, so a long prompt is cut in a worker thread; a short one (the usual case) is cut
         right here: its few tens of microseconds cost less than the hop to a thread and back, which hands
-        the GIL to and from the scheduler thread (measured with py-spy on the benchmark server)."""
+        the GIL to and from the scheduler thread (measured with py-spy on the benchmark server). A grounded
+        chat turn is long but mostly recalled lines already cut (`GenerationRequest.uncut_chars`)."""
         start = request.start or (lambda params: self.decoder.generate(request.text, params))
+        uncut = len(request.text) if request.uncut_chars is None else request.uncut_chars
         try:
-            if len(request.text) <= INLINE_PROMPT_CHARS:
+            if uncut <= INLINE_PROMPT_CHARS:
                 first = start(request.params)
             else:
                 first = await to_thread.run_sync(start, request.params)

@@ -198,6 +198,7 @@ def generation_request(
         field="messages",
         candidates=pool_size(chat, params.do_sample, body.n or 1),
         start=partial(chat.prepare, prompt),
+        uncut_chars=chat.uncut_chars(prompt),
     )
     return prompt, request
 

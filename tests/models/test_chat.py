@@ -146,7 +146,10 @@ def test_a_grounded_prompt_is_read_as_its_whole_text_with_each_recalled_lines_cu
         assert (read.tokens, read.ids, read.unknown) == (whole.tokens, whole.ids, whole.unknown)
         assert chat.prepare(prompt, SamplingParams(seed=1)).prompt.ids == whole.ids
     assert grounded > 30
-    assert chat._encode_line.cache_info().hits > 0  # lines recalled again were not cut again
+    # Every line recalled so far has its cut kept: a prompt of seen lines leaves only its conversation.
+    prompt = chat.render([Message("user", exchanges[0].said)], character=exchanges[0].answerer)
+    conversation = chat.render([Message("user", exchanges[0].said)], exchanges[0].answerer, grounded=False)
+    assert chat.uncut_chars(prompt) == len(conversation.text) < len(prompt.text)
 
 
 def test_turns_use_the_novels_speech_form(model: TrainedModel) -> None:
