@@ -123,6 +123,10 @@ class Chat:
         self.memory = memory
         self.grounding = grounding or GroundingConfig()
         self.rerank = rerank or (memory.rerank if memory is not None else RerankConfig())
+        # The lexical half of the ranking's relevance (models/relevance.py), read with this model's words.
+        self.relevance = (
+            memory.lexical_relevance(decoder.vectors, decoder.tokenizer.cut) if memory is not None else None
+        )
         self.open, self.close = characters.quotes
         self._line_cuts: dict[str, Prompt] = {}  # recalled line -> its cut, oldest first (Chat.encode)
         self._line_cuts_lock = threading.Lock()  # prompts are cut on the event loop and in worker threads
@@ -422,7 +426,7 @@ class Chat:
 
     def evidence_of(self, pools: Sequence[Candidates]) -> list[Evidence]:
         """`evidence` of many prompts' candidates, scored together (the chat evaluation's thousands)."""
-        return evidence(self.decoder, pools, self.memory.tfidf if self.memory is not None else None)
+        return evidence(self.decoder, pools, self.relevance)
 
     def score(
         self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]], read: Generation | None = None

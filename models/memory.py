@@ -10,22 +10,27 @@ in its classic lines).
 The index is Okapi BM25 (k1 1.5, b 0.75, as gensim's `OkapiBM25Model` computes it at training time):
 every (term, exchange) pair already carries its document-side weight idf·tf·(k1+1)/(tf + k1·(1−b+b·dl/avgdl)),
 so scoring a turn is a sum of stored weights over the turn's distinct words: one NumPy `add.at` per query,
-no gensim or scipy when serving. Plain JSON, read with `json` (no pickle), listed with its sha256 in the
-manifest like every other file of a model directory.
+no gensim or scipy when serving. With them the document frequencies of chat's lexical relevance
+(`character_idf`, `word_idf`) and its weights learned at training time (`relevance`; models/relevance.py),
+and the ranking settings (`rerank`; models/rerank.py). Plain JSON, read with `json` (no pickle), listed
+with its sha256 in the manifest like every other file of a model directory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from models.artifacts import MEMORY_FILE, read_json_file
-from models.rerank import CharacterTfidf, RerankConfig
+from models.relevance import FEATURES, UNLEARNED_WEIGHTS, LexicalRelevance
+from models.rerank import RerankConfig
+from models.vectors import WordVectors
 
 __all__ = ["MEMORY_FILE", "Exchange", "ExchangeMemory", "Recalled", "index_terms"]
 
@@ -69,11 +74,13 @@ class ExchangeMemory:
         postings: dict[str, tuple[np.ndarray, np.ndarray]],
         settings: dict | None = None,
         character_idf: dict[str, float] | None = None,
+        word_idf: dict[str, float] | None = None,
     ) -> None:
         self.exchanges = exchanges
         self.postings = postings
         self.settings = dict(settings or {})
         self.character_idf = dict(character_idf or {})
+        self.word_idf = dict(word_idf or {})
         self._answerers = np.asarray([e.answerer for e in exchanges], dtype=object)
 
     def __len__(self) -> int:
@@ -91,10 +98,25 @@ class ExchangeMemory:
             prune_lexical=None if chosen.get("prune_lexical") is None else float(chosen["prune_lexical"]),
         )
 
-    @cached_property
-    def tfidf(self) -> CharacterTfidf | None:
-        """The character TF-IDF of the relevance score (idf of the training chapters' exchanges)."""
-        return CharacterTfidf(self.character_idf) if self.character_idf else None
+    @property
+    def relevance_weights(self) -> dict[str, float]:
+        """The lexical relevance's weights learned at training time (models/relevance.py); a memory written
+        before they were learned scores by the character cosine alone."""
+        learned = (self.settings.get("relevance") or {}).get("weights")
+        return (
+            {str(name): float(weight) for name, weight in learned.items()}
+            if learned
+            else dict(UNLEARNED_WEIGHTS)
+        )
+
+    def lexical_relevance(
+        self, vectors: WordVectors | None = None, cut: Callable[[str], list[str]] | None = None
+    ) -> LexicalRelevance | None:
+        """The lexical relevance of chat's ranking (idf of the training chapters' exchanges), with the
+        model's word vectors and tokenizer; None for a memory without document frequencies."""
+        if not self.character_idf:
+            return None
+        return LexicalRelevance(self.character_idf, self.word_idf, self.relevance_weights, vectors, cut)
 
     # --------------------------------------------------------------------------------------- retrieval
     def scores(self, terms: list[str]) -> np.ndarray:
@@ -139,7 +161,9 @@ class ExchangeMemory:
             mapped = new_index[docs]
             if (mapped >= 0).any():
                 postings[term] = (mapped[mapped >= 0], weights[mapped >= 0])
-        return ExchangeMemory([self.exchanges[i] for i in keep], postings, self.settings, self.character_idf)
+        return ExchangeMemory(
+            [self.exchanges[i] for i in keep], postings, self.settings, self.character_idf, self.word_idf
+        )
 
     # ------------------------------------------------------------------------------------------ storage
     def to_json(self) -> dict:
@@ -148,6 +172,7 @@ class ExchangeMemory:
             **self.settings,
             "exchanges": [asdict(exchange) for exchange in self.exchanges],
             "character_idf": {gram: round(idf, 4) for gram, idf in self.character_idf.items()},
+            "word_idf": {word: round(idf, 4) for word, idf in self.word_idf.items()},
             "postings": {
                 term: [
                     [int(i), round(float(w), 4)] for i, w in zip(docs.tolist(), weights.tolist(), strict=True)
@@ -193,12 +218,27 @@ class ExchangeMemory:
             if docs.size and (docs.min() < 0 or docs.max() >= len(exchanges)):
                 raise ValueError(f"postings of {term!r} point outside the {len(exchanges)} exchanges")
             postings[term] = (docs, array[:, 1])
-        idf = data.get("character_idf", {})
-        if not isinstance(idf, dict) or not all(isinstance(v, (int, float)) for v in idf.values()):
-            raise ValueError("character_idf must be an object of character gram -> idf")
-        skip = ("exchanges", "postings", "character_idf", "memory_version")
+        tables = {}
+        for name in ("character_idf", "word_idf"):  # word_idf: absent from a memory written before it
+            idf = data.get(name, {})
+            if not isinstance(idf, dict) or not all(isinstance(v, (int, float)) for v in idf.values()):
+                raise ValueError(f"{name} must be an object of gram or word -> idf")
+            tables[name] = {str(k): float(v) for k, v in idf.items()}
+        skip = ("exchanges", "postings", "character_idf", "word_idf", "memory_version")
         settings = {key: value for key, value in data.items() if key not in skip}
-        memory = cls(exchanges, postings, settings, {str(k): float(v) for k, v in idf.items()})
+        memory = cls(exchanges, postings, settings, tables["character_idf"], tables["word_idf"])
+        learned = settings.get("relevance")  # {"reason": ...} alone when training had too few exchanges
+        if learned is not None and not isinstance(learned, dict):
+            raise ValueError(
+                "relevance must be an object holding the learned weights (or why there are none)"
+            )
+        weights = learned.get("weights") if learned else None
+        if weights is not None and not (
+            isinstance(weights, dict)
+            and set(weights) <= set(FEATURES)
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in weights.values())
+        ):
+            raise ValueError(f"relevance.weights must map some of {list(FEATURES)} to finite numbers")
         try:
             rerank = memory.rerank
         except (TypeError, ValueError):

@@ -11,11 +11,11 @@ from the served model (the LSTM, with its n-gram mixture when it has one):
 
 Both are sums over the reply's tokens, closing quote included, divided by the number of tokens (a long reply
 is not penalised for having more tokens to pay for). Measured on 红楼梦's held-out exchanges, the model's
-mutual information alone picks the real reply among ten 27% of the time (β = 1; below 1 the generic-reply
-term wins and it is chance), a TF-IDF cosine over characters and character pairs 43%: replies in the novel
-take up the very words of what was said to them, often partly (林妹妹 / 妹妹), which the LSTM barely
-conditions on. So the relevance score adds γ times that cosine (`CharacterTfidf`, document frequencies of
-the training chapters' exchanges, stored in memory.json); β and γ are chosen on the training chapters' tail.
+mutual information alone picks the real reply among ten 23-31% of the time, a TF-IDF cosine over characters
+and character pairs 42-44%: replies in the novel take up the very words of what was said to them, often
+partly (林妹妹 / 妹妹), which the LSTM barely conditions on. So the relevance score adds γ times the lexical
+relevance of models/relevance.py (cosines over characters, character pairs, words and word vectors, their
+weights learned on the training chapters' exchanges); β and γ are fitted on the training chapters' tail.
 
 A candidate that never closed its quote (cut at max_tokens) ranks after every closed one. Pure functions
 of the model and the candidates: the chat route, the in-process `Chat.respond` and the chat evaluation all
@@ -24,15 +24,13 @@ rank with these.
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.decoding import Decoder, PromptState
+from models.relevance import LexicalRelevance
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class RerankConfig:
 
     candidates: int = 4
     beta: float = 1.0
-    lexical: float = 2.0  # γ: weight of the character TF-IDF cosine between the turn and the reply
+    lexical: float = 2.0  # γ: weight of the lexical relevance of the reply to the turn (models/relevance.py)
     # After this many tokens the pool keeps only its best (as many as the request's choices) by the same
     # score over what each candidate has said so far, and the rest stop: the pool's rows cost a few ticks
     # instead of as many as its longest reply. None: every candidate runs to its end.
@@ -50,32 +48,6 @@ class RerankConfig:
     # γ of that early ranking (None: `lexical`): judging a reply by its first few tokens is another task
     # than choosing among whole replies, so it is chosen on its own.
     prune_lexical: float | None = None
-
-
-def character_grams(text: str) -> list[str]:
-    """The characters and adjacent character pairs of a text's letters and digits (punctuation dropped)."""
-    chars = [char for char in text if char.isalnum()]
-    return chars + [a + b for a, b in itertools.pairwise(chars)]
-
-
-class CharacterTfidf:
-    """TF-IDF cosine over `character_grams`: raw counts times log2(N / df), unit length (gensim's
-    TfidfModel defaults, which computed the idf at training time); grams never seen have no weight."""
-
-    def __init__(self, idf: Mapping[str, float]) -> None:
-        self.idf = dict(idf)
-
-    def vector(self, text: str) -> dict[str, float]:
-        weights = {
-            gram: count * self.idf[gram] for gram, count in Counter(character_grams(text)).items()
-            if gram in self.idf
-        }  # fmt: skip
-        norm = math.sqrt(sum(w * w for w in weights.values()))
-        return {gram: w / norm for gram, w in weights.items()} if norm > 0 else {}
-
-    def cosine(self, a: str, b: str) -> float:
-        first, second = self.vector(a), self.vector(b)
-        return float(sum(weight * second.get(gram, 0.0) for gram, weight in first.items()))
 
 
 def continuation_log_probs(
@@ -184,8 +156,9 @@ def _chunk_log_probs(
 @dataclass(frozen=True)
 class Evidence:
     """What the relevance of each candidate is computed from: its log-probability after the prompt and
-    after the character's opening alone (sums over its tokens), its number of tokens, and its character
-    TF-IDF cosine with the turn. Kept apart from β and γ so a tuning pass scores every setting at once."""
+    after the character's opening alone (sums over its tokens), its number of tokens, and its lexical
+    relevance to the turn (models/relevance.py). Kept apart from β and γ so a tuning pass scores every
+    setting at once."""
 
     with_turn: np.ndarray
     alone: np.ndarray
@@ -193,7 +166,7 @@ class Evidence:
     lexical: np.ndarray
 
     def scores(self, beta: float, lexical: float) -> np.ndarray:
-        """(log p(c | prompt) − β·log p(c)) / len(c) + γ·cos(turn, c); -inf for an empty candidate."""
+        """(log p(c | prompt) − β·log p(c)) / len(c) + γ·relevance(turn, c); -inf for an empty candidate."""
         scores = np.full(len(self.tokens), -np.inf)
         filled = self.tokens > 0
         scores[filled] = (self.with_turn[filled] - beta * self.alone[filled]) / self.tokens[filled]
@@ -214,7 +187,9 @@ class Candidates:
     prompt_state: PromptState | None = None
 
 
-def evidence(decoder: Decoder, pools: Sequence[Candidates], tfidf: CharacterTfidf | None) -> list[Evidence]:
+def evidence(
+    decoder: Decoder, pools: Sequence[Candidates], relevance: LexicalRelevance | None
+) -> list[Evidence]:
     """The Evidence of each pool of candidates, every pool's log-probabilities computed together
     (`many_continuation_log_probs`: each prompt and each opening read once)."""
     # Both terms in one pass: the continuations after the prompts, then the same ones after the openings.
@@ -225,12 +200,17 @@ def evidence(decoder: Decoder, pools: Sequence[Candidates], tfidf: CharacterTfid
         [pool.prompt_state for pool in pools] + [None] * len(pools),
     )
     given_turn, alone = found[: len(pools)], found[len(pools) :]
+    words = decoder.vectors.words  # a candidate's words are its tokens: the relevance need not cut it again
     return [
         Evidence(
             with_turn=np.asarray([values.sum() for values in given]),
             alone=np.asarray([values.sum() for values in prior]),
             tokens=np.asarray([len(values) for values in given]),
-            lexical=np.asarray([tfidf.cosine(pool.turn, text) if tfidf else 0.0 for text in pool.texts]),
+            lexical=(
+                relevance.scores(pool.turn, pool.texts, [[words[i] for i in ids] for ids in pool.replies])
+                if relevance
+                else np.zeros(len(pool.texts))
+            ),
         )
         for pool, given, prior in zip(pools, given_turn, alone, strict=True)
     ]

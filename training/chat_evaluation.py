@@ -18,9 +18,12 @@ chapters recalled for it), and we measure:
 * **response selection, R10@1**: B's real reply among itself and the real replies of 9 other held-out
   exchanges; the share of exchanges where a scorer ranks the real one first (a k-way tie for first counts
   1/k, so chance is 10%). The served scorer (models/rerank.py: mutual information of the reply with the
-  grounded prompt, β as served) beside a TF-IDF cosine between turn and reply (gensim, weights from the
-  training chapters' exchanges) and beside the ungrounded pointwise mutual information (β = 1, no recalled
-  lines: what chat scored before it had a memory);
+  grounded prompt plus γ times the lexical relevance, β and γ as served) beside its lexical relevance alone
+  (models/relevance.py), TF-IDF cosines between turn and reply over jieba words (gensim) and over characters
+  and character pairs (document frequencies of the training chapters' exchanges), and the ungrounded
+  pointwise mutual information (β = 1, no recalled lines: what chat scored before it had a memory). It
+  decodes nothing, so it reads up to SELECTION_EXCHANGES of the held-out exchanges (the real replies' cost
+  above too), more than the generated replies' MAX_EXCHANGES;
 * **relevance of generated replies**: a judge reads a reply and picks, among the user's turn and the turns of
   9 other held-out exchanges, the one it answers (the highest TF-IDF cosine; ties split): the share picked
   right, for the real replies, the plain replies (no memory, one candidate) and the served ones (recalled
@@ -44,28 +47,38 @@ from gensim.models import TfidfModel
 from models.chat import Chat, ChatPrompt, ChatReply, Message
 from models.decoding import Generation, SamplingParams
 from models.memory import ExchangeMemory, index_terms
+from models.relevance import CharacterTfidf
 from models.rerank import Evidence, RerankConfig, many_continuation_log_probs, rank
 from training.characters import Utterance, exchanges, extract_characters
 from training.memory import build_memory
+from training.response_selection import (
+    CHOICES,
+    comparison_groups,
+    first_share,
+    fit_conditional_logit,
+    r10_at_1,
+)
 
 MAX_TOKENS = 60
-MAX_EXCHANGES = 100  # evenly spread over the held-out chapters, to bound the time (R10@1 ± 5 points)
+MAX_EXCHANGES = 100  # generated: evenly spread over the held-out chapters, to bound the time (± 5 points)
+# Response selection and the real replies' cost decode nothing (they score real replies), so they read more
+# of the held-out exchanges: 红楼梦 has 297, which puts R10@1 within about ± 3 points.
+SELECTION_EXCHANGES = 300
 TEMPERATURE = 0.8
 TOP_K = 20
 CLOSED_TARGET = 0.95
-CHOICES = 10  # R10@1 and the relevance judge: the real item among itself and 9 others
-# Tried on the training chapters' tail: β below 1 lets the generic-reply term win (chance, measured on
-# 红楼梦), so the grid is around 1; γ from off to twice the scale of a per-token log-probability.
-BETAS = (0.75, 1.0, 1.25)
-LEXICAL_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)
+# The weight of log p(reply | prompt) in the logit that fits β and γ, at least (per token, in nats).
+MIN_WITH_TURN_WEIGHT = 1e-3
 CANDIDATE_COUNTS = (1, 2, 4)
 # A served pool keeps only its best candidate once each has said this many tokens (RerankConfig.prune_after):
 # four rows then cost three ticks, the survivor the rest, so a grounded turn stays within about twice a plain
 # one's decoding. Measured on the default model's held-out exchanges (judge picking the turn, served
 # replies; plain 13.2%, real 36.2%): unpruned 32.1%, after 2 tokens 19.1%, 3: 25.1%, 4: 24.1%, 6: 28.1%.
 PRUNE_AFTER = 3
-PRUNE_LEXICAL_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0)  # γ of the early ranking, chosen by the judge on the tail
-VALIDATION_EXCHANGES = 60  # for β and γ (no generation)
+# γ of the early ranking, chosen by the judge on the tail (a start says less than a whole reply, so its
+# lexical relevance may weigh more than a whole reply's).
+PRUNE_LEXICAL_WEIGHTS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+VALIDATION_EXCHANGES = 120  # for β and γ (no generation)
 VALIDATION_GENERATED = 30  # for the number of candidates (generates max(CANDIDATE_COUNTS) per exchange)
 Pair = tuple[Utterance, Utterance]
 
@@ -103,20 +116,6 @@ class TfidfCosine:
         return float(sum(weight * b.get(term, 0.0) for term, weight in a.items()))
 
 
-def _others(index: int, count: int) -> list[int]:
-    """The CHOICES - 1 other exchanges an exchange is compared with: spread over the list, deterministic."""
-    step = max(1, count // CHOICES)
-    return [(index + j * step) % count for j in range(1, CHOICES)]
-
-
-def _first_share(scores: Sequence[float]) -> float:
-    """1/k when the first of the scores ties k ways for the maximum (itself included), else 0."""
-    best = max(scores)
-    if scores[0] < best:
-        return 0.0
-    return 1.0 / sum(1 for score in scores if score == best)
-
-
 def _longest_copy(text: str, source: str) -> int:
     if not text or not source:
         return 0
@@ -131,13 +130,8 @@ def _request(pair: Pair) -> tuple[list[Message], str, str]:
     return [Message("user", first.text)], second.speaker, first.speaker
 
 
-def _group_indices(count: int) -> list[list[int]]:
-    """Per exchange, itself first and then the CHOICES - 1 others it is compared with."""
-    return [[index, *_others(index, count)] for index in range(count)]
-
-
 def _groups(pairs: Sequence[Pair]) -> list[list[Pair]]:
-    return [[pairs[i] for i in group] for group in _group_indices(len(pairs))]
+    return [[pairs[i] for i in group] for group in comparison_groups(len(pairs))]
 
 
 def selection_evidence(chat: Chat, pairs: Sequence[Pair], grounded: bool) -> list[Evidence]:
@@ -146,7 +140,7 @@ def selection_evidence(chat: Chat, pairs: Sequence[Pair], grounded: bool) -> lis
     replies = _reply_ids(chat, pairs)
     pools = [
         chat.pool(chat.render(*_request(pair), grounded=grounded), [replies[i] for i in group])
-        for pair, group in zip(pairs, _group_indices(len(pairs)), strict=True)
+        for pair, group in zip(pairs, comparison_groups(len(pairs)), strict=True)
     ]
     return chat.evidence_of(pools)
 
@@ -167,7 +161,7 @@ def _without_memory(chat: Chat, pairs: Sequence[Pair], grounded: Sequence[Eviden
             chat.decoder.encode(chat.render(*_request(pair), grounded=False).text).ids,
             [replies[i] for i in group],
         )
-        for pair, group in zip(pairs, _group_indices(len(pairs)), strict=True)
+        for pair, group in zip(pairs, comparison_groups(len(pairs)), strict=True)
     ]
     given = many_continuation_log_probs(chat.decoder, items)
     return [
@@ -176,14 +170,18 @@ def _without_memory(chat: Chat, pairs: Sequence[Pair], grounded: Sequence[Eviden
     ]
 
 
-def r10_at_1(scores: Sequence[Sequence[float]]) -> float:
-    """Share of groups whose first (real) item scores highest (ties split)."""
-    return round(sum(_first_share(list(group)) for group in scores) / len(scores), 4) if scores else 0.0
-
-
 def _tfidf_scores(tfidf: TfidfCosine, pairs: Sequence[Pair]) -> list[list[float]]:
     return [
         [tfidf.cosine(tfidf.vector(pair[0].text), tfidf.vector(second.text)) for _, second in group]
+        for pair, group in zip(pairs, _groups(pairs), strict=True)
+    ]
+
+
+def _character_scores(memory: ExchangeMemory, pairs: Sequence[Pair]) -> list[list[float]]:
+    """The TF-IDF cosine over characters and character pairs (the memory's document frequencies)."""
+    tfidf = CharacterTfidf(memory.character_idf)
+    return [
+        [tfidf.cosine(pair[0].text, second.text) for _, second in group]
         for pair, group in zip(pairs, _groups(pairs), strict=True)
     ]
 
@@ -216,10 +214,9 @@ def _judge(tfidf: TfidfCosine, pairs: Sequence[Pair], replies: Sequence[str]) ->
         return None
     turns = [tfidf.vector(first.text) for first, _ in pairs]
     total = 0.0
-    for index, reply in enumerate(replies):
+    for reply, group in zip(replies, comparison_groups(len(pairs)), strict=True):
         vector = tfidf.vector(reply)
-        group = [index, *_others(index, len(pairs))]
-        total += _first_share([tfidf.cosine(vector, turns[i]) for i in group])
+        total += first_share([tfidf.cosine(vector, turns[i]) for i in group])
     return round(total / len(pairs), 4)
 
 
@@ -265,10 +262,32 @@ def _generated_figures(
     }
 
 
+def fit_beta_gamma(found: Sequence[Evidence]) -> tuple[float, float, dict]:
+    """β and γ of the served score from response selection's groups (each exchange's real reply first):
+    the conditional logit over (log p(reply | prompt), log p(reply), both per token, and the lexical
+    relevance), read back as β = −w_alone / w_with and γ = w_lexical / w_with. The weight of
+    log p(reply | prompt) is kept positive (the score ranks the reply the model finds likelier after the
+    turn higher); β is clipped to 0..2, γ to at least 0."""
+    per_token = [np.maximum(e.tokens, 1) for e in found]
+    features = np.asarray(
+        [
+            np.stack([e.with_turn / n, e.alone / n, e.lexical], axis=1)
+            for e, n in zip(found, per_token, strict=True)
+        ]
+    )
+    with_turn, alone, lexical = fit_conditional_logit(
+        features, lower_bounds=[MIN_WITH_TURN_WEIGHT, None, None]
+    )
+    beta = float(np.clip(-alone / with_turn, 0.0, 2.0))
+    gamma = float(max(lexical / with_turn, 0.0))
+    weights = {"with_turn": with_turn, "alone": alone, "lexical": lexical}
+    return round(beta, 4), round(gamma, 4), {name: round(float(w), 4) for name, w in weights.items()}
+
+
 def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tuple[RerankConfig, dict]:
-    """β and γ by R10@1, then the number of candidates by the judge, on exchanges of the training
-    chapters' tail (recalling from the memory without those chapters, so nothing is recalled verbatim).
-    Returns the config and what was measured for each setting."""
+    """β and γ by response selection (`fit_beta_gamma`), then the number of candidates by the judge, on
+    exchanges of the training chapters' tail (recalling from the memory without those chapters, so nothing
+    is recalled verbatim). Returns the config and what was measured for each setting."""
     tail = {first.chapter + 1 for first, _ in pairs}
     tuning = Chat(chat.decoder, chat.characters, chat.max_prompt_chars, memory.without_chapters(tail),
                   chat.grounding, chat.rerank)  # fmt: skip
@@ -276,17 +295,12 @@ def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tu
     if len(pairs) < CHOICES:
         return chat.rerank, {"reason": f"only {len(pairs)} exchanges in the validation tail"}
     found = selection_evidence(tuning, pairs, grounded=True)
+    beta, gamma, logit = fit_beta_gamma(found)
     selection = {
-        f"beta {beta:g}, gamma {gamma:g}": r10_at_1([e.scores(beta, gamma) for e in found])
-        for beta in BETAS
-        for gamma in LEXICAL_WEIGHTS
+        "fitted": r10_at_1([e.scores(beta, gamma) for e in found]),
+        "lexical relevance alone": r10_at_1([e.lexical for e in found]),
+        "mutual information alone (beta 1)": r10_at_1([e.scores(1.0, 0.0) for e in found]),
     }
-    best = max(selection.values())
-    # The first setting of the grid that reaches the best (the plainest: β 1 before others, then small γ).
-    beta, gamma = next(
-        (b, g) for b in sorted(BETAS, key=lambda b: abs(b - 1.0)) for g in LEXICAL_WEIGHTS
-        if selection[f"beta {b:g}, gamma {g:g}"] == best
-    )  # fmt: skip
     tuning.rerank = RerankConfig(candidates=max(CANDIDATE_COUNTS), beta=beta, lexical=gamma)
     tfidf = TfidfCosine(tuning, tuning.memory)
     generated = _spread(pairs, VALIDATION_GENERATED)
@@ -318,6 +332,7 @@ def tune_rerank(chat: Chat, memory: ExchangeMemory, pairs: Sequence[Pair]) -> tu
         "exchanges": len(pairs),
         "generated_exchanges": len(generated),
         "chapters": sorted(tail),
+        "logit_weights": logit,
         "r10_at_1": selection,
         "relevance_judge_by_candidates": relevance,
         f"relevance_judge_pruned_after_{PRUNE_AFTER}_tokens": pruned,
@@ -367,6 +382,7 @@ def evaluate_chat(
     held_out_chapters: int,
     user_dict: str | None = None,
     utterances: list[Utterance] | None = None,
+    memory_source: str = "the model's memory.json",
 ) -> dict:
     """The chat figures of the module docstring, as a JSON-ready dict (the manifest's `chat_evaluation`).
     A model without a memory (written before chat had one) is evaluated with the memory its training
@@ -379,7 +395,6 @@ def evaluate_chat(
     if utterances is None:  # `evaluate DIR`: found again as training found them (training passes its own)
         utterances = extract_characters(chapters, user_dict=user_dict).utterances
     training_chapters = len(chapters) - held_out_chapters
-    memory_source = "the model's memory.json"
     if chat.memory is None:
         memory_source = "built for this evaluation from the training chapters (the model has none)"
         chat = Chat(chat.decoder, chat.characters, chat.max_prompt_chars,
@@ -401,8 +416,9 @@ def evaluate_chat(
 
     # One scoring pass serves the reply costs and response selection: the real reply is the first candidate
     # of its exchange's group, after the plain prompt (previous turn only) and after `B道：“` alone.
-    with_memory = selection_evidence(chat, chosen, grounded=True)
-    without_memory = _without_memory(chat, chosen, with_memory)
+    selected = _spread(found, SELECTION_EXCHANGES)
+    with_memory = selection_evidence(chat, selected, grounded=True)
+    without_memory = _without_memory(chat, selected, with_memory)
     bits_with = np.asarray([-e.with_turn[0] / np.log(2) for e in without_memory])
     bits_without = np.asarray([-e.alone[0] / np.log(2) for e in with_memory])
     tokens = int(sum(e.tokens[0] for e in with_memory))
@@ -411,12 +427,13 @@ def evaluate_chat(
     per_token_without = bits_without.sum() / tokens if tokens else None
     real_lengths = [len(chat.decoder.encode(second.text).tokens) for _, second in chosen]
     selection: dict[str, float] = {}
-    if len(chosen) >= CHOICES:
+    if len(selected) >= CHOICES:
         rerank = chat.rerank
         selection = {
             "served": r10_at_1([e.scores(rerank.beta, rerank.lexical) for e in with_memory]),
-            "tfidf": r10_at_1(_tfidf_scores(tfidf, chosen)),
-            "character_tfidf": r10_at_1([e.lexical for e in with_memory]),
+            "tfidf": r10_at_1(_tfidf_scores(tfidf, selected)),
+            "character_tfidf": r10_at_1(_character_scores(chat.memory, selected)),
+            "lexical_relevance": r10_at_1([e.lexical for e in with_memory]),
             "pmi_without_memory": r10_at_1([e.scores(1.0, 0.0) for e in without_memory]),
         }
     real_texts = [second.text for _, second in chosen]
@@ -433,7 +450,8 @@ def evaluate_chat(
         "median_real_reply_tokens": statistics.median(real_lengths),
         "real_reply_bits_per_token_with_previous_turn": round(per_token_with, 4) if tokens else None,
         "real_reply_bits_per_token_without_previous_turn": round(per_token_without, 4) if tokens else None,
-        "share_of_exchanges_where_the_previous_turn_helped": round(helped / len(chosen), 4),
+        "share_of_exchanges_where_the_previous_turn_helped": round(helped / len(selected), 4),
+        "selection_exchanges": len(selected),
         "real_reply_tokens": tokens,
         "real_reply_tokens_scored_at_most": MAX_TOKENS,
         "memory": {
@@ -481,9 +499,15 @@ def format_chat_table(result: dict) -> str:
     selection = result.get("response_selection_r10_at_1")
     if selection:
         lines.append(
-            f"  response selection R10@1 (chance 10%)        served {selection['served']:.1%}; TF-IDF "
-            f"{selection['tfidf']:.1%} (words), {selection['character_tfidf']:.1%} (characters); PMI "
-            f"without memory {selection['pmi_without_memory']:.1%}"
+            f"  response selection R10@1 (chance 10%)        served {selection['served']:.1%}"
+            + (
+                f", its lexical relevance alone {selection['lexical_relevance']:.1%}"
+                if "lexical_relevance" in selection
+                else ""
+            )
+            + f"; TF-IDF {selection['tfidf']:.1%} (words), {selection['character_tfidf']:.1%} (characters); "
+            f"PMI without memory {selection['pmi_without_memory']:.1%}"
+            + (f" ({result['selection_exchanges']} exchanges)" if "selection_exchanges" in result else "")
         )
     replies = result.get("replies")
     if replies:

@@ -161,6 +161,13 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="segmentation cache")
     parser.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    parser.add_argument(
+        "--rebuild-memory",
+        action="store_true",
+        help="evaluate chat with the memory this program builds for the model (its exchanges, relevance "
+        "weights and ranking, as training would write them now) instead of its memory.json; nothing is "
+        "written",
+    )
     return parser
 
 

@@ -15,6 +15,7 @@ from training.characters import Utterance, exchanges
 from training.chat_evaluation import evaluate_chat, format_chat_table, tune_rerank
 from training.fit import VALIDATION_FRACTION
 from training.memory import build_memory
+from training.relevance import learn_relevance
 
 
 def chat_memory(
@@ -25,13 +26,17 @@ def chat_memory(
     utterances: list[Utterance],
     held_out: int,
 ) -> ExchangeMemory:
-    """memory.json: the training chapters' exchanges (training/memory.py), with the number of candidates,
-    β and γ of chat's ranking chosen on the exchanges of the training chapters' tail (the chapters the
-    fit's validation slice comes from), never on the held-out ones."""
+    """memory.json: the training chapters' exchanges (training/memory.py), the weights of chat's lexical
+    relevance learned on those before the tail (training/relevance.py), and the number of candidates, β and
+    γ of chat's ranking chosen on the exchanges of the training chapters' tail (the chapters the fit's
+    validation slice comes from, where the LSTM's probabilities are those of unseen text), never on the
+    held-out ones."""
     training_chapters = len(chapters) - held_out
     memory = build_memory(chapters, utterances, training_chapters, tokenizer)
     tail = max(1, math.ceil(training_chapters * VALIDATION_FRACTION))
     tail_chapters = set(range(training_chapters - tail, training_chapters))
+    before_tail = [e for e in memory.exchanges if e.chapter - 1 not in tail_chapters]
+    memory.settings["relevance"] = learn_relevance(before_tail, tokenizer.cut, decoder.vectors)
     chat = Chat(decoder, characters, memory=memory)
     pairs = [pair for pair in exchanges(utterances, tail_chapters) if characters.find(pair[1].speaker)]
     config, measured = tune_rerank(chat, memory, pairs)
@@ -43,12 +48,22 @@ def chat_memory(
         "prune_lexical": config.prune_lexical,
         "measured": measured,
     }
+    learned = memory.settings["relevance"]
+    if "weights" in learned:
+        weights = ", ".join(f"{name} {weight:g}" for name, weight in learned["weights"].items())
+        print(
+            f"chat relevance: weights {weights} (learned on {learned['measured']['groups']:,} exchanges "
+            f"before the tail; R10@1 cross-validated {learned['measured']['r10_at_1_cross_validated']:.1%}, "
+            f"the character cosine alone {learned['measured']['r10_at_1_character_grams']:.1%})"
+        )
+    else:
+        print(f"chat relevance: the character cosine alone ({learned['reason']})")
     print(
         f"chat memory: {len(memory):,} exchanges of the training chapters; rerank {config.candidates} "
         f"candidates"
         + (f" (the best kept after {config.prune_after} tokens)" if config.prune_after else "")
-        + f", beta {config.beta:g}, gamma {config.lexical:g} (chosen on {len(pairs)} exchanges of the last "
-        f"{tail} training chapters)"
+        + f", beta {config.beta:g}, gamma {config.lexical:g} (chosen on "
+        f"{measured.get('exchanges', len(pairs))} exchanges of the last {tail} training chapters)"
     )
     return memory
 
@@ -62,11 +77,12 @@ def chat_figures(
     quiet: bool = False,
     memory: ExchangeMemory | None = None,
     utterances: list[Utterance] | None = None,
+    memory_source: str = "the model's memory.json",
 ) -> dict:
     """Chat figures on the held-out chapters (training/chat_evaluation.py), printed unless quiet; decoded as
     the server decodes (with the model's n-gram mixture, continuous cache and memory, when it has them)."""
     chat = Chat(decoder, characters, memory=memory)
-    result = evaluate_chat(chat, chapters, held_out, user_dict, utterances)
+    result = evaluate_chat(chat, chapters, held_out, user_dict, utterances, memory_source)
     if not quiet:
         print(format_chat_table(result))
     return result

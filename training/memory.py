@@ -14,7 +14,7 @@ from gensim.corpora import Dictionary
 from gensim.models import OkapiBM25Model, TfidfModel
 
 from models.memory import Exchange, ExchangeMemory, index_terms
-from models.rerank import character_grams
+from models.relevance import character_grams
 from models.tokenizer import Tokenizer
 from training.characters import Utterance, exchanges
 
@@ -60,10 +60,13 @@ def build_memory(
         )
         for term_id, pairs_ in by_term.items()
     }
-    # Document frequencies of the character TF-IDF that chat's relevance score uses (models/rerank.py):
+    # Document frequencies of the character TF-IDF that chat's relevance score uses (models/relevance.py):
     # every turn and every answer of the training chapters' exchanges is a document.
     texts = [item.said for item in items] + [item.answer for item in items]
     grams = Dictionary(character_grams(text) for text in texts)
     tfidf = TfidfModel(dictionary=grams)
     character_idf = {grams[term_id]: float(idf) for term_id, idf in tfidf.idfs.items()}
-    return ExchangeMemory(items, postings, settings, character_idf)
+    # And of its word features (jieba words, as the BM25 index counts them; models/relevance.py).
+    words = Dictionary(index_terms(tokenizer.cut(text)) for text in texts)
+    word_idf = {words[term_id]: float(idf) for term_id, idf in TfidfModel(dictionary=words).idfs.items()}
+    return ExchangeMemory(items, postings, settings, character_idf, word_idf)

@@ -4,16 +4,19 @@ same vectors, same split) and evaluate it again, as training did."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 from models.artifacts import ArtifactError
 from models.cache import ContinuousCache
 from models.decoding import Decoder
 from models.trained import TrainedModel
+from training.characters import extract_characters
 from training.corpus import CorpusError, load_corpus
 from training.errors import UsageError
 from training.evaluate import evaluate, format_table
-from training.held_out_chat import chat_figures
+from training.held_out_chat import chat_figures, chat_memory
 from training.segment import segment_corpus
 from training.split import ids_and_split, token_stream
 
@@ -47,6 +50,13 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     decoder = Decoder(model.network, model.vectors, model.tokenizer, model.mixture, cache)
     result = evaluate(decoder, token_ids, split_index, stream.text(held=False), stream.text(held=True))
     held_out = (model.manifest.get("vocabulary") or {}).get("held_out_chapters", 0)
+    memory, utterances = model.memory, None
+    if args.rebuild_memory and held_out > 0 and model.characters.characters:
+        utterances = extract_characters(corpus.chapters, user_dict=model.tokenizer.user_dict).utterances
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # the JSON stays parseable
+            memory = chat_memory(
+                decoder, model.tokenizer, model.characters, corpus.chapters, utterances, held_out
+            )
     # Printed before the held-out table: scripts read the bpc from the table's last line.
     chat = chat_figures(
         decoder,
@@ -55,7 +65,9 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         held_out,
         model.tokenizer.user_dict,
         quiet=args.json,
-        memory=model.memory,
+        memory=memory,
+        utterances=utterances,
+        memory_source="rebuilt for this evaluation" if utterances is not None else "the model's memory.json",
     )
     result = {**result, "chat": chat}
     if args.json:

@@ -9,9 +9,9 @@ import pytest
 
 from models.chat import PRUNED, Chat, Message
 from models.decoding import Decoder, SamplingParams
+from models.relevance import LexicalRelevance
 from models.rerank import (
     Candidates,
-    CharacterTfidf,
     RerankConfig,
     continuation_log_probs,
     evidence,
@@ -50,13 +50,15 @@ def test_batched_log_probs_equal_scoring_each_token_alone(decoder: Decoder) -> N
         assert values.tolist() == pytest.approx(_one_by_one(decoder, context, continuation), abs=1e-4)
 
 
-def test_relevance_is_mutual_information_plus_gamma_times_the_character_cosine(decoder: Decoder) -> None:
+def test_relevance_is_mutual_information_plus_gamma_times_the_lexical_relevance(decoder: Decoder) -> None:
     prompt = decoder.encode("宝玉笑道：“妹妹往那里去？”黛玉道：“").ids
     prior = decoder.encode("黛玉道：“").ids
     texts = ["我去看花。", "你又来了。"]
     candidates = [decoder.encode(text + "”").ids for text in texts]
-    tfidf = CharacterTfidf({"妹": 1.0, "去": 2.0, "看": 1.5, "你": 0.5, "妹妹": 3.0})
-    found = evidence(decoder, [Candidates(prompt, prior, candidates, texts, "妹妹往那里去？")], tfidf)[0]
+    # Unlearned weights (a memory written before they were learned): the character cosine alone.
+    idf = {"妹": 1.0, "去": 2.0, "看": 1.5, "你": 0.5, "妹妹": 3.0}
+    relevance = LexicalRelevance(idf, {}, {"character_grams": 1.0})
+    found = evidence(decoder, [Candidates(prompt, prior, candidates, texts, "妹妹往那里去？")], relevance)[0]
     with_turn = continuation_log_probs(decoder, prompt, candidates)
     alone = continuation_log_probs(decoder, prior, candidates)
     scores = found.scores(beta=0.5, lexical=2.0)

@@ -45,6 +45,20 @@ def test_evaluate_prints_the_chat_figures(tiny_model_dir: Path, capsys: pytest.C
     assert result["chat"] == read_manifest(tiny_model_dir)["chat_evaluation"]
 
 
+def test_evaluate_with_a_rebuilt_memory_builds_what_training_built(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiny model's memory was built by this code: rebuilt, it ranks and scores exactly the same."""
+    assert main(["evaluate", str(tiny_model_dir), "--json", "--rebuild-memory"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)["chat"]
+    assert "chat relevance: weights" in err and "chat memory:" in err  # the JSON on stdout stays parseable
+    assert result["memory"].pop("source") == "rebuilt for this evaluation"
+    recorded = read_manifest(tiny_model_dir)["chat_evaluation"]
+    assert recorded["memory"].pop("source") == "the model's memory.json"
+    assert result == recorded
+
+
 def test_reply_cost_is_scored_with_the_served_mixture(tiny_model_dir: Path) -> None:
     """With an n-gram mixture, the chat evaluation charges the reply what the served λ·LSTM + (1 − λ)·n-gram
     distribution gives it (as the held-out bpc does), not what the LSTM alone would."""
@@ -92,7 +106,8 @@ def test_response_selection_relevance_and_copy_figures_with_enough_exchanges(tin
     result = evaluate_chat(chat, chapters, 3)
     assert result["exchanges"] >= 10
     selection = result["response_selection_r10_at_1"]
-    assert set(selection) == {"served", "tfidf", "character_tfidf", "pmi_without_memory"}
+    assert set(selection) == {"served", "tfidf", "character_tfidf", "lexical_relevance", "pmi_without_memory"}
+    assert result["selection_exchanges"] >= result["exchanges"]
     assert all(0 <= value <= 1 for value in selection.values())
     for name in ("real", "plain", "served"):
         row = result["replies"][name]

@@ -1,0 +1,108 @@
+"""Chat's lexical relevance: each cosine computed by hand, the weights applied, bad weights refused."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.memory import ExchangeMemory
+from models.relevance import FEATURES, LexicalRelevance, character_grams
+from models.trained import TrainedModel
+from models.vectors import WordVectors
+
+CHARACTER_IDF = {"妹": 1.0, "去": 2.0, "看": 1.5, "花": 2.5, "妹妹": 3.0, "看花": 4.0}
+WORD_IDF = {"妹妹": 2.0, "看花": 3.0, "去": 1.0}
+
+
+def _cut(text: str) -> list[str]:
+    """A fixed segmentation, so the expected values are written out by hand."""
+    words = {"妹妹去看花": ["妹妹", "去", "看花"], "我去看花。": ["我", "去", "看花", "。"], "看": ["看"]}
+    return words[text]
+
+
+def _vectors() -> WordVectors:
+    return WordVectors(
+        ["妹妹", "去", "看花", "我"], np.asarray([[1, 0], [0, 1], [1, 1], [3, 4]], dtype=np.float32)
+    )
+
+
+def test_each_feature_is_the_cosine_written_out_by_hand() -> None:
+    relevance = LexicalRelevance(CHARACTER_IDF, WORD_IDF, {}, _vectors(), _cut)
+    turn, reply = relevance.text_vectors("妹妹去看花"), relevance.text_vectors("我去看花。")
+    found = dict(zip(FEATURES, relevance.compare(turn, reply, FEATURES), strict=True))
+    # characters: turn 妹×2, 去, 看, 花; reply (我 has no idf) 去, 看, 花.
+    turn_chars = math.sqrt(2.0**2 + 2.0**2 + 1.5**2 + 2.5**2)
+    reply_chars = math.sqrt(2.0**2 + 1.5**2 + 2.5**2)
+    assert found["characters"] == pytest.approx((2.0**2 + 1.5**2 + 2.5**2) / (turn_chars * reply_chars))
+    # character pairs: only 妹妹 and 看花 have an idf; the reply has 看花 alone.
+    assert found["character_pairs"] == pytest.approx(4.0 / math.sqrt(3.0**2 + 4.0**2))
+    # words: turn 妹妹 2, 去 1, 看花 3; reply 去 1, 看花 3 (我 unknown, 。 is no word).
+    assert found["words"] == pytest.approx((1 + 9) / (math.sqrt(4 + 1 + 9) * math.sqrt(1 + 9)))
+    # word2vec: idf-weighted sums of unit vectors; 我 has no idf, so it does not count.
+    unit = {
+        "妹妹": np.array([1.0, 0.0]),
+        "去": np.array([0.0, 1.0]),
+        "看花": np.array([1.0, 1.0]) / math.sqrt(2),
+    }
+    first = 2 * unit["妹妹"] + 1 * unit["去"] + 3 * unit["看花"]
+    second = 1 * unit["去"] + 3 * unit["看花"]
+    expected = first @ second / (np.linalg.norm(first) * np.linalg.norm(second))
+    assert found["word2vec"] == pytest.approx(expected, abs=1e-6)
+    # character_grams: characters and pairs in one vector.
+    grams = LexicalRelevance(CHARACTER_IDF, {}, {}).text_vectors("妹妹去看花")["character_grams"]
+    assert set(grams) == {g for g in character_grams("妹妹去看花") if g in CHARACTER_IDF}
+
+
+def test_the_score_is_the_weighted_sum_and_unseen_text_scores_zero() -> None:
+    weights = {"characters": 2.0, "character_pairs": 0.5, "words": 1.0, "word2vec": -0.25}
+    relevance = LexicalRelevance(CHARACTER_IDF, WORD_IDF, weights, _vectors(), _cut)
+    turn, reply = relevance.text_vectors("妹妹去看花"), relevance.text_vectors("我去看花。")
+    features = relevance.compare(turn, reply, list(weights))
+    expected = sum(w * f for w, f in zip(weights.values(), features, strict=True))
+    scores = relevance.scores("妹妹去看花", ["我去看花。", "看"])
+    assert scores[0] == pytest.approx(expected)
+    # 看 shares a character with the turn, nothing else.
+    only_character = relevance.compare(turn, relevance.text_vectors("看"), ["characters"])[0]
+    assert scores[1] == pytest.approx(2.0 * only_character) and only_character > 0
+    assert relevance.scores("妹妹去看花", []).shape == (0,)
+
+
+def test_unknown_features_and_word_features_without_a_tokenizer_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown features"):
+        LexicalRelevance(CHARACTER_IDF, WORD_IDF, {"rhymes": 1.0})
+    with pytest.raises(ValueError, match="cut"):
+        LexicalRelevance(CHARACTER_IDF, WORD_IDF, {"words": 1.0})
+
+
+def test_a_memory_without_learned_weights_scores_by_the_character_cosine(tiny_model_dir: Path) -> None:
+    model = TrainedModel.load(tiny_model_dir)
+    assert model.memory is not None
+    data = model.memory.to_json()
+    data.pop("relevance", None)
+    data.pop("word_idf")
+    older = ExchangeMemory.from_json(data)
+    assert older.relevance_weights == {"character_grams": 1.0} and older.word_idf == {}
+    # A novel with too few exchanges to learn from records why, and scores the same way.
+    unlearned = ExchangeMemory.from_json({**data, "relevance": {"reason": "too few exchanges"}})
+    assert unlearned.relevance_weights == {"character_grams": 1.0}
+    relevance = older.lexical_relevance(model.vectors, model.tokenizer.cut)
+    assert relevance is not None
+    assert relevance.scores("妹妹去看花", ["我去看花。"])[0] == pytest.approx(
+        relevance.compare(relevance.text_vectors("妹妹去看花"), relevance.text_vectors("我去看花。"),
+                          ["character_grams"])[0]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [{"rhymes": 1.0}, {"characters": "much"}, {"characters": float("inf")}, ["characters"]],
+)
+def test_memory_json_with_bad_relevance_weights_is_refused(tiny_model_dir: Path, weights: object) -> None:
+    model = TrainedModel.load(tiny_model_dir)
+    assert model.memory is not None
+    data = {**model.memory.to_json(), "relevance": {"weights": weights}}
+    with pytest.raises(ValueError, match=r"relevance\.weights"):
+        ExchangeMemory.from_json(data)

@@ -1,0 +1,43 @@
+"""Response selection's groups, R10@1 with ties, and the conditional logit that fits a scorer to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.response_selection import CHOICES, comparison_groups, fit_conditional_logit, r10_at_1
+
+
+def test_each_group_is_the_item_then_nine_distinct_others() -> None:
+    groups = comparison_groups(37)
+    assert len(groups) == 37
+    for index, group in enumerate(groups):
+        assert group[0] == index and len(set(group)) == CHOICES == len(group)
+
+
+def test_r10_at_1_splits_ties() -> None:
+    assert r10_at_1([[3, 1, 2], [1, 2, 0], [2, 2, 2, 2]]) == pytest.approx((1 + 0 + 0.25) / 3, abs=1e-4)
+
+
+def _synthetic(groups: int, weights: np.ndarray, seed: int) -> np.ndarray:
+    """Groups whose first item is drawn as the softmax of features @ weights would choose it."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(groups, CHOICES, len(weights)))
+    scores = features @ weights
+    chosen = [rng.choice(CHOICES, p=np.exp(s - s.max()) / np.exp(s - s.max()).sum()) for s in scores]
+    for group, item in enumerate(chosen):  # the chosen item goes first, as the real reply does
+        features[group, [0, item]] = features[group, [item, 0]]
+    return features
+
+
+def test_the_logit_recovers_the_weights_that_made_the_choices() -> None:
+    truth = np.array([2.0, -1.0, 0.0])
+    fitted = fit_conditional_logit(_synthetic(4000, truth, seed=1))
+    assert fitted == pytest.approx(truth, abs=0.15)
+
+
+def test_a_lower_bound_holds_in_the_original_units() -> None:
+    features = _synthetic(2000, np.array([-1.0, 1.0]), seed=2) * np.array([10.0, 1.0])  # unequal scales
+    free = fit_conditional_logit(features)
+    bounded = fit_conditional_logit(features, lower_bounds=[0.05, None])
+    assert free[0] < 0 and bounded[0] == pytest.approx(0.05, abs=1e-6) and bounded[1] > 0

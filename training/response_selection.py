@@ -1,0 +1,71 @@
+"""Response selection: a real reply among itself and the replies of other exchanges.
+
+R10@1 is the share of exchanges whose real reply a scorer ranks first among CHOICES (itself and the replies
+of CHOICES - 1 other exchanges, spread over the list; a k-way tie for first counts 1/k, so chance is 10%).
+The chat evaluation reports it (training/chat_evaluation.py), and chat's ranking is fitted to it at training
+time (training/relevance.py, `tune_rerank`): the weights of a linear score over features are those of a
+conditional logit, the softmax over each group with the real reply's log-probability maximised. Unlike
+R10@1 itself the likelihood is smooth, so a few weights fitted on a hundred exchanges do not chase ties of
+a grid's argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+CHOICES = 10
+L2 = 1e-3  # per standardised feature: keeps collinear features (characters and pairs) from drifting apart
+
+
+def comparison_groups(count: int) -> list[list[int]]:
+    """Per item of a list of `count`, itself first and then the CHOICES - 1 others it is compared with
+    (spread over the list, deterministic)."""
+    step = max(1, count // CHOICES)
+    return [[index, *((index + j * step) % count for j in range(1, CHOICES))] for index in range(count)]
+
+
+def first_share(scores: Sequence[float]) -> float:
+    """1/k when the first of the scores ties k ways for the maximum (itself included), else 0."""
+    best = max(scores)
+    if scores[0] < best:
+        return 0.0
+    return 1.0 / sum(1 for score in scores if score == best)
+
+
+def r10_at_1(scores: Sequence[Sequence[float]]) -> float:
+    """Share of groups whose first (real) item scores highest (ties split)."""
+    return round(sum(first_share(list(group)) for group in scores) / len(scores), 4) if len(scores) else 0.0
+
+
+def fit_conditional_logit(
+    features: np.ndarray, lower_bounds: Sequence[float | None] | None = None, l2: float = L2
+) -> np.ndarray:
+    """Weights w of score = features @ w maximising the mean log-probability of each group's first item
+    under the softmax over its group, minus l2 times the squared weights of the standardised features.
+    `features`: (groups, items, features); `lower_bounds`: per weight, in the original units, or None."""
+    count = features.shape[2]
+    flat = features.reshape(-1, count)
+    scale = flat.std(axis=0)
+    scale[scale == 0] = 1.0
+    standard = features / scale  # centring changes nothing within a group's softmax
+
+    def loss(weights: np.ndarray) -> tuple[float, np.ndarray]:
+        scores = standard @ weights
+        scores = scores - scores.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scores).sum(axis=1))
+        probabilities = np.exp(scores - log_norm[:, None])
+        value = -(scores[:, 0] - log_norm).mean() + l2 * weights @ weights
+        expected = (probabilities[:, :, None] * standard).sum(axis=1)
+        gradient = -(standard[:, 0] - expected).mean(axis=0) + 2 * l2 * weights
+        return float(value), gradient
+
+    bounds = None
+    if lower_bounds is not None:
+        bounds = [
+            (None if low is None else low * s, None) for low, s in zip(lower_bounds, scale, strict=True)
+        ]
+    found = minimize(loss, np.zeros(count), jac=True, method="L-BFGS-B", bounds=bounds)
+    return found.x / scale
