@@ -333,7 +333,14 @@ class Chat:
 
     def prepare(self, prompt: ChatPrompt, params: SamplingParams) -> Generation:
         """The Generation for a rendered prompt (not decoded yet: iterate it, or hand it to a scheduler)."""
-        return self.decoder.start(self.encode(prompt), self.sampling(params))
+        return self._start(prompt, self.sampling(params))
+
+    def _start(self, prompt: ChatPrompt, params: SamplingParams) -> Generation:
+        """The Generation of a rendered prompt with the chat's sampling parameters already applied; a pool
+        that prunes records its first tokens' model probabilities, which the pruning ranks them by."""
+        generation = self.decoder.start(self.encode(prompt), params)
+        generation.model_logprob_tokens = self.rerank.prune_after or 0
+        return generation
 
     def encode(self, prompt: ChatPrompt) -> Prompt:
         """The rendered prompt as the decoder reads it: `Decoder.encode(prompt.text)`, with each recalled
@@ -410,9 +417,14 @@ class Chat:
         return self.evidence_of([self.pool(prompt, candidates, read)])[0]
 
     def pool(
-        self, prompt: ChatPrompt, replies: Sequence[Sequence[int]], read: Generation | None = None
+        self,
+        prompt: ChatPrompt,
+        replies: Sequence[Sequence[int]],
+        read: Generation | None = None,
+        reply_log_probs: Sequence[Sequence[float]] | None = None,
     ) -> Candidates:
-        """Candidate replies (token ids) of a rendered prompt, as the ranking reads them."""
+        """Candidate replies (token ids) of a rendered prompt, as the ranking reads them (`reply_log_probs`:
+        their tokens' model log-probabilities after the prompt, when the decoding recorded them)."""
         words = self.decoder.vectors.words
         state = read.prompt_state if read is not None else None
         return Candidates(
@@ -422,6 +434,7 @@ class Chat:
             texts=["".join(words[i] for i in ids).replace(self.close, "") for ids in replies],
             turn=prompt.turn,
             prompt_state=state,
+            reply_log_probs=reply_log_probs,
         )
 
     def evidence_of(self, pools: Sequence[Candidates]) -> list[Evidence]:
@@ -482,7 +495,7 @@ class Chat:
         params = self.sampling(params or SamplingParams(max_new_tokens=DEFAULT_MAX_TOKENS))
         count = self.rerank.candidates if candidates is None else candidates
         if count <= 1 or not params.do_sample:
-            generation = self.decoder.start(self.encode(prompt), params).run()
+            generation = self._start(prompt, params).run()
             return self.reply(prompt, generation)
         generations = self.draw(prompt, params, count)
         return self.rank_replies(prompt, generations)[0]
@@ -498,10 +511,7 @@ class Chat:
         """`draw` for many prompts (each with its own parameters, already `sampling`'s), decoded in batches
         of about `rows` sequences as the server's scheduler would: a sequence draws the same alone or in a
         batch."""
-        pools = [
-            candidates(self.decoder.start(self.encode(prompt), p), count)
-            for prompt, p in zip(prompts, params, strict=True)
-        ]
+        pools = [candidates(self._start(prompt, p), count) for prompt, p in zip(prompts, params, strict=True)]
         batch = DecodingBatch(self.decoder)
         waiting = list(zip(prompts, pools, strict=True))
         unpruned: list[tuple[ChatPrompt, list[Generation]]] = []
@@ -545,9 +555,7 @@ class Chat:
         """`prune` for many pools at once: their starts are scored in one pass."""
         config = self.rerank
         lexical = config.lexical if config.prune_lexical is None else config.prune_lexical
-        found = self.evidence_of(
-            [self.pool(prompt, [self.candidate_ids(g) for g in pool], pool[0]) for prompt, pool, _ in pools]
-        )
+        found = self.evidence_of([self._started_pool(prompt, pool) for prompt, pool, _ in pools])
         stopped = []
         for (_, pool, keep), evidence_ in zip(pools, found, strict=True):
             order = rank(evidence_.scores(config.beta, lexical).tolist(), [True] * len(pool))
@@ -556,6 +564,16 @@ class Chat:
                 generation.finish_reason = PRUNED
             stopped.append(dropped)
         return stopped
+
+    def _started_pool(self, prompt: ChatPrompt, pool: Sequence[Generation]) -> Candidates:
+        """A pool's starts as the ranking reads them, with the model log-probabilities their decoding
+        recorded when it recorded all of them (`_start`)."""
+        replies = [self.candidate_ids(generation) for generation in pool]
+        recorded = all(len(g.model_logprobs) >= len(ids) for g, ids in zip(pool, replies, strict=True))
+        known = (
+            [g.model_logprobs[: len(ids)] for g, ids in zip(pool, replies, strict=True)] if recorded else None
+        )
+        return self.pool(prompt, replies, pool[0], known)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def candidates(first: Generation, count: int) -> list[Generation]:
     more = []
     for index in range(1, count):
         seed = candidate_seed(first.seed, index)
-        more.append(Generation(prompt=first.prompt, params=replace(first.params, seed=seed), seed=seed))
+        params = replace(first.params, seed=seed)
+        more.append(Generation(first.prompt, params, seed, model_logprob_tokens=first.model_logprob_tokens))
     return [first, *more]
 
 
@@ -163,6 +164,12 @@ class Generation:
     queue_seconds: float | None = None
     # Set by the prefill (DecodingBatch.add): the network after the prompt, shared by its candidates.
     prompt_state: PromptState | None = field(default=None, repr=False)
+    # The first `model_logprob_tokens` tokens also get their natural-log probability under the model's own
+    # next-word distribution (temperature 1, no penalties, without the continuous cache) in
+    # `model_logprobs`: what chat's ranking scores the start of a reply by (models/rerank.py), read off the
+    # tick that drew it instead of a second pass. Chat's pruned pools ask for it.
+    model_logprob_tokens: int = 0
+    model_logprobs: list[float] = field(default_factory=list)
     _iterator: Iterator[GeneratedToken] | None = field(default=None, repr=False)
 
     @property
@@ -250,13 +257,36 @@ class Decoder:
         log(λ·softmax(scores) + (1 − λ)·P_ngram(· | the last ids of each row's `recent`)), and with a cache
         and each row's `history` the log of (1 − μ)·that + μ·p_cache: the distribution the held-out bits per
         character measure; <unk> at -inf."""
+        return self.served_and_model(outputs, recent, history)[0]
+
+    def served_and_model(
+        self,
+        outputs: np.ndarray,
+        recent: Sequence[Sequence[int]],
+        history: CacheHistory | None = None,
+        model_rows: Sequence[int] = (),
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`next_logits`, and for `model_rows` the (rows, V) natural-log probabilities of the model before
+        the continuous cache (the LSTM's softmax, or the n-gram mixture's): the distribution chat's ranking
+        scores replies by, kept before the cache is mixed in (None without rows)."""
+        keep = np.asarray(model_rows, dtype=np.int64)
+        model = None
         if self.cache is None or history is None:
             logits = self.network.scores(outputs)
             if self.mixture is not None:
                 logits = self.mixture.log_probs(logits, self.mixture.histories(recent), np.float32)
-            return self.mask_unknown(logits)
-        probabilities = self.cache.mix(self._model_probabilities(outputs, recent), outputs, history)
-        return self._log(probabilities)
+                model = logits[keep] if len(keep) else None  # a copy, taken before <unk> is masked
+            elif len(keep):  # the network's own scores, normalised as models/rerank.py does
+                model = logits[keep].astype(np.float64)
+                top = model.max(axis=1, keepdims=True)
+                model -= np.log(np.exp(model - top).sum(axis=1, keepdims=True)) + top
+            return self.mask_unknown(logits), model
+        probabilities = self._model_probabilities(outputs, recent)
+        if len(keep):
+            with np.errstate(divide="ignore"):
+                model = np.log(probabilities[keep])
+        probabilities = self.cache.mix(probabilities, outputs, history)
+        return self._log(probabilities), model
 
     def _model_probabilities(self, outputs: np.ndarray, recent: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, V) float32 next-token probabilities before the cache: softmax(scores), or the mixture's."""
@@ -566,7 +596,7 @@ class DecodingBatch:
             return []
         outputs = self._outputs
         # (B, V): rows are scratch space for each sampler; <unk> is never drawn.
-        logits = self._next_logits()
+        logits, model = self._next_logits()
         choices = choose_batch([sequence.sampler for sequence in self.sequences], logits)
         similarities: list[float | None] = [None] * len(choices)
         if self._has_vector:
@@ -587,6 +617,8 @@ class DecodingBatch:
                 similarity=similarities[row],
                 top=choice.top,
             )
+            if row in model:
+                sequence.generation.model_logprobs.append(float(model[row][choice.id]))
             if not sequence.record(token):
                 continuing.append(row)
                 next_ids.append(choice.id)
@@ -597,26 +629,39 @@ class DecodingBatch:
             self._outputs, self._state = self.network.step(chosen_ids, self._state)
         return events
 
-    def _next_logits(self) -> np.ndarray:
-        """(B, V) next-token logits of every row, each row its own copy (the samplers write into them).
+    def _next_logits(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(B, V) next-token logits of every row, each row its own copy (the samplers write into them), and
+        for each row that records its token's probability under the model (`Generation.model_logprobs`)
+        that row's model distribution (log, (V,)).
 
         A request's candidates that have not drawn yet stand at the same place: the prompt's head output,
         its state, its recent ids and its cache (one PromptState, `add`). Their distribution is computed
         once and copied to each of their rows, so a pool of four pays for one row at its first tick (the
         penalties, temperature and draw that make them differ are each sampler's, in `choose_batch`)."""
-        source = np.arange(len(self.sequences))  # the row whose distribution each row takes
+        sequences = self.sequences
+        source = np.arange(len(sequences))  # the row whose distribution each row takes
         first_of: dict[int, int] = {}
-        for row, sequence in enumerate(self.sequences):
+        for row, sequence in enumerate(sequences):
             generation = sequence.generation
             if not generation.tokens and generation.prompt_state is not None:
                 source[row] = first_of.setdefault(id(generation.prompt_state), row)
-        recent = [sequence.recent for sequence in self.sequences]
-        if len(first_of) == sum(not s.generation.tokens for s in self.sequences):  # nothing shared
-            return self.decoder.next_logits(self._outputs, recent, self._history)
+        recording = [
+            row
+            for row, sequence in enumerate(sequences)
+            if len(sequence.generation.tokens) < sequence.generation.model_logprob_tokens
+        ]
+        recent = [sequence.recent for sequence in sequences]
+        if len(first_of) == sum(not s.generation.tokens for s in sequences):  # nothing shared
+            logits, model = self.decoder.served_and_model(self._outputs, recent, self._history, recording)
+            return logits, {row: model[i] for i, row in enumerate(recording)} if model is not None else {}
         rows, where = np.unique(source, return_inverse=True)
+        kept, kept_of = np.unique(where[recording], return_inverse=True)  # computed rows to keep
         history = self._history.select(rows) if self._history is not None else None
-        logits = self.decoder.next_logits(self._outputs[rows], [recent[row] for row in rows], history)
-        return logits[where]
+        logits, model = self.decoder.served_and_model(
+            self._outputs[rows], [recent[row] for row in rows], history, kept.tolist()
+        )
+        found = {row: model[kept_of[i]] for i, row in enumerate(recording)} if model is not None else {}
+        return logits[where], found
 
     def _keep(self, rows: list[int]) -> None:
         if len(rows) == len(self.sequences):

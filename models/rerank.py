@@ -185,6 +185,9 @@ class Candidates:
     texts: Sequence[str]
     turn: str
     prompt_state: PromptState | None = None
+    # Each reply's tokens' log-probabilities after the prompt, when the decoding that drew them recorded
+    # them (Generation.model_logprobs): p(reply | prompt) is then not computed again.
+    reply_log_probs: Sequence[Sequence[float]] | None = None
 
 
 def evidence(
@@ -192,14 +195,22 @@ def evidence(
 ) -> list[Evidence]:
     """The Evidence of each pool of candidates, every pool's log-probabilities computed together
     (`many_continuation_log_probs`: each prompt and each opening read once)."""
-    # Both terms in one pass: the continuations after the prompts, then the same ones after the openings.
+    # Both terms in one pass: the continuations after the prompts (unless recorded), then the same ones after
+    # the openings.
+    unknown = [pool for pool in pools if pool.reply_log_probs is None]
     found = many_continuation_log_probs(
         decoder,
-        [(pool.prompt_ids, pool.replies) for pool in pools]
+        [(pool.prompt_ids, pool.replies) for pool in unknown]
         + [(pool.prior_ids, pool.replies) for pool in pools],
-        [pool.prompt_state for pool in pools] + [None] * len(pools),
+        [pool.prompt_state for pool in unknown] + [None] * len(pools),
     )
-    given_turn, alone = found[: len(pools)], found[len(pools) :]
+    computed, alone = iter(found[: len(unknown)]), found[len(unknown) :]
+    given_turn = [
+        [np.asarray(values, dtype=np.float64) for values in pool.reply_log_probs]
+        if pool.reply_log_probs is not None
+        else next(computed)
+        for pool in pools
+    ]
     words = decoder.vectors.words  # a candidate's words are its tokens: the relevance need not cut it again
     return [
         Evidence(

@@ -783,3 +783,33 @@ def test_a_pools_first_distribution_is_computed_once_for_all_its_candidates(
         assert [t.logprob for t in shared.tokens] == pytest.approx(
             [t.logprob for t in single.tokens], abs=1e-5
         )
+
+
+@pytest.mark.parametrize("served", ["network", "mixture", "mixture and cache"])
+def test_a_generation_records_its_first_tokens_model_probabilities_as_the_ranking_computes_them(
+    tokenizer: Tokenizer, served: str
+) -> None:
+    from models.ngram import KneserNey, Mixture
+    from models.rerank import continuation_log_probs
+
+    decoder = _build(tokenizer)
+    if served != "network":
+        index = decoder.vectors.index
+        stream = np.array([index[t] for s in SENTENCES for t in spell(tokenizer.cut(s), index)]) + 1
+        mixture = Mixture(KneserNey.fit(stream, len(index) + 1, 3), 0.4)
+        decoder = Decoder(decoder.network, decoder.vectors, decoder.tokenizer, mixture)
+    if served == "mixture and cache":
+        decoder = _cached(decoder)  # the cache is served, never scored: the records leave it out
+    first = decoder.generate("宝玉笑道：好妹妹", _sampled(4, repetition_penalty=1.3))
+    first.model_logprob_tokens = 3
+    pool = candidates(first, 3)
+    batch = DecodingBatch(decoder)
+    batch.add(decoder.generate("黛玉听了", _sampled(1)), *pool)
+    while batch:
+        batch.tick()
+    for generation in pool:
+        start = [token.id for token in generation.tokens[:3]]
+        expected = continuation_log_probs(decoder, generation.prompt.ids, [start])[0]
+        assert generation.model_logprobs == pytest.approx(expected.tolist(), abs=1e-5)
+        # Not the sampled distribution's (temperature and penalty apply there).
+        assert generation.model_logprobs != pytest.approx([t.logprob for t in generation.tokens[:3]])

@@ -135,6 +135,8 @@ def test_a_pruned_pool_keeps_its_best_start_and_stops_the_others(
     # The others stopped once all four had 2 tokens (or had ended), and the survivor was the best start.
     assert all(len(g.tokens) <= 2 for g in pool if g.finish_reason == PRUNED)
     starts = [[t.id for t in g.tokens[:2]] for g in pool]
-    scores = chat.score(prompt, starts)
+    scores = chat.score(prompt, starts)  # a scoring pass after the prompt
     assert pool.index(survivors[0]) == int(np.argmax(scores))
+    # The pruning itself read each start's probabilities off the decoding that drew it.
+    assert [len(g.model_logprobs) for g in pool] == [len(start) for start in starts]
     assert chat.rank_replies(prompt, pool)[0].generation is survivors[0]
