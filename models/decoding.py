@@ -18,6 +18,7 @@ one-hot ("softmax") head predicts no vector, so it is None there.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -136,6 +137,19 @@ class Candidate:
     word: str
     probability: float
     similarity: float | None
+
+
+@dataclass(frozen=True)
+class ModelRows:
+    """Some rows of a tick's model distribution (Decoder.served_and_model), as log-probabilities or as
+    probabilities: whichever the tick had, so that only the chosen token's entry is turned into a log."""
+
+    values: np.ndarray
+    log: bool
+
+    def logprob(self, row: int, token: int) -> float:
+        value = float(self.values[row, token])
+        return value if self.log else (math.log(value) if value > 0 else -math.inf)
 
 
 @dataclass(frozen=True)
@@ -265,26 +279,27 @@ class Decoder:
         recent: Sequence[Sequence[int]],
         history: CacheHistory | None = None,
         model_rows: Sequence[int] = (),
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """`next_logits`, and for `model_rows` the (rows, V) natural-log probabilities of the model before
-        the continuous cache (the LSTM's softmax, or the n-gram mixture's): the distribution chat's ranking
-        scores replies by, kept before the cache is mixed in (None without rows)."""
+    ) -> tuple[np.ndarray, ModelRows | None]:
+        """`next_logits`, and for `model_rows` the model's distribution before the continuous cache (the
+        LSTM's softmax, or the n-gram mixture's): the distribution chat's ranking scores replies by, kept
+        before the cache is mixed in (None without rows)."""
         keep = np.asarray(model_rows, dtype=np.int64)
         model = None
         if self.cache is None or history is None:
             logits = self.network.scores(outputs)
             if self.mixture is not None:
                 logits = self.mixture.log_probs(logits, self.mixture.histories(recent), np.float32)
-                model = logits[keep] if len(keep) else None  # a copy, taken before <unk> is masked
+                model = ModelRows(logits[keep], log=True) if len(keep) else None  # before <unk> is masked
             elif len(keep):  # the network's own scores, normalised as models/rerank.py does
-                model = logits[keep].astype(np.float64)
-                top = model.max(axis=1, keepdims=True)
-                model -= np.log(np.exp(model - top).sum(axis=1, keepdims=True)) + top
+                rows = logits[keep].astype(np.float64)
+                top = rows.max(axis=1, keepdims=True)
+                model = ModelRows(
+                    rows - np.log(np.exp(rows - top).sum(axis=1, keepdims=True)) - top, log=True
+                )
             return self.mask_unknown(logits), model
         probabilities = self._model_probabilities(outputs, recent)
         if len(keep):
-            with np.errstate(divide="ignore"):
-                model = np.log(probabilities[keep])
+            model = ModelRows(probabilities[keep], log=False)  # a copy: the cache is mixed in in place
         probabilities = self.cache.mix(probabilities, outputs, history)
         return self._log(probabilities), model
 
@@ -618,7 +633,8 @@ class DecodingBatch:
                 top=choice.top,
             )
             if row in model:
-                sequence.generation.model_logprobs.append(float(model[row][choice.id]))
+                rows, at = model[row]
+                sequence.generation.model_logprobs.append(rows.logprob(at, choice.id))
             if not sequence.record(token):
                 continuing.append(row)
                 next_ids.append(choice.id)
@@ -629,10 +645,10 @@ class DecodingBatch:
             self._outputs, self._state = self.network.step(chosen_ids, self._state)
         return events
 
-    def _next_logits(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    def _next_logits(self) -> tuple[np.ndarray, dict[int, tuple[ModelRows, int]]]:
         """(B, V) next-token logits of every row, each row its own copy (the samplers write into them), and
         for each row that records its token's probability under the model (`Generation.model_logprobs`)
-        that row's model distribution (log, (V,)).
+        where that row's model distribution is (rows kept by `Decoder.served_and_model`, and which).
 
         A request's candidates that have not drawn yet stand at the same place: the prompt's head output,
         its state, its recent ids and its cache (one PromptState, `add`). Their distribution is computed
@@ -653,14 +669,14 @@ class DecodingBatch:
         recent = [sequence.recent for sequence in sequences]
         if len(first_of) == sum(not s.generation.tokens for s in sequences):  # nothing shared
             logits, model = self.decoder.served_and_model(self._outputs, recent, self._history, recording)
-            return logits, {row: model[i] for i, row in enumerate(recording)} if model is not None else {}
+            return logits, {row: (model, i) for i, row in enumerate(recording)} if model is not None else {}
         rows, where = np.unique(source, return_inverse=True)
         kept, kept_of = np.unique(where[recording], return_inverse=True)  # computed rows to keep
         history = self._history.select(rows) if self._history is not None else None
         logits, model = self.decoder.served_and_model(
             self._outputs[rows], [recent[row] for row in rows], history, kept.tolist()
         )
-        found = {row: model[kept_of[i]] for i, row in enumerate(recording)} if model is not None else {}
+        found = {row: (model, kept_of[i]) for i, row in enumerate(recording)} if model is not None else {}
         return logits[where], found
 
     def _keep(self, rows: list[int]) -> None:
