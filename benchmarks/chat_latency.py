@@ -7,10 +7,11 @@ candidates ranked by relevance) and `CHAT_GROUNDING=false` (the plain turn: no r
 candidate). For each concurrency level it sends the same chat turns (real lines of the novel's dialogue
 form, a different seed per request, sampling at the playground's settings, replies up to 60 tokens) to one
 server and then the other, `--rounds` times alternately (the machine is shared: each round's ratio compares
-measurements taken seconds apart), and prints the median latency of each and the median of the rounds'
-ratios, and beside them the CPU time each server process spent per turn (user + system, from /proc: on a
-shared machine the latencies move with the other jobs, the CPU a turn costs much less). The last lines are
-the ratios the chat's latency goal is stated in:
+measurements taken seconds apart; at concurrency 1 the two servers take turns request by request, so both
+meet the same moments of a shared machine), and prints the median latency of each and the median of the
+rounds' ratios, and beside them the CPU time each server process spent per turn (user + system, from /proc:
+on a shared machine the latencies move with the other jobs, the CPU a turn costs much less). The last lines
+are the ratios the chat's latency goal is stated in:
 
     grounded/plain median latency at concurrency 1: X.XX
     grounded/plain median latency at concurrency 8: X.XX
@@ -92,6 +93,21 @@ async def drive(url: str, requests: int, concurrency: int, characters: set[str])
     return latencies
 
 
+async def drive_paired(urls: dict[str, str], requests: int, characters: set[str]) -> dict[str, list[float]]:
+    """Concurrency 1 on both servers taking turns: chat turn i is sent to one and then to the other (which
+    goes first alternates), one request in flight at a time; the latencies (s) per server."""
+    latencies: dict[str, list[float]] = {name: [] for name in urls}
+    async with httpx.AsyncClient(timeout=300) as client:
+        for i in range(requests):
+            for name in list(urls)[:: 1 if i % 2 == 0 else -1]:
+                started = time.perf_counter()
+                response = await client.post(f"{urls[name]}/v1/chat/completions", json=body(i, characters))
+                if response.status_code != 200:
+                    fail(f"chat turn {i} ({name}): HTTP {response.status_code} {response.text[:200]}")
+                latencies[name].append(time.perf_counter() - started)
+    return latencies
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc; the server is one process per worker)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -120,11 +136,19 @@ def main() -> None:
             cpu: dict[str, float] = {"grounded": 0.0, "plain": 0.0}
             ratios = []
             for _ in range(args.rounds):
-                for name, (process, url) in servers.items():
-                    before = cpu_seconds(process.pid)
-                    latencies = asyncio.run(drive(url, args.requests, concurrency, characters))
-                    cpu[name] += cpu_seconds(process.pid) - before
-                    medians[name].append(statistics.median(latencies))
+                if concurrency == 1:
+                    before = {name: cpu_seconds(process.pid) for name, (process, _) in servers.items()}
+                    urls = {name: url for name, (_, url) in servers.items()}
+                    paired = asyncio.run(drive_paired(urls, args.requests, characters))
+                    for name, (process, _) in servers.items():
+                        cpu[name] += cpu_seconds(process.pid) - before[name]
+                        medians[name].append(statistics.median(paired[name]))
+                else:
+                    for name, (process, url) in servers.items():
+                        before_one = cpu_seconds(process.pid)
+                        latencies = asyncio.run(drive(url, args.requests, concurrency, characters))
+                        cpu[name] += cpu_seconds(process.pid) - before_one
+                        medians[name].append(statistics.median(latencies))
                 ratios.append(medians["grounded"][-1] / medians["plain"][-1])
             ratio = statistics.median(ratios)
             ratios_by_level[concurrency] = ratio
