@@ -571,6 +571,23 @@ class DecodingBatch:
             joining.append((read, history))
         self._append(generations, joining)
 
+    def add_requests(self, requests: Sequence[Sequence[Generation]]) -> list[Exception | None]:
+        """`add` for the generations of several requests (a scheduler's tick), in one batched prefill; if
+        that fails, each request is added on its own, so only a request whose prefill fails stays out.
+        Returns each request's error (None for those that joined)."""
+        try:
+            self.add(*(generation for generations in requests for generation in generations))
+            return [None] * len(requests)
+        except Exception:  # nothing was appended: every pass runs before any row joins
+            errors: list[Exception | None] = []
+            for generations in requests:
+                try:
+                    self.add(*generations)
+                    errors.append(None)
+                except Exception as error:
+                    errors.append(error)
+            return errors
+
     def _append(
         self, generations: Sequence[Generation], rows: Sequence[tuple[PromptState, CacheHistory | None]]
     ) -> None:

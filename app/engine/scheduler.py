@@ -9,11 +9,10 @@ Why this shape (docs/architecture.md, "The engine"):
   (`models.decoding.DecodingBatch`), a matrix-matrix product that costs little more than one matrix-vector
   product. The event loop never runs model work, so /health and slow SSE readers are never held up.
 * **Requests join and leave between ticks.** A submitted generation waits in a bounded queue and is
-  prefilled (its prompt run through the LSTM; a request's candidates once for all, and the prompts of all
-  the requests joining in one tick in batched passes) at the start of the next tick that has a free slot;
-  a finished one leaves in the tick that finished it; a cancelled one (its client disconnected) is dropped
-  at the start of the next tick, so an abandoned request frees its slot within one tick instead of running
-  to max_new_tokens.
+  prefilled (its prompt run through the LSTM, batched with the others joining; a request's candidates once
+  for all) at the start of the next tick with a free slot; a finished one leaves in the tick that finished
+  it; a cancelled one (its client disconnected) is dropped at the start of the next tick, so an abandoned
+  request frees its slot within one tick instead of running to max_new_tokens.
 * **Each sequence samples on its own.** Its Sampler (parameters, seeded generator, seen ids) is its own, so
   a seeded request gives the same text alone or in a batch (up to BLAS rounding, see DecodingBatch).
 * **Bounded, and says so.** At most `max_batch_size` sequences run and `max_waiting` wait; one more is
@@ -302,16 +301,13 @@ class Scheduler:
             ticket.generations[choice].queue_seconds = now - ticket.submitted  # TGI's x-queue-time
             if self.metrics is not None:
                 self.metrics.queue_seconds.observe(now - ticket.submitted)
-        # Every joining request's prompt in one batched prefill (prompts of similar length share a pass,
-        # models/decoding.py `Decoder._prefill_many`); should it fail, each request is prefilled on its own so
-        # only the one that fails is answered with the error.
         joined = list(by_ticket.values())
-        try:
-            if joined:
-                self._batch.add(*(t.generations[choice] for t, choices in joined for choice in choices))
-        except Exception:  # nothing was appended (DecodingBatch.add runs every pass first)
-            joined = [entry for entry in joined if self._add_alone(*entry)]
-        for ticket, choices in joined:
+        errors = self._batch.add_requests([[t.generations[c] for c in choices] for t, choices in joined])
+        for (ticket, choices), error in zip(joined, errors, strict=True):
+            if error is not None:
+                logger.error("prefill failed", exc_info=error)
+                self._deliver(ticket, [_Delivery(choice, None, None, error) for choice in choices])
+                continue
             for choice in choices:
                 self._tickets[id(ticket.generations[choice])] = (ticket, choice)
         if not self._batch:
@@ -340,16 +336,6 @@ class Scheduler:
             by_loop.setdefault(id(ticket.loop), (ticket.loop, []))[1].append((ticket.queue, deliveries))
         for loop, items in by_loop.values():
             _call_soon(loop, _put_all, items)
-
-    def _add_alone(self, ticket: Ticket, choices: list[int]) -> bool:
-        """Prefill one request's candidates; if that fails, the request gets the error. True if it joined."""
-        try:
-            self._batch.add(*(ticket.generations[choice] for choice in choices))
-        except Exception as error:
-            logger.exception("prefill failed")
-            self._deliver(ticket, [_Delivery(choice, None, None, error) for choice in choices])
-            return False
-        return True
 
     def _prune(self, per_ticket: dict[int, tuple[Ticket, list[_Delivery]]]) -> None:
         """Ask the running tickets that may prune; stop what they name (their rows are freed now) and tell
