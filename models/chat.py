@@ -48,7 +48,7 @@ MAX_USER_CHARACTER_CHARS = 10
 # A user_character: no whitespace and no quotation marks (either pair), which would break the dialogue form.
 USER_CHARACTER_PATTERN = r"^[^\s“”「」]+$"
 DEFAULT_MAX_TOKENS = 60
-RECALLED_LINE_CUTS = 4096  # recalled lines whose cut is kept (Chat.encode): a few MB at most
+RECALLED_LINE_CUTS = 1024  # recalled lines whose cut is kept (Chat.encode): ~5.5 KB each on base-hlm
 # "你是林黛玉", "你扮演王熙凤", "you are 黛玉": the bot's character; "我是宝玉": the user's.
 _BOT_CUE = re.compile(r"(?:你是|你扮演|扮演|你叫|你就是|你现在是|you are|play)\s*", re.IGNORECASE)
 _USER_CUE = re.compile(r"(?:我是|我叫|我扮演|i am|i'm)\s*", re.IGNORECASE)
