@@ -166,14 +166,19 @@ def test_the_plan_fits_the_time_budget_at_the_measured_speed(
 def test_regularisation_follows_the_size_of_the_novel_unless_set() -> None:
     small, large = FitConfig().for_corpus(120_000), FitConfig().for_corpus(400_000)
     assert (small.dropout, small.locked_dropout, small.embedding_dropout) == (0.4, True, 0.1)
-    assert (small.recurrent_dropout, small.tie_vectors) == (0.3, True)
+    assert small.recurrent_dropout == 0.3
     assert (large.dropout, large.locked_dropout, large.embedding_dropout) == (0.3, False, 0.0)
-    assert (large.recurrent_dropout, large.tie_vectors) == (0.0, False)
-    chosen = FitConfig(dropout=0.1, tie_vectors=False).for_corpus(120_000)
-    assert (chosen.dropout, chosen.tie_vectors, chosen.recurrent_dropout) == (0.1, False, 0.3)
+    assert large.recurrent_dropout == 0.0
+    chosen = FitConfig(dropout=0.1, locked_dropout=False).for_corpus(120_000)
+    assert (chosen.dropout, chosen.locked_dropout, chosen.recurrent_dropout) == (0.1, False, 0.3)
+    # Separate input and output vectors for every size (tying slowed a small novel's start): word2vec plus a
+    # learned offset is what the network reads, unless --tie-vectors asks otherwise.
+    for config in (small, large):
+        assert not config.network_config(10, 4).tie_vectors and config.network_config(10, 4).train_input
+    tied = replace(small, tie_vectors=True)
+    assert tied.network_config(10, 4).tie_vectors and not tied.network_config(10, 4).train_input
     # Tying needs the trained output vectors of a cosine-softmax head; the others read word2vec + offset.
-    assert small.network_config(10, 4).tie_vectors and not small.network_config(10, 4).train_input
-    softmax = replace(small, loss="softmax").network_config(10, 4)
+    softmax = replace(tied, loss="softmax").network_config(10, 4)
     assert not softmax.tie_vectors and softmax.train_input
 
 
@@ -181,7 +186,9 @@ def test_the_long_average_is_validated_beside_the_short_one_and_kept_when_better
     small_stream, tmp_path: Path
 ) -> None:
     ids, split, vectors = small_stream
-    config = _config(epochs=6, lr=3e-2, dropout=0.0, patience=50, long_average=0.9995)
+    # Tied vectors (the default for small novels when this was written) keep the iterate noisy enough at this
+    # learning rate for the long average to win within 6 epochs.
+    config = _config(epochs=6, lr=3e-2, dropout=0.0, patience=50, long_average=0.9995, tie_vectors=True)
     result = train_network(ids, split, vectors, config, tmp_path, resume=False)
     summary = result.summary
     long_losses, chosen = summary["long_average_val_loss"], summary["val_loss"]
