@@ -29,6 +29,20 @@ window is the estimate μ was chosen for. Evaluation reads the same rule (the ca
 held-out token), so what is measured is what is served. μ, θ and the window are chosen on the validation tail
 of the training chapters (training/cache.py) and stored in the model directory (`cache.json`).
 
+Counts over the same window (a dynamic token n-gram, Kuhn & De Mori 1990): a name or a turn of phrase that
+came back in the window usually comes back with the same neighbours, which the cosine above only sees through
+the network's outputs. After the cache, each row mixes in p_dyn(w | a, b) = count(a b w) / count(a b ·) over
+the ids the history remembers, where (a, b) are the row's two previous tokens, or count(b w) / count(b ·)
+when that trigram context never occurred there (nothing when b did not either):
+
+    p' = (1 − ν_c)·p_served + ν_c·p_dyn
+
+ν_c depends on the class c of the row's context: trigram or bigram, and min(floor(log2 count(context ·)), 4)
+(a context seen once is a weaker estimate than one seen 16 times). The ν are chosen with μ on the validation
+tail (training/cache.py) and stored with them; a settings file without them (written before) serves ν = 0.
+The counts are read with NumPy from the history's ids, which are kept in reading order (which positions follow
+the same one or two ids), never from a per-token table that a tick would have to update.
+
 `CacheHistory` holds the remembered pairs of a whole decoding batch (one row per sequence, a ring buffer of
 at most `window` pairs each) so that a tick scores every row's cache with one batched product; rows never
 share anything, so a sequence's cache is the same alone or in a batch.
@@ -38,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -46,6 +61,8 @@ import numpy as np
 # Positions scored together when a whole stream is read at once (evaluation, prompt prefill): bounds the
 # (chunk, chunk + window) similarity block.
 STREAM_CHUNK = 256
+# Context classes of the token n-gram per order: min(floor(log2 count(context ·)), COUNT_CLASSES - 1).
+COUNT_CLASSES = 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,17 @@ class CacheSettings:
     weight: float
     flatness: float
     window: int
+    # ν of the token n-gram over the window, by how often the row's context occurred there (1, 2-3, 4-7,
+    # 8-15, 16 or more times): after a trigram context, and after a bigram one (the trigram's was not there).
+    trigram_weights: tuple[float, ...] = (0.0,) * COUNT_CLASSES
+    bigram_weights: tuple[float, ...] = (0.0,) * COUNT_CLASSES
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the settings stay hashable and comparable as tuples.
+        for name in ("trigram_weights", "bigram_weights"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
 
     def validate(self) -> None:
         if not (isinstance(self.weight, float | int) and 0.0 <= self.weight < 1.0):
@@ -66,22 +94,48 @@ class CacheSettings:
             raise ValueError(f"cache flatness must be a finite number >= 0, got {self.flatness!r}")
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"cache window must be a positive integer, got {self.window!r}")
+        for name in ("trigram_weights", "bigram_weights"):
+            value = getattr(self, name)
+            if not (
+                isinstance(value, tuple)
+                and len(value) == COUNT_CLASSES
+                and all(
+                    isinstance(v, float | int) and not isinstance(v, bool) and 0.0 <= v < 1.0 for v in value
+                )
+            ):
+                raise ValueError(f"{name} must be {COUNT_CLASSES} numbers in [0, 1), got {value!r}")
+
+    @property
+    def counts_used(self) -> bool:
+        """Whether the token n-gram gets any weight."""
+        return any(self.trigram_weights) or any(self.bigram_weights)
+
+    def class_weights(self) -> np.ndarray:
+        """ν by context class as `ngram_stream` numbers them: 0 none, 1.. bigram, then trigram."""
+        return np.array([0.0, *self.bigram_weights, *self.trigram_weights])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        data = asdict(self)
+        if not self.counts_used:  # the file a program without the token n-gram reads too
+            del data["trigram_weights"], data["bigram_weights"]
+        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> CacheSettings:
         """Read what save wrote; ValueError naming the file for anything else (missing or unknown fields,
-        values out of range)."""
+        values out of range). The token n-gram's weights are optional (absent: ν = 0, as before them)."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}: not a readable cache settings file ({error})") from None
         names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
+        required = {"weight", "flatness", "window"}
+        if not isinstance(data, dict) or not required <= set(data) <= names:
             found = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"{path}: expected exactly the fields {sorted(names)}, found {found}")
+            raise ValueError(
+                f"{path}: expected exactly the fields {sorted(required)} (and optionally "
+                f"{sorted(names - required)}), found {found}"
+            )
         settings = cls(**data)
         try:
             settings.validate()
@@ -172,6 +226,74 @@ def stream_fill(n: int, window: int, start: int = 0) -> np.ndarray:
     return np.minimum(1.0, np.arange(start, start + n, dtype=np.float64) / window)
 
 
+def _ngram_sparse(
+    trigram: np.ndarray, bigram: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """p_dyn from occurrence blocks (n, K): whether column k holds a token that followed the row's two
+    (trigram) or one (bigram) previous ids. The trigram's occurrences where it has any, else the bigram's,
+    each 1 / their number: sparse (rows, columns, probabilities), and each row's context class (0: neither
+    seen, 1 + count class after a bigram, 1 + COUNT_CLASSES + count class after a trigram)."""
+    trigram_total, bigram_total = trigram.sum(axis=1), bigram.sum(axis=1)
+    use_trigram = trigram_total > 0
+    total = np.where(use_trigram, trigram_total, bigram_total)
+    rows, columns = np.nonzero(np.where(use_trigram[:, None], trigram, bigram))
+    values = 1.0 / total[rows]
+    count_class = np.minimum(np.log2(np.maximum(total, 1)).astype(np.int64), COUNT_CLASSES - 1)
+    classes = np.where(total > 0, np.where(use_trigram, 1 + COUNT_CLASSES, 1) + count_class, 0)
+    return rows, columns, values, classes
+
+
+def ngram_distribution(
+    ids: np.ndarray, previous: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The token n-gram of a decoding batch: ids (B, C) each row's remembered ids in reading order (-1 past
+    its count), previous (B, 2) each row's two last tokens (-1 where there is none). Sparse (rows, ids,
+    probabilities) and each row's context class (`_ngram_sparse`)."""
+    blank = np.full((len(ids), 2), -1, dtype=ids.dtype)
+    before = np.concatenate([blank, ids], axis=1)  # before[:, k + 2 - j]: the id j places before slot k
+    a, b = previous[:, :1], previous[:, 1:]
+    bigram = (before[:, 1:-1] == b) & (b >= 0) & (ids >= 0)
+    trigram = bigram & (before[:, :-2] == a) & (a >= 0)
+    rows, columns, values, classes = _ngram_sparse(trigram, bigram)
+    return rows, ids[rows, columns], values, classes
+
+
+def ngram_stream(
+    next_ids: np.ndarray, start: int, stop: int, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`ngram_distribution` at positions start..stop-1 of a text read at once (rows count from start):
+    position t remembers next_ids[t - window .. t - 1], and its previous tokens are next_ids[t - 2] and
+    next_ids[t - 1]."""
+    next_ids = np.asarray(next_ids, dtype=np.int64)
+    low = max(0, start - window)
+    padded = np.concatenate([[-1, -1], next_ids[:stop]])
+    remembered = np.arange(low, stop)[None, :]  # column r: the token next_ids[r]
+    position = np.arange(start, stop)[:, None]
+    a = padded[position]  # next_ids[t - 2]
+    b = padded[position + 1]  # next_ids[t - 1]
+    bigram = (
+        (remembered < position)
+        & (remembered - 1 >= position - window)
+        & (padded[remembered + 1] == b)
+        & (b >= 0)
+    )
+    trigram = bigram & (remembered - 2 >= position - window) & (padded[remembered] == a) & (a >= 0)
+    rows, columns, values, classes = _ngram_sparse(trigram, bigram)
+    return rows, next_ids[low + columns], values, classes
+
+
+def ngram_target_probabilities(next_ids: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """p_dyn(next_ids[t]) and the context class at every position t of a text: what a choice of ν needs."""
+    next_ids = np.asarray(next_ids, dtype=np.int64)
+    found, classes = np.zeros(len(next_ids)), np.zeros(len(next_ids), dtype=np.int64)
+    for start in range(0, len(next_ids), STREAM_CHUNK):
+        stop = min(start + STREAM_CHUNK, len(next_ids))
+        rows, ids, values, classes[start:stop] = ngram_stream(next_ids, start, stop, window)
+        hit = ids == next_ids[start + rows]
+        found[start:stop] = np.bincount(rows[hit], weights=values[hit], minlength=stop - start)
+    return found, classes
+
+
 def _capacity(count: int, window: int) -> int:
     """Slots for `count` pairs: the next power of two (at least 16), at most the window."""
     return min(window, max(16, 1 << max(0, count - 1).bit_length()))
@@ -215,11 +337,26 @@ class ContinuousCache:
         fill = self.fill(valid.sum(axis=1))
         return rows, np.maximum(history.ids, 0).reshape(-1), weights.reshape(-1), fill
 
-    def mix(self, probabilities: np.ndarray, queries: np.ndarray, history: CacheHistory) -> np.ndarray:
+    def mix(
+        self,
+        probabilities: np.ndarray,
+        queries: np.ndarray,
+        history: CacheHistory,
+        recent: Sequence[Sequence[int]] = (),
+    ) -> np.ndarray:
         """(1 − μ·fill)·p + μ·fill·p_cache, in place on probabilities (B, V); a row with an empty cache keeps
-        p (fill 0: an empty cache proposes nothing)."""
+        p (fill 0: an empty cache proposes nothing). Then, with token n-gram weights, (1 − ν)·that + ν·p_dyn
+        given each row's `recent` ids (its last tokens, prompt then generated; at least the last two)."""
         rows, ids, values, fill = self.distribution(queries, history)
-        return self._add(probabilities, rows, ids, values, fill)
+        self._add(probabilities, rows, ids, values, self.settings.weight * fill)
+        if self.settings.counts_used:
+            previous = np.full((len(probabilities), 2), -1, dtype=np.int64)
+            for row, tokens in enumerate(recent):
+                tail = list(tokens[-2:])
+                previous[row, 2 - len(tail) :] = tail
+            rows, ids, values, classes = ngram_distribution(history.ids, previous)
+            self._add(probabilities, rows, ids, values, self.settings.class_weights()[classes])
+        return probabilities
 
     def _add(
         self,
@@ -227,9 +364,9 @@ class ContinuousCache:
         rows: np.ndarray,
         ids: np.ndarray,
         values: np.ndarray,
-        fill: np.ndarray,
+        share: np.ndarray,
     ) -> np.ndarray:
-        share = self.settings.weight * fill  # (B,) each row's μ
+        """(1 − share)·p + share·(the sparse distribution), each row its own share (B,)."""
         # One in-place multiply by a per-row factor: `probabilities[rows] *= …` would gather the rows into a
         # copy and scatter them back (measured 15x slower on a (1024, 6975) block).
         probabilities *= (1.0 - share).astype(probabilities.dtype)[:, None]
@@ -261,8 +398,13 @@ class ContinuousCache:
         self, probabilities: np.ndarray, unit: np.ndarray, next_ids: np.ndarray, start: int
     ) -> np.ndarray:
         """`mix` for positions start .. start + len(probabilities) - 1 of a text read at once (in place)."""
-        rows, ids, values, fill = self.stream_sparse(unit, next_ids, start, start + len(probabilities))
-        return self._add(probabilities, rows, ids, values, fill)
+        stop = start + len(probabilities)
+        rows, ids, values, fill = self.stream_sparse(unit, next_ids, start, stop)
+        self._add(probabilities, rows, ids, values, self.settings.weight * fill)
+        if self.settings.counts_used:
+            rows, ids, values, classes = ngram_stream(next_ids, start, stop, self.window)
+            self._add(probabilities, rows, ids, values, self.settings.class_weights()[classes])
+        return probabilities
 
     def target_probabilities(self, unit: np.ndarray, next_ids: np.ndarray) -> np.ndarray:
         """p_cache(next_ids[t]) at every position t of a text (0 where the cache is still empty): all that a

@@ -222,6 +222,8 @@ class Decoder:
         # (models/cache.py says why).
         self.cache = cache
         self.context = mixture.context if mixture is not None else 0  # ids of history the n-gram reads
+        if cache is not None and cache.settings.counts_used:  # the cache's token n-gram reads the last two
+            self.context = max(self.context, 2)
         self.vectors = vectors
         self.tokenizer = tokenizer
         self.vocab_size = len(vectors.words)
@@ -300,7 +302,7 @@ class Decoder:
         probabilities = self._model_probabilities(outputs, recent)
         if len(keep):
             model = ModelRows(probabilities[keep], log=False)  # a copy: the cache is mixed in in place
-        probabilities = self.cache.mix(probabilities, outputs, history)
+        probabilities = self.cache.mix(probabilities, outputs, history, recent)
         return self._log(probabilities), model
 
     def _model_probabilities(self, outputs: np.ndarray, recent: Sequence[Sequence[int]]) -> np.ndarray:

@@ -9,7 +9,9 @@ models/cache.py), where p_served is what the model serves
 without the cache (the LSTM, or its mixture with the n-gram refitted on the training stream without the tail,
 exactly as training/mixture.py measures it). The (window, θ, μ) with the lowest validation cross-entropy
 win, except that a shorter window within WINDOW_TOLERANCE of the best is preferred (it is cheaper to serve); a
-μ of 0 means the cache does not help this model, and none is served.
+μ of 0 means the cache does not help this model, and none is served. Then, on top of the chosen cache, the
+token n-gram's ν per context class (counts over the same window, models/cache.py), each on its own positions
+of the tail.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import math
 
 import numpy as np
 
-from models.cache import STREAM_CHUNK, CacheSettings, stream_fill, unit_rows
+from models.cache import (
+    COUNT_CLASSES,
+    STREAM_CHUNK,
+    CacheSettings,
+    ngram_target_probabilities,
+    stream_fill,
+    unit_rows,
+)
 from models.network import Network
 from models.ngram import KneserNey, Mixture
 from training.fit import validation_size
@@ -29,6 +38,8 @@ WEIGHTS = np.round(np.linspace(0.0, 0.5, 51), 2)
 # Validation nats per token a shorter window may lose against the best one and still be chosen (0.002 nats is
 # about 0.002 bits per character on 红楼梦's held-out chapters).
 WINDOW_TOLERANCE = 0.002
+# ν of the token n-gram (counts over the cache's window), searched per context class.
+COUNT_WEIGHTS = np.round(np.linspace(0.0, 0.6, 61), 2)
 # Tokens read per network pass over the tail: bounds the memory of one LSTM forward (its gates are kept).
 PASS_TOKENS = 2048
 
@@ -94,6 +105,24 @@ def cache_target_probabilities(
     return result
 
 
+def choose_counts(
+    served: np.ndarray, validation: np.ndarray, window: int
+) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+    """The token n-gram's ν per context class (models/cache.py) on top of `served` (the cached distribution's
+    probability of each validation token): each class's ν only changes the loss at its own positions, so each
+    is a one-dimensional search. Returns the trigram and bigram weights and the validation nats with them."""
+    found, classes = ngram_target_probabilities(validation, window)
+    nu = np.zeros(1 + 2 * COUNT_CLASSES)
+    for c in range(1, len(nu)):
+        at = classes == c
+        if at.any():
+            losses = [-float(np.sum(np.log((1.0 - w) * served[at] + w * found[at]))) for w in COUNT_WEIGHTS]
+            nu[c] = float(COUNT_WEIGHTS[int(np.argmin(losses))])
+    mixed = (1.0 - nu[classes]) * served + nu[classes] * found
+    bigram = tuple(float(w) for w in nu[1 : 1 + COUNT_CLASSES])
+    return tuple(float(w) for w in nu[1 + COUNT_CLASSES :]), bigram, -float(np.mean(np.log(mixed)))
+
+
 def choose_cache(
     network: Network, token_ids: np.ndarray, split_index: int, mixture: Mixture | None = None
 ) -> tuple[CacheSettings | None, dict]:
@@ -131,7 +160,15 @@ def choose_cache(
         key=lambda entry: (entry["window"], entry["nats"]),
     )
     loss, window, flatness, weight = chosen["nats"], chosen["window"], chosen["flatness"], chosen["weight"]
-    settings = CacheSettings(weight=weight, flatness=flatness, window=window) if weight > 0 else None
+    trigram_weights = bigram_weights = (0.0,) * COUNT_CLASSES
+    counted = loss
+    if weight > 0:  # the counts are read from the cache's history: without a cache, none are served
+        cached = (1.0 - weight * stream_fill(len(validation), window)) * served
+        cached += weight * stream_fill(len(validation), window) * cache_p[(window, flatness)]
+        trigram_weights, bigram_weights, counted = choose_counts(cached, validation, window)
+    settings = (
+        CacheSettings(weight, flatness, window, trigram_weights, bigram_weights) if weight > 0 else None
+    )
     report = {
         "weight": weight,
         "flatness": flatness,
@@ -144,6 +181,9 @@ def choose_cache(
         "validation_with_cache_nats": loss,
         "validation_gain_bits_per_token": (served_nats - loss) / math.log(2),
         "validation_best_nats": lowest,
+        "trigram_weights": list(trigram_weights),
+        "bigram_weights": list(bigram_weights),
+        "validation_with_counts_nats": counted,
         "grid": measured,
     }
     return settings, report

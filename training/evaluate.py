@@ -426,7 +426,11 @@ def evaluate(
 def _model_label(model: dict, cache: bool = True) -> str:
     if cache and model.get("cache"):
         # Printed under the row of the same model without the cache.
-        return f"  + continuous cache, μ={model['cache']['weight']:.2f}"
+        label = f"  + continuous cache, μ={model['cache']['weight']:.2f}"
+        counts = [*model["cache"].get("trigram_weights", ()), *model["cache"].get("bigram_weights", ())]
+        if any(counts):  # the token n-gram over the cache's window (models/cache.py)
+            label += f" + token counts, ν≤{max(counts):.2f}"
+        return label
     mixture = model.get("mixture")
     if not mixture:
         return f"LSTM ({model['loss']})"

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.cache import CacheHistory, CacheSettings, ContinuousCache, stream_fill, unit_rows
+from models.cache import (
+    COUNT_CLASSES,
+    CacheHistory,
+    CacheSettings,
+    ContinuousCache,
+    ngram_distribution,
+    ngram_target_probabilities,
+    stream_fill,
+    unit_rows,
+)
 
 V, D = 12, 6
 
@@ -174,3 +184,85 @@ def test_rows_joining_and_leaving_a_batch_share_their_keys_instead_of_copying_th
     kept = batch.select(np.array([3, 1]))
     assert kept.keys[0] is other.keys[0] and kept.keys[1] is prompt.keys[0]
     np.testing.assert_array_equal(kept.ids[0, :16], other.ids[0])
+
+
+COUNTED = CacheSettings(
+    0.2,
+    flatness=3.0,
+    window=10,
+    trigram_weights=(0.1, 0.2, 0.3, 0.4, 0.5),
+    bigram_weights=(0.05, 0.1, 0.15, 0.2, 0.25),
+)
+
+
+def test_the_token_counts_follow_the_trigram_context_else_the_bigram_one() -> None:
+    # remembered: 1 2 3 1 2 4 2 5; after (1, 2) came 3 and 4 (trigram, seen twice: class 1); after (9, 2)
+    # never, but after 2 came 3, 4 and 5 (bigram, 3 times: class 1); after 7 nothing.
+    ids = np.array([[1, 2, 3, 1, 2, 4, 2, 5, -1, -1]] * 3)
+    previous = np.array([[1, 2], [9, 2], [2, 7]])
+    rows, found, values, classes = ngram_distribution(ids, previous)
+    dense = np.zeros((3, V))
+    np.add.at(dense, (rows, found), values)
+    np.testing.assert_allclose(dense[0, [3, 4]], [0.5, 0.5])
+    np.testing.assert_allclose(dense[1, [3, 4, 5]], [1 / 3] * 3)
+    assert (
+        dense[0].sum() == pytest.approx(1.0) and dense[1].sum() == pytest.approx(1.0) and dense[2].sum() == 0
+    )
+    assert classes.tolist() == [1 + COUNT_CLASSES + 1, 1 + 1, 0]
+
+
+def test_with_token_counts_the_tick_and_the_stream_serve_the_same_distribution() -> None:
+    rng = np.random.default_rng(6)
+    cache = ContinuousCache(COUNTED)
+    outputs = rng.standard_normal((60, D)).astype(np.float32)
+    next_ids = np.tile(rng.integers(0, V, size=7), 9)[:60]  # a phrase that comes back: the counts find it
+    unit = unit_rows(outputs)
+    model = rng.dirichlet(np.ones(V), size=60)
+    at_once = np.concatenate(
+        [cache.mix_stream(model[s : s + 16].copy(), unit, next_ids, start=s) for s in range(0, 60, 16)]
+    )
+    np.testing.assert_allclose(at_once.sum(axis=1), 1.0)
+    without = ContinuousCache(CacheSettings(0.2, flatness=3.0, window=10)).mix_stream(
+        model.copy(), unit, next_ids, 0
+    )
+    assert not np.allclose(at_once[20:], without[20:])  # the counts did move the distribution
+    text = np.concatenate([[int(rng.integers(0, V))], next_ids])  # the token before the first target
+    for t in range(60):  # a prompt of text[: t + 1]: t pairs remembered, its last two tokens the context
+        history = CacheHistory.of_text(outputs[:t], next_ids[:t], window=10)
+        step = cache.mix(model[t : t + 1].copy(), outputs[t : t + 1], history, [text[: t + 1].tolist()])
+        np.testing.assert_allclose(step.sum(), 1.0)
+        np.testing.assert_allclose(at_once[t], step[0], rtol=1e-5, atol=1e-7)
+    # In a batch (rows of different prompts), each row gets what it gets alone.
+    histories = [CacheHistory.of_text(outputs[:t], next_ids[:t], window=10) for t in (5, 30, 59)]
+    batch = cache.mix(
+        model[[5, 30, 59]].copy(),
+        outputs[[5, 30, 59]],
+        CacheHistory.concatenate(histories),
+        [text[: t + 1].tolist() for t in (5, 30, 59)],
+    )
+    np.testing.assert_allclose(batch, at_once[[5, 30, 59]], rtol=1e-5, atol=1e-7)
+    # What the choice of ν reads: p_dyn of the token that came, and each position's class.
+    found, classes = ngram_target_probabilities(next_ids, 10)
+    shares = COUNTED.class_weights()[classes]
+    only_counts = ContinuousCache(replace(COUNTED, weight=0.0)).mix_stream(
+        np.zeros((60, V)), unit, next_ids, 0
+    )
+    np.testing.assert_allclose(only_counts[np.arange(60), next_ids], shares * found, atol=1e-12)
+
+
+def test_a_settings_file_without_the_counts_serves_exactly_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps({"weight": 0.1, "flatness": 10.0, "window": 500}), encoding="utf-8")
+    old = CacheSettings.load(path)
+    assert not old.counts_used and old.trigram_weights == (0.0,) * COUNT_CLASSES
+    old.save(tmp_path / "again.json")  # and writes the same three fields back
+    assert set(json.loads((tmp_path / "again.json").read_text(encoding="utf-8"))) == {
+        "weight",
+        "flatness",
+        "window",
+    }
+    COUNTED.save(path)
+    assert CacheSettings.load(path) == COUNTED
+    path.write_text(json.dumps({**json.loads(path.read_text()), "bigram_weights": [0.1, 2.0, 0, 0, 0]}))
+    with pytest.raises(ValueError, match="bigram_weights"):
+        CacheSettings.load(path)

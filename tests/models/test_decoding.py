@@ -17,6 +17,7 @@ from models.decoding import (
     Decoder,
     DecodingBatch,
     EmptyPromptError,
+    Prompt,
     SamplingParams,
     candidates,
     prefill_groups,
@@ -813,3 +814,24 @@ def test_a_generation_records_its_first_tokens_model_probabilities_as_the_rankin
         assert generation.model_logprobs == pytest.approx(expected.tolist(), abs=1e-5)
         # Not the sampled distribution's (temperature and penalty apply there).
         assert generation.model_logprobs != pytest.approx([t.logprob for t in generation.tokens[:3]])
+
+
+def test_with_token_counts_a_tick_serves_what_the_prompt_read_at_once_gives(decoder: Decoder) -> None:
+    # The counts read the prompt's remembered ids and the row's last two tokens: the first generated token's
+    # probability is the one the prefill (the evaluation's stream rule) gives it at the end of the prompt.
+    from models.cache import CacheSettings, ContinuousCache
+
+    settings = CacheSettings(0.2, 5.0, 16, trigram_weights=(0.3,) * 5, bigram_weights=(0.2,) * 5)
+    counted = Decoder(decoder.network, decoder.vectors, decoder.tokenizer, cache=ContinuousCache(settings))
+    assert counted.context == 2  # the last two tokens are kept even without an n-gram mixture
+    plain = _cached(decoder, weight=0.2, flatness=5.0, window=16)
+    text = "宝玉笑道：好妹妹，宝玉笑道：好妹妹，宝玉笑道"
+    first = counted.generate(text, SamplingParams(max_new_tokens=1)).run().tokens[0]
+    without = plain.generate(text, SamplingParams(max_new_tokens=1)).run().tokens[0]
+    assert first.logprob != pytest.approx(without.logprob, abs=1e-3)  # the counts moved the distribution
+    words = decoder.vectors.words
+    ids = [*counted.encode(text).ids, first.id]
+    prompt = Prompt(text="".join(words[i] for i in ids), tokens=[words[i] for i in ids], ids=ids, unknown=[])
+    detailed = counted.start(prompt, SamplingParams(max_new_tokens=1, prefill_logprobs=True))
+    detailed.run()
+    assert detailed.prefill_logprobs[-1] == pytest.approx(first.logprob, abs=1e-5)

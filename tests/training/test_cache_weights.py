@@ -32,6 +32,29 @@ def test_a_text_that_repeats_gives_the_cache_weight_and_the_held_out_part_change
     assert settings_a.weight > 0.3
     assert report_a["validation_gain_bits_per_token"] > 1.0
     assert report_a["validation_tokens"] == 160  # 5% of the 3,200 training tokens
+    # The token n-gram's ν too: after (1, 4) the text always goes on with 1, which the counts know exactly.
+    assert settings_a.counts_used and max(settings_a.trigram_weights) > 0.3
+    assert report_a["validation_with_counts_nats"] < report_a["validation_with_cache_nats"]
+
+
+def test_the_counts_weights_are_searched_class_by_class_on_the_validation_tail() -> None:
+    from models.cache import ngram_target_probabilities
+    from training.cache import COUNT_WEIGHTS, choose_counts
+
+    rng = np.random.default_rng(5)
+    validation = np.tile(rng.integers(0, V, size=30), 12)  # a 30-token phrase, repeated
+    served = np.full(len(validation), 1.0 / V)
+    trigram, bigram, nats = choose_counts(served, validation, window=100)
+    found, classes = ngram_target_probabilities(validation, 100)
+    nu = np.array([0.0, *bigram, *trigram])
+    assert -np.mean(np.log((1 - nu[classes]) * served + nu[classes] * found)) == nats
+    for c in np.unique(classes[classes > 0]):  # no grid value does better at its own positions
+        at = classes == c
+        best = -np.sum(np.log((1 - nu[c]) * served[at] + nu[c] * found[at]))
+        assert all(
+            best <= -np.sum(np.log((1 - w) * served[at] + w * found[at])) + 1e-9 for w in COUNT_WEIGHTS
+        )
+    assert max(trigram) == COUNT_WEIGHTS[-1] and nats < np.log(V) - 1.0
 
 
 def test_no_cache_when_nothing_comes_back() -> None:
