@@ -259,14 +259,16 @@ def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, 
 
     out = tmp_path / "model"
     checkpoint_dir = tmp_path / ".model.checkpoint"
-    slow_fit = ["--epochs", "4", "--hidden", "48", "--seq-len", "8", "--batch-size", "2", "--patience", "4"]
+    # Enough epochs that the run is still fitting when the test sees the first checkpoint: an epoch of this
+    # tiny model takes ~0.1 s on a quiet machine: 4 epochs could end (checkpoint removed) between two polls.
+    slow_fit = ["--epochs", "40", "--hidden", "48", "--seq-len", "8", "--batch-size", "2", "--patience", "40"]
     args = ["--corpus", novel, "--out", out, *SMALL, *slow_fit, "--time-budget-minutes", "0"]
     command = [sys.executable, "-m", "training", *map(str, args), "--cache-dir", str(tmp_path / "cache")]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (checkpoint_dir / "checkpoint.npz").is_file() and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
