@@ -259,12 +259,21 @@ def test_interrupted_run_resumes_with_the_same_word2vec_vectors(tmp_path: Path, 
 
     out = tmp_path / "model"
     checkpoint_dir = tmp_path / ".model.checkpoint"
-    # Enough epochs that the run is still fitting when the test sees the first checkpoint: an epoch of this
-    # tiny model takes ~0.1 s on a quiet machine: 4 epochs could end (checkpoint removed) between two polls.
+    # Enough epochs that the run is still fitting when the test sees the first checkpoint (an epoch of this
+    # tiny model takes ~0.1 s on a quiet machine).
     slow_fit = ["--epochs", "40", "--hidden", "48", "--seq-len", "8", "--batch-size", "2", "--patience", "40"]
     args = ["--corpus", novel, "--out", out, *SMALL, *slow_fit, "--time-budget-minutes", "0"]
     command = [sys.executable, "-m", "training", *map(str, args), "--cache-dir", str(tmp_path / "cache")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child, as in a terminal: a test run started in the background by a
+    # non-interactive shell inherits an ignored SIGINT, and the run would then finish instead of stopping.
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not (checkpoint_dir / "checkpoint.npz").is_file() and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
