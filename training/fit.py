@@ -119,6 +119,9 @@ class FitConfig:
     train_output: bool = True
     train_input: bool = True
     tie_vectors: bool = False  # see REGULARISATION: measured slower to learn on a small novel
+    # Soft tying: after every update each word's input vector (word2vec + offset) and output vector are pulled
+    # towards each other, their gap shrinking by lr * tie_pull (see pull_vectors_together).
+    tie_pull: float = 0.0
     clip: float = 5.0  # global gradient-norm clipping
     average: float = 0.995  # decay of the parameter average used for validation and the saved model; 0 = off
     # Cap of the long average's decay (per update; 0 = off), validated beside the short one.
@@ -147,6 +150,7 @@ class FitConfig:
             "embedding-dropout": self.embedding_dropout is None or 0.0 <= self.embedding_dropout < 1.0,
             "recurrent-dropout": self.recurrent_dropout is None or 0.0 <= self.recurrent_dropout < 1.0,
             "weight-decay": self.weight_decay >= 0.0 and self.weight_decay * self.lr < 1.0,
+            "tie-pull": self.tie_pull is None or 0.0 <= self.tie_pull * self.lr <= 1.0,
             "clip": self.clip > 0,
             "patience": self.patience >= 1,
             "min-updates": self.min_updates >= 0,
@@ -292,6 +296,14 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "training)",
     )
     group.add_argument(
+        "--tie-pull",
+        type=float,
+        default=d.tie_pull,
+        help="separate vectors: after every update pull each word's input vector (word2vec + offset) and "
+        "output vector towards each other, shrinking their gap by lr times this (soft tying; 0 = off, "
+        "1 / lr = tied) (default %(default)s)",
+    )
+    group.add_argument(
         "--clip", type=float, default=d.clip, help="gradient-norm clipping (default %(default)s)"
     )
     group.add_argument(
@@ -434,6 +446,19 @@ def decay_targets(network: Network) -> dict[str, np.ndarray]:
     word2vec's (the output vectors) or no change to it (the input offsets start at 0), so a rare word whose
     vectors see few updates stays near what word2vec knows about it instead of memorising its few contexts."""
     return {name: p.copy() for name, p in network.params.items() if name not in _UNDECAYED}
+
+
+def pull_vectors_together(network: Network, amount: float, scratch: np.ndarray) -> None:
+    """Soft tying: move each word's input vector (frozen word2vec + the learned offset) and its output vector
+    towards each other, each by amount / 2 of the gap between them, in place (the gap shrinks by `amount`,
+    their mean stays). Both start equal (the offset at 0, the output vectors at word2vec), so amount 0 keeps
+    them separate and amount 1 after every update keeps them tied. `scratch` is a (V, D) work array."""
+    offset, output = network.params["input.offset"], network.params["out.vectors"]
+    np.subtract(output, offset, out=scratch)
+    scratch -= network.embedding
+    scratch *= amount / 2
+    output -= scratch
+    offset += scratch
 
 
 def validation_size(training_tokens: int) -> int:
@@ -669,11 +694,14 @@ def train_network(
     rng = np.random.default_rng(config.seed)
     counts = np.bincount(training_chapters, minlength=vocab_size)
     network = Network(config.network_config(vocab_size, dim), vectors.matrix, rng, unigram_counts=counts)
+    # Soft tying needs both separate vectors: the offset and trained output vectors.
+    pull = config.tie_pull if network.config.train_input and "out.vectors" in network.params else 0.0
     print(
         f"regularisation for a {regularisation} novel ({len(train):,} training tokens): dropout "
         f"{config.dropout:g}{' locked' if config.locked_dropout else ''}, embedding dropout "
         f"{config.embedding_dropout:g}, DropConnect {config.recurrent_dropout:g}, "
-        f"{'tied' if network.config.tie_vectors else 'separate'} input and output vectors",
+        f"{'tied' if network.config.tie_vectors else 'separate'} input and output vectors"
+        + (f" pulled together (--tie-pull {pull:g})" if pull else ""),
         file=sys.stderr,
     )
     anchors = decay_targets(network) if config.weight_decay else {}
@@ -736,6 +764,8 @@ def train_network(
                     np.subtract(param, anchor, out=scratch)
                     scratch *= shrink
                     param -= scratch
+            if pull:
+                pull_vectors_together(network, lr * pull, adam.scratch["out.vectors"])
             if config.average:
                 # Early on a long average would mostly remember the initialisation: ramp the decay up.
                 decay = min(config.average, (1 + adam.t) / (10 + adam.t))

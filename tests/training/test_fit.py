@@ -232,3 +232,43 @@ def test_the_budget_holds_when_the_machine_slows_down_mid_epoch(
     assert summary["epochs"] == 1  # ended inside the first epoch, validated once
     assert summary["seconds"] < 12 + 4  # the budget, give or take the clock readings around the validation
     assert summary["steps"] < summary["plan"]["steps_per_epoch"]
+
+
+def _vector_gap(network: Network) -> np.ndarray:
+    """Each word's output vector minus its input vector (word2vec + the learned offset)."""
+    return network.params["out.vectors"] - network.embedding - network.params["input.offset"]
+
+
+def test_pulling_the_vectors_together_shrinks_their_gap_and_keeps_their_mean() -> None:
+    V, D = 12, 5
+    rng = np.random.default_rng(3)
+    network = Network(
+        FitConfig(hidden=4, loss="cos_softmax").for_corpus(1000).network_config(V, D),
+        rng.normal(size=(V, D)),
+        rng,
+    )
+    network.params["out.vectors"] += rng.normal(size=(V, D)).astype(np.float32)
+    network.params["input.offset"] += rng.normal(size=(V, D)).astype(np.float32)
+    gap = _vector_gap(network)
+    mean = network.params["out.vectors"] + network.embedding + network.params["input.offset"]
+    fit_module.pull_vectors_together(network, 0.25, np.empty((V, D), dtype=np.float32))
+    np.testing.assert_allclose(_vector_gap(network), 0.75 * gap, rtol=1e-5, atol=1e-5)
+    after = network.params["out.vectors"] + network.embedding + network.params["input.offset"]
+    np.testing.assert_allclose(after, mean, rtol=1e-5, atol=1e-5)
+    fit_module.pull_vectors_together(network, 1.0, np.empty((V, D), dtype=np.float32))
+    np.testing.assert_allclose(_vector_gap(network), 0.0, atol=1e-5)
+
+
+def test_tie_pull_interpolates_between_separate_and_tied_vectors(small_stream, tmp_path: Path) -> None:
+    ids, split, vectors = small_stream
+    # A constant learning rate, so tie_pull = 1 / lr closes the gap completely after every update.
+    config = _config(epochs=2, final_lr_fraction=1.0, long_average=0.0, average=0.0)
+    gaps = {}
+    for pull in (0.0, 10.0, 1 / config.lr):
+        result = train_network(ids, split, vectors, replace(config, tie_pull=pull), tmp_path, resume=False)
+        gaps[pull] = float(np.abs(_vector_gap(result.network)).mean())
+    assert gaps[0.0] > 1e-3  # separate vectors drift apart in training...
+    assert gaps[1 / config.lr] < 1e-5  # ...a full pull keeps them together...
+    assert gaps[1 / config.lr] < gaps[10.0] < gaps[0.0]  # ...and a partial one in between
+    with pytest.raises(ValueError, match="tie-pull"):
+        replace(config, tie_pull=2 / config.lr).validate()
