@@ -731,7 +731,9 @@ def train_network(
         print(_plan_line(progress, config), file=sys.stderr)
 
     budget = None if config.time_budget_minutes is None else config.time_budget_minutes * 60.0
-    while progress.steps < progress.planned_steps and not progress.stopped:
+    # --epochs counts epochs, not updates: an epoch starts at a random offset and so has one window fewer or
+    # more than steps_per_epoch, and the update count alone would let a last epoch of a few windows run.
+    while progress.steps < progress.planned_steps and progress.epoch < config.epochs and not progress.stopped:
         epoch = progress.epoch
         started = time.perf_counter()
         offset = int(rng.integers(0, config.seq_len))
@@ -833,7 +835,7 @@ def train_network(
         planned_before = progress.planned_steps
         if not progress.stopped:
             _replan(config, progress, progress.seconds, max_steps)
-            if progress.steps >= progress.planned_steps:
+            if progress.steps >= progress.planned_steps or progress.epoch >= config.epochs:
                 progress.stopped = (
                     f"completed the plan: {progress.steps} updates, limited by {progress.plan['limited_by']}"
                 )

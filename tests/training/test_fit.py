@@ -141,6 +141,18 @@ def test_a_small_novel_trains_until_the_validation_loss_stops_improving(small_st
     assert summary["epochs"] >= best + 4 and summary["best_epoch"] >= best
 
 
+def test_epochs_cap_the_run_without_a_short_extra_epoch(small_stream, tmp_path: Path) -> None:
+    """An epoch starts at a random offset, so it has one window fewer than steps_per_epoch when the offset
+    eats into the last window: --epochs N still ends after N epochs, not with an (N+1)th of a few windows."""
+    ids, split, vectors = small_stream
+    config = _config(epochs=12, hidden=8, seq_len=16, batch_size=4, patience=50, min_updates=0)
+    summary = train_network(ids, split, vectors, config, tmp_path, resume=False).summary
+    per_epoch = summary["plan"]["steps_per_epoch"]
+    assert summary["epochs"] == 12 and len(summary["val_loss"]) == 12
+    assert summary["steps"] < 12 * per_epoch  # some epochs were shorter: the case where a 13th used to run
+    assert summary["stopped"] == f"completed the plan: {summary['steps']} updates, limited by --epochs 12"
+
+
 def test_the_plan_fits_the_time_budget_at_the_measured_speed(
     small_stream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
