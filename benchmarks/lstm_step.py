@@ -14,6 +14,11 @@ once at load time); torch gets the same number through torch.set_num_threads. Th
 alternating which goes first, so load from other processes on a shared machine hits both alike; we report
 medians. Both do the same work: forward over all steps, then backward giving the weight and bias gradients
 and the input gradient dx (torch's input requires grad); on x86 torch runs oneDNN's fused LSTM.
+A third arm times the matrix products alone: the six GEMMs models/lstm.py makes (input projection of all
+steps, one recurrent product per step, one W_h^T product per step back, then dW_x and db, dW_h and dx over
+all rows) with the same shapes and memory layouts on data of the same size, nothing else. Its ratio to torch
+is the floor of any NumPy LSTM that calls OpenBLAS this way: what is above it is elementwise work and
+Python dispatch.
 The last line is exactly `numpy/torch forward+backward time ratio: X.XX` (ratio of the medians).
 """
 
@@ -51,6 +56,36 @@ import numpy as np  # noqa: E402  (after the thread variables on purpose)
 from models.lstm import LSTM  # noqa: E402
 
 
+def gemms_alone(B: int, T: int, D: int, H: int, rng: np.random.Generator):
+    """A runner doing only the matrix products of LSTM.forward + LSTM.backward, in their layouts: forward
+    writes the gates gate-major (4, T*B, H) from x with a bias column (T*B, D+1) and the gate-major weights
+    (4, D+1, H), then per step (B, H) @ (4, H, H); backward per step (B, 4H) @ a contiguous W_h^T (4H, H),
+    then [x | 1]^T and h^T (transposed views) @ the (T*B, 4H) gate gradients, and those @ W_x^T (a view)."""
+
+    def normal(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    xs, W_xb4, W_h4 = normal(T * B, D + 1), normal(4, D + 1, H), normal(4, H, H)
+    hs, dgates, W_h_T, W_x = normal(T + 1, B, H), normal(T, B, 4 * H), normal(4 * H, H), normal(D, 4 * H)
+    gates = np.empty((4, T * B, H), dtype=np.float32)
+    recurrent = np.empty((4, B, H), dtype=np.float32)
+    dh_next = np.empty((B, H), dtype=np.float32)
+    dW_h = np.empty((H, 4 * H), dtype=np.float32)
+    flat = dgates.reshape(T * B, 4 * H)
+
+    def run() -> None:
+        np.matmul(xs, W_xb4, out=gates)
+        for t in range(T):
+            np.matmul(hs[t], W_h4, out=recurrent)
+        for t in range(T - 1, -1, -1):
+            np.matmul(dgates[t], W_h_T, out=dh_next)
+        _ = xs.T @ flat
+        np.matmul(hs[:-1].reshape(T * B, H).T, flat, out=dW_h)
+        _ = flat @ W_x.T
+
+    return run
+
+
 def main() -> None:
     args = ARGS or parse_args()
     try:
@@ -81,13 +116,13 @@ def main() -> None:
         out, _ = torch_lstm(tx)
         out.backward(tdh)
 
+    runners = {"numpy": run_numpy, "torch": run_torch, "gemms": gemms_alone(B, T, D, H, rng)}
     for _ in range(args.warmup):
-        run_numpy()
-        run_torch()
-    times: dict[str, list[float]] = {"numpy": [], "torch": []}
-    runners = {"numpy": run_numpy, "torch": run_torch}
+        for runner in runners.values():
+            runner()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for i in range(max(args.runs, 20)):
-        order = ("numpy", "torch") if i % 2 == 0 else ("torch", "numpy")
+        order = list(runners) if i % 2 == 0 else list(reversed(runners))
         for name in order:
             start = time.perf_counter()
             runners[name]()
@@ -95,6 +130,7 @@ def main() -> None:
 
     flops = 2 * B * T * 4 * H * (3 * D + 3 * H)  # forward x@Wx, h@Wh; backward dWx, dx, dWh, dh_prev
     print(f"LSTM B={B} T={T} D={D} H={H} float32, {len(times['numpy'])} interleaved runs each")
+    print("gemms = the numpy LSTM's six matrix products alone (its floor with OpenBLAS)")
     print(f"threads={args.threads} (numpy: OPENBLAS/OMP/MKL_NUM_THREADS env; torch: set_num_threads)")
     print(f"numpy {np.__version__}, torch {torch.__version__}; GEMM work per run {flops / 1e9:.2f} GFLOP")
     forced = {name: os.environ.get(name, "unset") for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
@@ -109,6 +145,7 @@ def main() -> None:
             f"  {name:6s} median {medians[name]:7.2f} ms   min {ms.min():7.2f}   p90 {p90:7.2f}"
             f"   ({rate:.0f} GFLOP/s)"
         )
+    print(f"numpy GEMMs alone/torch time ratio (the floor): {medians['gemms'] / medians['torch']:.2f}")
     print(f"numpy/torch forward+backward time ratio: {medians['numpy'] / medians['torch']:.2f}")
 
 
