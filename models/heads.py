@@ -52,8 +52,15 @@ def normalise_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise_backward(d_unit: np.ndarray, unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """Gradient through unit = v / ||v||:  dv = (du - unit·<unit, du>) / ||v||."""
-    return (d_unit - unit * np.einsum("...d,...d->...", unit, d_unit)[..., None]) / norms
+    """Gradient through unit = v / ||v||:  dv = (du - unit·<unit, du>) / ||v||.
+
+    In one buffer: training runs it over the whole (V, D) output matrix every update, where each temporary
+    of the plain expression is another pass over fresh memory."""
+    dot = np.einsum("...d,...d->...", unit, d_unit)[..., None]
+    result = np.multiply(unit, dot, dtype=np.result_type(d_unit, unit, norms))  # as wide as the expression
+    np.subtract(d_unit, result, out=result)
+    result /= norms
+    return result
 
 
 def log_unigram(counts: np.ndarray | None, vocab_size: int, dtype: Any) -> np.ndarray:
@@ -416,11 +423,13 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         unit = self._inference_sorted
         if unit is None:
             unit = self.output_unit_vectors()[self.order]
+        return unit, self._sorted_bias()
+
+    def _sorted_bias(self) -> np.ndarray:
+        """The word biases in cluster order (zeros without output_bias)."""
         if self.config.output_bias:
-            bias = self.params["out.bias"][self.order]
-        else:
-            bias = np.zeros(len(self.order), dtype=self.dtype)
-        return unit, bias
+            return self.params["out.bias"][self.order]
+        return np.zeros(len(self.order), dtype=self.dtype)
 
     def scores(self, output: np.ndarray) -> np.ndarray:
         """Exact log-probabilities (..., V): head log-softmax, plus each cluster's own log-softmax."""
@@ -454,7 +463,8 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         else:
             out_unit = self.unit_embedding
         sorted_unit = out_unit[self.order]
-        sorted_bias = self._sorted_parts()[1]
+        # The biases alone: _sorted_parts() would also normalise and reorder all V output vectors again.
+        sorted_bias = self._sorted_bias()
         cluster_unit, cluster_norms = normalise_rows(self.params["out.cluster_vectors"])
         Vh = self.head_size
         position = self.position[targets]
@@ -469,7 +479,9 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         loss, d_head = cross_entropy(head_logits, head_targets, N)
         d_scaled = d_head @ head_matrix
         d_head_matrix = d_head.T @ scaled
-        d_sorted_unit = np.zeros_like(sorted_unit)
+        # Every group's rows are written below (a tail cluster no position targets gets zeros), so no
+        # zero-fill of the whole (V, D) matrix first.
+        d_sorted_unit = np.empty_like(sorted_unit)
         d_sorted_unit[:Vh] = d_head_matrix[:Vh]
         d_sorted_bias = np.zeros_like(sorted_bias)
         d_sorted_bias[:Vh] = d_head[:, :Vh].sum(axis=0)
@@ -479,9 +491,10 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         # Each tail cluster's softmax, only for the positions whose target is in it.
         for k in range(1, len(self.offsets) - 1):
             rows = np.flatnonzero(group == k)
-            if len(rows) == 0:
-                continue
             lo, hi = self.offsets[k], self.offsets[k + 1]
+            if len(rows) == 0:
+                d_sorted_unit[lo:hi] = 0.0
+                continue
             members = sorted_unit[lo:hi]
             logits = scaled[rows] @ members.T
             logits += sorted_bias[lo:hi]

@@ -250,6 +250,27 @@ def test_adaptive_softmax_is_an_exact_distribution_grouped_by_frequency() -> Non
     np.testing.assert_allclose(np.log(np.exp(log_p).sum(axis=1)), 0.0, atol=1e-10)
 
 
+def test_adaptive_softmax_batch_without_tail_targets_gives_tail_words_zero_gradient() -> None:
+    # The tail clusters' rows of the output-vector gradient are written per cluster, not zero-filled first:
+    # a cluster no position targets must still get exact zeros (and the whole gradient must check).
+    network = _network(VARIANTS["adaptive_cos_softmax"])
+    cluster = network.buffers["out.cluster"]
+    head_words = np.flatnonzero(cluster == 0)
+    # Fill freed memory with non-zero gradients first, so a missing zero-fill would show.
+    network.loss_grads_state(np.random.default_rng(3).integers(0, V, size=(3, 5)), np.random.default_rng(7))
+    ids = np.random.default_rng(1).choice(head_words, size=(3, 5))
+
+    def loss_at() -> float:
+        return network.loss_grads_state(ids, np.random.default_rng(7))[0]
+
+    _, grads, _ = network.loss_grads_state(ids, np.random.default_rng(7))
+    assert np.all(grads["out.vectors"][cluster > 0] == 0.0)
+    assert np.any(grads["out.vectors"][cluster == 0] != 0.0)
+    for name in ("out.vectors", "out.bias", "out.cluster_vectors"):
+        error = relative_error(numerical_gradient(loss_at, network.params[name]), grads[name])
+        assert error < 1e-5, f"{name}: relative error {error:.2e}"
+
+
 def test_adaptive_clusters_save_load_and_a_damaged_cluster_array_is_refused(tmp_path: Path) -> None:
     network = _network(VARIANTS["adaptive_cos_softmax"], dtype=np.float32)
     path = tmp_path / "lstm.npz"
