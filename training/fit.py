@@ -360,6 +360,25 @@ class FitResult:
     summary: dict
 
 
+# Adam walks each parameter in blocks of this many numbers: its dozen passes over a block then find it in the
+# CPU's L2 cache instead of streaming the (V, D) word matrices from memory a dozen times. The same operations
+# in the same order, so bit-identical; measured on the default network (V 6,975, D 200, H 256), one thread:
+# 14.8-15.1 -> 10.4-10.7 ms per update (8k to 128k numbers per block all within 1 ms of that). The moving
+# averages' three passes measured no faster in blocks, so they stay whole-array.
+UPDATE_BLOCK = 1 << 15
+
+
+def _blocks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """Aligned flat views of same-shaped arrays, UPDATE_BLOCK numbers at a time (the whole arrays at once
+    when one is not C-contiguous: its flat view would be a copy, and writes to it would be lost)."""
+    if not all(array.flags.c_contiguous for array in arrays):
+        yield arrays
+        return
+    flat = [array.reshape(-1) for array in arrays]
+    for start in range(0, flat[0].size, UPDATE_BLOCK):
+        yield tuple(array[start : start + UPDATE_BLOCK] for array in flat)
+
+
 class Adam:
     """Adam (Kingma & Ba) over a dict of arrays, updated in place; moments are part of the checkpoint.
 
@@ -380,19 +399,20 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         step = lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for name, param in params.items():
-            g, m, v, s = grads[name], self.m[name], self.v[name], self.scratch[name]
-            m *= b1
-            np.multiply(g, 1 - b1, out=s)
-            m += s
-            v *= b2
-            np.multiply(g, g, out=s)
-            s *= 1 - b2
-            v += s
-            np.sqrt(v, out=s)
-            s += self.eps
-            np.divide(m, s, out=s)
-            s *= step
-            param -= s
+            arrays = (grads[name], self.m[name], self.v[name], self.scratch[name], param)
+            for g, m, v, s, p in _blocks(*arrays):
+                m *= b1
+                np.multiply(g, 1 - b1, out=s)
+                m += s
+                v *= b2
+                np.multiply(g, g, out=s)
+                s *= 1 - b2
+                v += s
+                np.sqrt(v, out=s)
+                s += self.eps
+                np.divide(m, s, out=s)
+                s *= step
+                p -= s
 
 
 # The long average is updated every this many updates (each update reads and writes every parameter, which

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import math
 import re
 import time
 from dataclasses import replace
@@ -19,6 +20,7 @@ from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
 from training.fit import (
     CHECKPOINT_NAME,
+    Adam,
     FitConfig,
     add_fit_arguments,
     stream_windows,
@@ -284,3 +286,28 @@ def test_tie_pull_interpolates_between_separate_and_tied_vectors(small_stream, t
     assert gaps[1 / config.lr] < gaps[10.0] < gaps[0.0]  # ...and a partial one in between
     with pytest.raises(ValueError, match="tie-pull"):
         replace(config, tie_pull=2 / config.lr).validate()
+
+
+def test_adam_in_blocks_is_the_whole_array_update() -> None:
+    # Adam walks each parameter in blocks (UPDATE_BLOCK numbers) for the cache; every number, the last
+    # partial block's too, must get exactly the update the whole-array formula gives.
+    rng = np.random.default_rng(0)
+    size = 2 * fit_module.UPDATE_BLOCK + 123
+    params = {"matrix": rng.standard_normal((size // 3, 3)).astype(np.float32), "scalar": np.ones(1)}
+    reference = {name: p.copy() for name, p in params.items()}
+    m = {name: np.zeros_like(p) for name, p in params.items()}
+    v = {name: np.zeros_like(p) for name, p in params.items()}
+    adam = Adam(params)
+    for t in range(1, 4):
+        grads = {name: rng.standard_normal(p.shape).astype(p.dtype) for name, p in params.items()}
+        adam.update(params, grads, lr=0.01)
+        step = 0.01 * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        for name, p in reference.items():
+            m[name] *= 0.9
+            m[name] += grads[name] * (1 - 0.9)
+            v[name] *= 0.999
+            v[name] += grads[name] * grads[name] * (1 - 0.999)
+            p -= m[name] / (np.sqrt(v[name]) + 1e-8) * step
+    for name in params:
+        np.testing.assert_array_equal(params[name], reference[name])
+        np.testing.assert_array_equal(adam.m[name], m[name])
