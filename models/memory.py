@@ -116,7 +116,10 @@ class ExchangeMemory:
         model's word vectors and tokenizer; None for a memory without document frequencies."""
         if not self.character_idf:
             return None
-        return LexicalRelevance(self.character_idf, self.word_idf, self.relevance_weights, vectors, cut)
+        unseen_idf = bool((self.settings.get("relevance") or {}).get("unseen_idf", False))
+        return LexicalRelevance(
+            self.character_idf, self.word_idf, self.relevance_weights, vectors, cut, unseen_idf
+        )
 
     # --------------------------------------------------------------------------------------- retrieval
     def scores(self, terms: list[str]) -> np.ndarray:
@@ -239,6 +242,8 @@ class ExchangeMemory:
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in weights.values())
         ):
             raise ValueError(f"relevance.weights must map some of {list(FEATURES)} to finite numbers")
+        if learned and not isinstance(learned.get("unseen_idf", False), bool):
+            raise ValueError("relevance.unseen_idf must be true or false (absent: false)")
         try:
             rerank = memory.rerank
         except (TypeError, ValueError):

@@ -8,13 +8,19 @@ is a weighted sum of cosines between the two texts:
 * `character_pairs`: TF-IDF over adjacent character pairs,
 * `words`: TF-IDF over jieba words,
 * `word2vec`: the model's own word vectors, each word's unit vector weighted by its idf, summed per text,
+* `character_vectors`: the same over the text's characters that the model's vocabulary holds as tokens
+  (the characters it spells rare words with): related characters count, not only the same ones,
+* `length`: log(1 + the reply's letters and digits), not a cosine: the cosines of a long reply meet more
+  of the turn by chance, and its learned weight takes that back,
 * `character_grams`: characters and pairs in one TF-IDF (what chat scored by before the weights were
   learned; a memory.json without learned weights scores with it alone, weight 1).
 
 TF-IDF is raw counts times log2(N / df), unit length (gensim's TfidfModel defaults), the document
 frequencies those of the training chapters' exchanges (every turn and every answer a document, stored in
-memory.json); a gram or word never seen there has no weight. The weights are learned at training time on
-the training chapters' exchanges, each real answer against the answers of other exchanges
+memory.json). A gram or word never seen there has no weight, unless `unseen_idf` is given: then it weighs
+as a gram seen in a single document, log2(N), since a rare name or phrase shared by a turn and a reply says
+most about them (the learned weights record which rule they were learned with). The weights are learned at
+training time on the training chapters' exchanges, each real answer against the answers of other exchanges
 (training/relevance.py), and stored with the memory. Pure Python and NumPy: a candidate costs one jieba cut
 and a few small dictionaries.
 """
@@ -31,8 +37,16 @@ import numpy as np
 
 from models.vectors import WordVectors
 
-FEATURES = ("characters", "character_pairs", "words", "word2vec", "character_grams")
-LEARNED_FEATURES = FEATURES[:4]
+FEATURES = (
+    "characters",
+    "character_pairs",
+    "words",
+    "word2vec",
+    "character_vectors",
+    "length",
+    "character_grams",
+)
+LEARNED_FEATURES = FEATURES[:6]
 # What a memory.json without learned weights scores by: the character cosine chat used before.
 UNLEARNED_WEIGHTS = {"character_grams": 1.0}
 # A word counts only if it holds a letter or a digit (as the memory's BM25 index counts words).
@@ -54,9 +68,16 @@ def character_grams(text: str) -> list[str]:
     return characters_of(text) + character_pairs(text)
 
 
-def tfidf_vector(grams: Sequence[str], idf: Mapping[str, float]) -> dict[str, float]:
-    """Unit-length TF-IDF weights of the grams that have an idf (an empty dict when none has)."""
-    weights = {gram: count * idf[gram] for gram, count in Counter(grams).items() if gram in idf}
+def tfidf_vector(
+    grams: Sequence[str], idf: Mapping[str, float], unseen_idf: float | None = None
+) -> dict[str, float]:
+    """Unit-length TF-IDF weights of the grams that have an idf, or of all with `unseen_idf` for those
+    without (an empty dict when none has a weight)."""
+    weights = {
+        gram: count * weight
+        for gram, count in Counter(grams).items()
+        if (weight := idf.get(gram, unseen_idf))
+    }
     norm = math.sqrt(sum(w * w for w in weights.values()))
     return {gram: w / norm for gram, w in weights.items()} if norm > 0 else {}
 
@@ -80,13 +101,15 @@ class CharacterTfidf:
         return sparse_cosine(self.vector(a), self.vector(b))
 
 
-# One text as the features read it: per feature name, its unit TF-IDF vector (a dict) or, for `word2vec`,
-# its unit vector (None when no word of the text has both a vector and an idf). Computed once per text.
-TextVectors = dict[str, "dict[str, float] | np.ndarray | None"]
+# One text as the features read it: per feature name, its unit TF-IDF vector (a dict), for `word2vec` and
+# `character_vectors` its unit vector (None when no token of the text has both a vector and an idf), for
+# `length` a number. Computed once per text.
+TextVectors = dict[str, "dict[str, float] | np.ndarray | float | None"]
+_EMBEDDINGS = ("word2vec", "character_vectors")
 
 
 class LexicalRelevance:
-    """The weighted sum of the module docstring's cosines between a turn and each reply."""
+    """The weighted sum of the module docstring's features between a turn and each reply."""
 
     def __init__(
         self,
@@ -95,7 +118,10 @@ class LexicalRelevance:
         weights: Mapping[str, float],
         vectors: WordVectors | None = None,
         cut: Callable[[str], list[str]] | None = None,
+        unseen_idf: bool = False,
     ) -> None:
+        """`unseen_idf`: a gram or word without a document frequency weighs as one seen in a single
+        document (the largest idf of its table), instead of not at all."""
         unknown = sorted(set(weights) - set(FEATURES))
         if unknown:
             raise ValueError(f"relevance weights name unknown features {unknown}; known: {list(FEATURES)}")
@@ -106,6 +132,9 @@ class LexicalRelevance:
         self.weights = {name: float(weight) for name, weight in weights.items()}
         self.vectors = vectors
         self.cut = cut
+        self.unseen_idf = unseen_idf
+        self._unseen_character = max(self.character_idf.values(), default=None) if unseen_idf else None
+        self._unseen_word = max(self.word_idf.values(), default=None) if unseen_idf else None
 
     def words(self, text: str) -> list[str]:
         """The words the word features count: jieba's, letters and digits only."""
@@ -113,70 +142,72 @@ class LexicalRelevance:
             return []
         return [word for word in self.cut(text) if _WORD.search(word)]
 
-    def text_vectors(
-        self, text: str, names: Sequence[str] = FEATURES, words: Sequence[str] | None = None
-    ) -> TextVectors:
+    def text_vectors(self, text: str, names: Sequence[str] = FEATURES) -> TextVectors:
         """The text's vectors of the named features (only those: a served candidate pays for what is
-        weighted). `words`: the text's words when they are known already (a candidate's tokens), else
-        the tokenizer cuts it."""
+        weighted)."""
         found: TextVectors = {}
-        if {"characters", "character_pairs", "character_grams"} & set(names):
-            chars = characters_of(text)
+        wanted = set(names)
+        chars = characters_of(text)
+        if {"characters", "character_pairs", "character_grams"} & wanted:
             pairs = [a + b for a, b in itertools.pairwise(chars)]
             grams = {"characters": chars, "character_pairs": pairs, "character_grams": chars + pairs}
-            for name in grams.keys() & set(names):
-                found[name] = tfidf_vector(grams[name], self.character_idf)
-        if {"words", "word2vec"} & set(names):
-            words = self.words(text) if words is None else [word for word in words if _WORD.search(word)]
-            if "words" in names:
-                found["words"] = tfidf_vector(words, self.word_idf)
-            if "word2vec" in names:
-                found["word2vec"] = self._embedding(words)
+            for name in grams.keys() & wanted:
+                found[name] = tfidf_vector(grams[name], self.character_idf, self._unseen_character)
+        if {"words", "word2vec"} & wanted:
+            words = self.words(text)
+            if "words" in wanted:
+                found["words"] = tfidf_vector(words, self.word_idf, self._unseen_word)
+            if "word2vec" in wanted:
+                found["word2vec"] = self._embedding(words, self.word_idf, self._unseen_word)
+        if "character_vectors" in wanted:
+            found["character_vectors"] = self._embedding(chars, self.character_idf, self._unseen_character)
+        if "length" in wanted:
+            found["length"] = math.log1p(len(chars))
         return found
 
-    def _embedding(self, words: list[str]) -> np.ndarray | None:
+    def _embedding(
+        self, tokens: list[str], idf: Mapping[str, float], unseen: float | None
+    ) -> np.ndarray | None:
+        """The unit direction of the idf-weighted sum of the tokens' unit vectors (tokens the vocabulary
+        holds and that have a weight)."""
         if self.vectors is None:
             return None
         index = self.vectors.index
         known = [
-            (index[word], self.word_idf[word]) for word in words if word in index and word in self.word_idf
+            (index[token], weight)
+            for token in tokens
+            if token in index and (weight := idf.get(token, unseen))
         ]
         if not known:
             return None
-        rows, idf = zip(*known, strict=True)
-        total = np.asarray(idf, dtype=np.float64) @ self.vectors.unit[list(rows)].astype(np.float64)
+        rows, weights = zip(*known, strict=True)
+        total = np.asarray(weights, dtype=np.float64) @ self.vectors.unit[list(rows)].astype(np.float64)
         norm = float(np.linalg.norm(total))
         return total / norm if norm > 0 else None
 
     @staticmethod
     def compare(turn: TextVectors, reply: TextVectors, names: Sequence[str]) -> list[float]:
-        """The named cosines between a turn and a reply (both read with at least those names)."""
+        """The named features of a reply to a turn (both read with at least those names)."""
         found = []
         for name in names:
             first, second = turn[name], reply[name]
-            if name == "word2vec":
+            if name == "length":
+                found.append(float(second))  # type: ignore[arg-type]
+            elif name in _EMBEDDINGS:
                 both = first is not None and second is not None
                 found.append(float(first @ second) if both else 0.0)  # type: ignore[operator]
             else:
                 found.append(sparse_cosine(first, second))  # type: ignore[arg-type]
         return found
 
-    def scores(
-        self, turn: str, replies: Sequence[str], reply_words: Sequence[Sequence[str]] | None = None
-    ) -> np.ndarray:
-        """The relevance of each reply to the turn. `reply_words`: each reply's words when known (a
-        candidate's tokens are the model's words: no second cut per candidate)."""
+    def scores(self, turn: str, replies: Sequence[str]) -> np.ndarray:
+        """The relevance of each reply to the turn (a candidate's words are the tokenizer's cut of its
+        text, not its tokens: the model spells the words it does not hold with their characters)."""
         if not replies:
             return np.zeros(0)
         names = [name for name, weight in self.weights.items() if weight]
         if not names:
             return np.zeros(len(replies))
         first = self.text_vectors(turn, names)
-        words = reply_words if reply_words is not None else [None] * len(replies)
-        features = np.asarray(
-            [
-                self.compare(first, self.text_vectors(reply, names, known), names)
-                for reply, known in zip(replies, words, strict=True)
-            ]
-        )
-        return features @ np.asarray([self.weights[name] for name in names])
+        features = [self.compare(first, self.text_vectors(reply, names), names) for reply in replies]
+        return np.asarray(features) @ np.asarray([self.weights[name] for name in names])

@@ -70,6 +70,46 @@ def test_the_score_is_the_weighted_sum_and_unseen_text_scores_zero() -> None:
     assert relevance.scores("妹妹去看花", []).shape == (0,)
 
 
+def test_character_vectors_and_length_written_out_by_hand() -> None:
+    vectors = WordVectors(
+        ["妹", "去", "看", "花"], np.asarray([[1, 0], [0, 1], [1, 1], [2, 1]], dtype=np.float32)
+    )
+    names = ["character_vectors", "length"]
+    relevance = LexicalRelevance(CHARACTER_IDF, {}, {}, vectors)
+    turn, reply = relevance.text_vectors("妹妹去看花", names), relevance.text_vectors("我去看花。", names)
+    vectors_cosine, length = relevance.compare(turn, reply, names)
+    unit = {
+        char: np.asarray(row, dtype=np.float64) / np.linalg.norm(row)
+        for char, row in zip("妹去看花", [[1, 0], [0, 1], [1, 1], [2, 1]], strict=True)
+    }
+    # Each character's unit vector weighted by its idf (妹 twice); 我 has neither a vector nor an idf.
+    first = 2 * 1.0 * unit["妹"] + 2.0 * unit["去"] + 1.5 * unit["看"] + 2.5 * unit["花"]
+    second = 2.0 * unit["去"] + 1.5 * unit["看"] + 2.5 * unit["花"]
+    expected = first @ second / (np.linalg.norm(first) * np.linalg.norm(second))
+    assert vectors_cosine == pytest.approx(expected, abs=1e-6)
+    assert length == pytest.approx(math.log1p(4))  # the reply's letters 我去看花; punctuation does not count
+    # Without the model's vectors the feature is 0, not an error (a relevance built for tests or tools).
+    bare = LexicalRelevance(CHARACTER_IDF, {}, {})
+    assert bare.compare(bare.text_vectors("妹妹", names), bare.text_vectors("妹妹", names), names)[0] == 0.0
+
+
+def test_unseen_grams_and_words_weigh_as_the_rarest_seen_only_when_asked() -> None:
+    names = ["characters", "words"]
+    dropped = LexicalRelevance(CHARACTER_IDF, WORD_IDF, {}, None, _cut)
+    counted = LexicalRelevance(CHARACTER_IDF, WORD_IDF, {}, None, _cut, unseen_idf=True)
+    before, after = dropped.text_vectors("我去看花。", names), counted.text_vectors("我去看花。", names)
+    assert "我" not in before["characters"] and "我" not in before["words"]
+    # 我 was never seen: it weighs as the rarest gram of its table (看花, idf 4) and rarest word (看花, 3).
+    chars = math.sqrt(4.0**2 + 2.0**2 + 1.5**2 + 2.5**2)
+    assert after["characters"]["我"] == pytest.approx(4.0 / chars)
+    assert after["characters"]["去"] == pytest.approx(2.0 / chars)
+    assert after["words"]["我"] == pytest.approx(3.0 / math.sqrt(3.0**2 + 1.0**2 + 3.0**2))
+    # So a reply's unseen words lower its cosines (they are part of what it says), where they did not.
+    turn = counted.text_vectors("妹妹去看花", names)
+    assert counted.compare(turn, after, names)[0] < dropped.compare(dropped.text_vectors("妹妹去看花", names),
+                                                                    before, names)[0]  # fmt: skip
+
+
 def test_unknown_features_and_word_features_without_a_tokenizer_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown features"):
         LexicalRelevance(CHARACTER_IDF, WORD_IDF, {"rhymes": 1.0})
@@ -94,6 +134,21 @@ def test_a_memory_without_learned_weights_scores_by_the_character_cosine(tiny_mo
         relevance.compare(relevance.text_vectors("妹妹去看花"), relevance.text_vectors("我去看花。"),
                           ["character_grams"])[0]
     )  # fmt: skip
+
+
+def test_the_memory_says_whether_unseen_grams_weigh(tiny_model_dir: Path) -> None:
+    model = TrainedModel.load(tiny_model_dir)
+    assert model.memory is not None
+    data = model.memory.to_json()
+    assert data["relevance"]["unseen_idf"] is True  # what training learns the weights with
+    relevance = model.memory.lexical_relevance(model.vectors, model.tokenizer.cut)
+    assert relevance is not None and relevance.unseen_idf
+    # A memory learned before the rule scores unseen grams as before: not at all.
+    older = ExchangeMemory.from_json({**data, "relevance": {**data["relevance"], "unseen_idf": False}})
+    before = older.lexical_relevance(model.vectors, model.tokenizer.cut)
+    assert before is not None and not before.unseen_idf
+    with pytest.raises(ValueError, match=r"relevance\.unseen_idf"):
+        ExchangeMemory.from_json({**data, "relevance": {**data["relevance"], "unseen_idf": "yes"}})
 
 
 @pytest.mark.parametrize(

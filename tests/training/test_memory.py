@@ -11,6 +11,7 @@ import pytest
 
 from models.artifacts import read_manifest
 from models.memory import MEMORY_FILE, ExchangeMemory, index_terms
+from models.relevance import LEARNED_FEATURES
 from models.tokenizer import Tokenizer
 from training.characters import extract_characters
 from training.memory import BM25_B, BM25_K1, build_memory
@@ -119,6 +120,6 @@ def test_the_tiny_model_has_a_memory_listed_in_its_manifest(tiny_model_dir: Path
     assert chosen["measured"]["logit_weights"]["with_turn"] > 0  # the fit β and γ are read from
     # The lexical relevance's weights were learned on the training chapters and are what chat scores with.
     learned = manifest["memory"]["relevance"]
-    assert set(learned["weights"]) == {"characters", "character_pairs", "words", "word2vec"}
+    assert set(learned["weights"]) == set(LEARNED_FEATURES) and learned["unseen_idf"] is True
     assert memory.relevance_weights == learned["weights"]
     assert learned["measured"]["groups"] >= 10 and memory.word_idf
