@@ -403,13 +403,26 @@ class Adam:
         self.scratch = {name: np.empty_like(p) for name, p in params.items()}
         self.t = 0
 
-    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+    def update(
+        self,
+        params: dict[str, np.ndarray],
+        grads: dict[str, np.ndarray],
+        lr: float,
+        average: dict[str, np.ndarray] | None = None,
+        average_cap: float = 0.0,
+    ) -> None:
+        """One step. With `average`, each param's moving average (decay average_decay(average_cap, t)) also
+        takes its new value, block by block while both are in cache: for a caller that changes the params no
+        further after the step (bit-identical to its own pass after it; 2 ms of the default network's 15)."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         step = lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        decay = average_decay(average_cap, self.t)
         for name, param in params.items():
             arrays = (grads[name], self.m[name], self.v[name], self.scratch[name], param)
-            for g, m, v, s, p in _blocks(*arrays):
+            if average is not None:
+                arrays += (average[name],)
+            for g, m, v, s, p, *mean in _blocks(*arrays):
                 m *= b1
                 np.multiply(g, 1 - b1, out=s)
                 m += s
@@ -422,6 +435,16 @@ class Adam:
                 np.divide(m, s, out=s)
                 s *= step
                 p -= s
+                if mean:
+                    mean[0] *= decay
+                    np.multiply(p, 1 - decay, out=s)
+                    mean[0] += s
+
+
+def average_decay(cap: float, t: int) -> float:
+    """The moving average's decay at update t: early on a long average would mostly remember the
+    initialisation, so it ramps up to cap."""
+    return min(cap, (1 + t) / (10 + t))
 
 
 # The long average is updated every this many updates (each update reads and writes every parameter, which
@@ -786,7 +809,10 @@ def train_network(
                     f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --clip"
                 )
             clip_gradients(grads, config.clip)
-            adam.update(network.params, grads, lr)
+            # Nothing else moves the params after Adam (no weight decay, no pull): the moving average is
+            # updated inside Adam's blocks instead of in its own pass below.
+            fold_average = bool(config.average) and not anchors and not pull
+            adam.update(network.params, grads, lr, average if fold_average else None, config.average)
             if anchors:
                 # Decoupled weight decay (AdamW): a pull towards the initial values, scaled by the lr.
                 shrink = lr * config.weight_decay
@@ -797,9 +823,8 @@ def train_network(
                     param -= scratch
             if pull:
                 pull_vectors_together(network, lr * pull, adam.scratch["out.vectors"])
-            if config.average:
-                # Early on a long average would mostly remember the initialisation: ramp the decay up.
-                decay = min(config.average, (1 + adam.t) / (10 + adam.t))
+            if config.average and not fold_average:
+                decay = average_decay(config.average, adam.t)
                 for name, param in network.params.items():
                     scratch = adam.scratch[name]
                     average[name] *= decay

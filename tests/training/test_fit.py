@@ -313,3 +313,25 @@ def test_adam_in_blocks_is_the_whole_array_update() -> None:
     for name in params:
         np.testing.assert_array_equal(params[name], reference[name])
         np.testing.assert_array_equal(adam.m[name], m[name])
+
+
+def test_adam_folding_the_moving_average_in_equals_a_separate_pass_after_it() -> None:
+    rng = np.random.default_rng(1)
+    size = fit_module.UPDATE_BLOCK + 77
+    folded = {"matrix": rng.standard_normal((size,)).astype(np.float32), "bias": np.ones(3, np.float32)}
+    separate = {name: p.copy() for name, p in folded.items()}
+    folded_average = {name: p.copy() for name, p in folded.items()}
+    separate_average = {name: p.copy() for name, p in folded.items()}
+    adam_folded, adam_separate = Adam(folded), Adam(separate)
+    for _ in range(3):
+        grads = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in folded.items()}
+        adam_folded.update(folded, grads, 0.01, folded_average, 0.995)
+        adam_separate.update(separate, grads, 0.01)
+        decay = fit_module.average_decay(0.995, adam_separate.t)
+        assert 0.0 < decay < 0.995  # still ramping: the folded pass must use the same t
+        for name, param in separate.items():
+            separate_average[name] *= decay
+            separate_average[name] += param * (1 - decay)
+    for name in folded:
+        np.testing.assert_array_equal(folded[name], separate[name])
+        np.testing.assert_array_equal(folded_average[name], separate_average[name])
