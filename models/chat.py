@@ -422,16 +422,21 @@ class Chat:
         replies: Sequence[Sequence[int]],
         read: Generation | None = None,
         reply_log_probs: Sequence[Sequence[float]] | None = None,
+        texts: Sequence[str] | None = None,
     ) -> Candidates:
         """Candidate replies (token ids) of a rendered prompt, as the ranking reads them (`reply_log_probs`:
-        their tokens' model log-probabilities after the prompt, when the decoding recorded them)."""
+        their tokens' model log-probabilities after the prompt, when the decoding recorded them; `texts`:
+        the replies' own texts, when they are not the tokens' (a real reply with characters read as <unk>),
+        else the tokens' text, which a generated reply is: decoding never draws <unk>)."""
         words = self.decoder.vectors.words
         state = read.prompt_state if read is not None else None
+        if texts is None:
+            texts = ["".join(words[i] for i in ids) for ids in replies]
         return Candidates(
             prompt_ids=read.prompt.ids if state is not None else self.decoder.encode(prompt.text).ids,
             prior_ids=self.decoder.encode(prompt.prior or prompt.text).ids,
             replies=replies,
-            texts=["".join(words[i] for i in ids).replace(self.close, "") for ids in replies],
+            texts=[text.replace(self.close, "") for text in texts],
             turn=prompt.turn,
             prompt_state=state,
             reply_log_probs=reply_log_probs,

@@ -139,12 +139,28 @@ def _groups(pairs: Sequence[Pair]) -> list[list[Pair]]:
 def selection_evidence(chat: Chat, pairs: Sequence[Pair], grounded: bool) -> list[Evidence]:
     """Per exchange, the served scorer's evidence for its real reply (first) and the 9 others' (every
     exchange's scored together: models/rerank.py reads each prompt and each opening once)."""
-    replies = _reply_ids(chat, pairs)
+    replies, texts = _reply_ids(chat, pairs), _reply_texts(chat, pairs)
     pools = [
-        chat.pool(chat.render(*_request(pair), grounded=grounded), [replies[i] for i in group])
+        chat.pool(
+            chat.render(*_request(pair), grounded=grounded),
+            [replies[i] for i in group],
+            texts=[texts[i] for i in group],
+        )
         for pair, group in zip(pairs, comparison_groups(len(pairs)), strict=True)
     ]
     return chat.evidence_of(pools)
+
+
+def _reply_texts(chat: Chat, pairs: Sequence[Pair]) -> list[str]:
+    """The text of what `_reply_ids` scores of each real reply (its first MAX_TOKENS tokens), as the novel
+    wrote it: the lexical relevance reads a rare character itself, not the "<unk>" the model reads it as
+    (a served candidate never holds <unk>, so the tokens' text is the reply's)."""
+    found = []
+    for _, second in pairs:
+        text = second.text + chat.close
+        pieces = chat.decoder.pieces(text)[:MAX_TOKENS]
+        found.append(text[: pieces[-1].stop] if pieces else "")
+    return found
 
 
 def _reply_ids(chat: Chat, pairs: Sequence[Pair]) -> list[list[int]]:

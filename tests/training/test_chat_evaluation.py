@@ -115,3 +115,28 @@ def test_response_selection_relevance_and_copy_figures_with_enough_exchanges(tin
     assert 0 <= result["replies"]["served"]["closed"] <= 1
     table = format_chat_table(result)
     assert "R10@1" in table and "judge picks the turn" in table
+
+
+def test_response_selection_reads_a_real_reply_by_its_own_characters(tiny_model_dir: Path) -> None:
+    """A real reply's rare character is <unk> to the model, never to the lexical relevance: the served scorer
+    reads generated replies, which never hold <unk>, so a real one is read as the novel wrote it."""
+    from models.chat import Chat
+    from models.decoding import Decoder
+    from models.trained import TrainedModel
+    from training.chat_evaluation import selection_evidence
+
+    model = TrainedModel.load(tiny_model_dir)
+    chat = Chat(Decoder(model.network, model.vectors, model.tokenizer), model.characters, memory=model.memory)
+    assert chat.relevance is not None
+    first, second = (c.name for c in model.characters.characters[:2])
+    said = [f"你可认得这个龘字{k}？" for k in range(10)]
+    answers = ["龘字我认得。", *(f"今日天气{k}好。" for k in range(1, 10))]
+    pairs = [
+        (Utterance(first, turn, 0, 0, 0), Utterance(second, answer, 0, 0, 0))
+        for turn, answer in zip(said, answers, strict=True)
+    ]
+    assert model.tokenizer.cut("龘")[0] not in model.vectors.index  # the model reads it as <unk>
+    found = selection_evidence(chat, pairs, grounded=False)[0]
+    own = chat.relevance.scores(said[0], answers[:1])[0]
+    as_the_model_reads_it = chat.relevance.scores(said[0], ["<unk>字我认得。"])[0]
+    assert found.lexical[0] == pytest.approx(own) and own != pytest.approx(as_the_model_reads_it)
