@@ -83,6 +83,10 @@ VALIDATION_WINDOW = 128
 # validation loss stopped: 120k characters of 红楼梦 LSTM alone 7.764 (separate, mean of 2 seeds) -> 7.668
 # (tied: 7.717), the diary 6.870 (tied 6.93) -> 6.795; 300k in 13 epochs 5.951 -> 5.921; pulls of 3 and 30 did
 # nearly as well (README, "Small novels"). Not measured on a large novel, so it keeps them apart.
+# A small novel's epochs are short (85 updates at 120k characters), and its short average's validation loss
+# can stall for two epochs before the long average takes over: with other word2vec vectors of the same 120k
+# characters, patience 2 stopped after epoch 12 (best 10) at 7.747 bpc, patience 4 went on to epoch 23 (best
+# 19) and 7.684. So a small novel waits 4 validations, a large one (few, long epochs in its budget) 2.
 SMALL_NOVEL_TOKENS = 300_000
 REGULARISATION = {
     "small": {
@@ -91,6 +95,7 @@ REGULARISATION = {
         "embedding_dropout": 0.1,
         "recurrent_dropout": 0.3,
         "tie_pull": 10.0,
+        "patience": 4,
     },
     "large": {
         "dropout": 0.3,
@@ -98,6 +103,7 @@ REGULARISATION = {
         "embedding_dropout": 0.0,
         "recurrent_dropout": 0.0,
         "tie_pull": 0.0,
+        "patience": 2,
     },
 }
 
@@ -135,7 +141,8 @@ class FitConfig:
     average: float = 0.995  # decay of the parameter average used for validation and the saved model; 0 = off
     # Cap of the long average's decay (per update; 0 = off), validated beside the short one.
     long_average: float = 0.9995
-    patience: int = 2  # stop after this many validations without a better loss...
+    # Stop after this many validations without a better loss (None: by size, REGULARISATION)...
+    patience: int | None = None
     # ...but never before this many updates: a network leaves the unigram-like start only after a few hundred
     # (at 40k characters of 红楼梦, 5 epochs of 29 updates left the validation loss flat, then worse), and a
     # small novel's first epochs are short.
@@ -161,7 +168,7 @@ class FitConfig:
             "weight-decay": self.weight_decay >= 0.0 and self.weight_decay * self.lr < 1.0,
             "tie-pull": self.tie_pull is None or 0.0 <= self.tie_pull * self.lr <= 1.0,
             "clip": self.clip > 0,
-            "patience": self.patience >= 1,
+            "patience": self.patience is None or self.patience >= 1,
             "min-updates": self.min_updates >= 0,
             "plateau-lr-factor": 0.0 < self.plateau_lr_factor <= 1.0,
             "average": 0.0 <= self.average < 1.0,
@@ -319,7 +326,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--patience",
         type=int,
         default=d.patience,
-        help="stop after this many validations without a better loss (default %(default)s)",
+        help="stop after this many validations without a better loss (default: 4 for a novel under 300,000 "
+        "training tokens, whose epochs are short, else 2)",
     )
     group.add_argument(
         "--min-updates",

@@ -185,6 +185,8 @@ def test_regularisation_follows_the_size_of_the_novel_unless_set() -> None:
     assert large.recurrent_dropout == 0.0
     # Soft tying of the separate vectors for a small novel only (measured there, not on a large one)
     assert (small.tie_pull, large.tie_pull) == (10.0, 0.0)
+    # A small novel's epochs are short: it waits longer for a better validation loss.
+    assert (small.patience, large.patience) == (4, 2)
     chosen = FitConfig(dropout=0.1, locked_dropout=False).for_corpus(120_000)
     assert (chosen.dropout, chosen.locked_dropout, chosen.recurrent_dropout) == (0.1, False, 0.3)
     # Separate input and output vectors for every size (tying slowed a small novel's start): word2vec plus a
