@@ -770,6 +770,9 @@ def train_network(
     # Polyak-style moving average of the weights (as averaged SGD does for AWD-LSTM): it smooths the noise of
     # the last updates away and generalises better than the final iterate; validated and saved instead of it.
     average = {name: p.copy() for name, p in network.params.items()}
+    # When nothing else moves the params after Adam (no weight decay, no pull), the moving average is updated
+    # inside Adam's blocks instead of in its own pass after them.
+    fold_average = bool(config.average) and not anchors and not pull
     copies = {"best": best, "average": average}
     if config.long_average:
         copies["long_average"] = {name: p.copy() for name, p in network.params.items()}
@@ -817,9 +820,6 @@ def train_network(
                     f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --clip"
                 )
             clip_gradients(grads, config.clip)
-            # Nothing else moves the params after Adam (no weight decay, no pull): the moving average is
-            # updated inside Adam's blocks instead of in its own pass below.
-            fold_average = bool(config.average) and not anchors and not pull
             adam.update(network.params, grads, lr, average if fold_average else None, config.average)
             if anchors:
                 # Decoupled weight decay (AdamW): a pull towards the initial values, scaled by the lr.
