@@ -29,11 +29,11 @@ window is the estimate μ was chosen for. Evaluation reads the same rule (the ca
 held-out token), so what is measured is what is served. μ, θ and the window are chosen on the validation tail
 of the training chapters (training/cache.py) and stored in the model directory (`cache.json`).
 
-Counts over the same window (a dynamic token n-gram, Kuhn & De Mori 1990): a name or a turn of phrase that
-came back in the window usually comes back with the same neighbours, which the cosine above only sees through
-the network's outputs. After the cache, each row mixes in p_dyn(w | a, b) = count(a b w) / count(a b ·) over
-the ids the history remembers, where (a, b) are the row's two previous tokens, or count(b w) / count(b ·)
-when that trigram context never occurred there (nothing when b did not either):
+Counts over the running text (a dynamic token n-gram, Kuhn & De Mori 1990): a name or a turn of phrase that
+came back recently usually comes back with the same neighbours, which the cosine above only sees through the
+network's outputs. After the cache, each row mixes in p_dyn(w | a, b) = count(a b w) / count(a b ·) over the
+last `count_window` ids of the running text, where (a, b) are the row's two previous tokens, or
+count(b w) / count(b ·) when that trigram context never occurred there (nothing when b did not either):
 
     p' = (1 − ν_c)·p_served + ν_c·p_dyn
 
@@ -41,7 +41,10 @@ when that trigram context never occurred there (nothing when b did not either):
 (a context seen once is a weaker estimate than one seen 16 times). The ν are chosen with μ on the validation
 tail (training/cache.py) and stored with them; a settings file without them (written before) serves ν = 0.
 The counts are read with NumPy from the history's ids, which are kept in reading order (which positions follow
-the same one or two ids), never from a per-token table that a tick would have to update.
+the same one or two ids), never from a per-token table that a tick would have to update. Their window is their
+own: an id costs 8 bytes to remember and one comparison per tick, a cache pair 200 floats and a dot product,
+so counts can afford a longer memory than the cache (chosen on the validation tail, training/cache.py). A
+settings file without `count_window` counts over the cache's window, as before it.
 
 `CacheHistory` holds the remembered pairs of a whole decoding batch (one row per sequence, a ring buffer of
 at most `window` pairs each) so that a tick scores every row's cache with one batched product; rows never
@@ -77,6 +80,8 @@ class CacheSettings:
     # 8-15, 16 or more times): after a trigram context, and after a bigram one (the trigram's was not there).
     trigram_weights: tuple[float, ...] = (0.0,) * COUNT_CLASSES
     bigram_weights: tuple[float, ...] = (0.0,) * COUNT_CLASSES
+    # How many recent ids the token n-gram counts over (None: the cache's window).
+    count_window: int | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists; the settings stay hashable and comparable as tuples.
@@ -94,6 +99,12 @@ class CacheSettings:
             raise ValueError(f"cache flatness must be a finite number >= 0, got {self.flatness!r}")
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"cache window must be a positive integer, got {self.window!r}")
+        if self.count_window is not None and (
+            isinstance(self.count_window, bool)
+            or not isinstance(self.count_window, int)
+            or self.count_window < 1
+        ):
+            raise ValueError(f"count_window must be a positive integer, got {self.count_window!r}")
         for name in ("trigram_weights", "bigram_weights"):
             value = getattr(self, name)
             if not (
@@ -104,6 +115,11 @@ class CacheSettings:
                 )
             ):
                 raise ValueError(f"{name} must be {COUNT_CLASSES} numbers in [0, 1), got {value!r}")
+
+    @property
+    def ids_window(self) -> int:
+        """How many recent ids the token n-gram counts over."""
+        return self.window if self.count_window is None else self.count_window
 
     @property
     def counts_used(self) -> bool:
@@ -118,12 +134,15 @@ class CacheSettings:
         data = asdict(self)
         if not self.counts_used:  # the file a program without the token n-gram reads too
             del data["trigram_weights"], data["bigram_weights"]
+        if data.get("count_window") is None:
+            data.pop("count_window", None)
         Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> CacheSettings:
         """Read what save wrote; ValueError naming the file for anything else (missing or unknown fields,
-        values out of range). The token n-gram's weights are optional (absent: ν = 0, as before them)."""
+        values out of range). The token n-gram's weights are optional (absent: ν = 0, as before them), and so
+        is its window (absent: the cache's)."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -155,7 +174,9 @@ class CacheHistory:
     """The remembered (unit output, next id) pairs of B sequences' prompts: one keys array (C_b, D) per row,
     ids (B, C) with -1 where a slot is empty (C the widest row's capacity), and how many pairs each row
     holds. A row's capacity C_b is the next power of two (at least 16) up to the window, so short prompts
-    never pay for a full window (the cache is a set: the order of its slots does not matter).
+    never pay for a full window (the cache is a set: the order of its slots does not matter). Beside them,
+    `count_ids` (B, C'): the last `count_window` ids of each row's prompt in reading order (-1 past a row's
+    count), what the token n-gram counts over.
 
     The keys are a list of per-row arrays, not one (B, C, D) block, because a batch changes shape on most
     ticks (a request joins, a candidate is pruned, a reply ends) and a block had to be copied whole each
@@ -163,15 +184,28 @@ class CacheHistory:
     change. Rows of one prompt (a request's candidates) share one keys array; selecting or stacking rows
     copies only the small ids and counts."""
 
-    __slots__ = ("counts", "ids", "keys", "window")
+    __slots__ = ("count_ids", "counts", "ids", "keys", "window")
 
-    def __init__(self, keys: list[np.ndarray], ids: np.ndarray, counts: np.ndarray, window: int) -> None:
+    def __init__(
+        self,
+        keys: list[np.ndarray],
+        ids: np.ndarray,
+        counts: np.ndarray,
+        window: int,
+        count_ids: np.ndarray | None = None,
+    ) -> None:
         self.keys, self.ids, self.counts, self.window = keys, ids, counts, window
+        self.count_ids = ids if count_ids is None else count_ids
 
     @classmethod
-    def of_text(cls, outputs: np.ndarray, next_ids: np.ndarray, window: int) -> CacheHistory:
+    def of_text(
+        cls, outputs: np.ndarray, next_ids: np.ndarray, window: int, count_window: int | None = None
+    ) -> CacheHistory:
         """One row: the last `window` pairs of a text read at once (outputs (T, D) after each token and the
-        token that followed each; a prompt gives T - 1 pairs, its last output has no successor yet)."""
+        token that followed each; a prompt gives T - 1 pairs, its last output has no successor yet), and
+        the last `count_window` (default: `window`) of those next ids for the token n-gram."""
+        count_window = window if count_window is None else count_window
+        counted = np.asarray(next_ids, dtype=np.int64)[len(next_ids) - min(len(next_ids), count_window) :]
         outputs, next_ids = outputs[len(outputs) - min(len(outputs), window) :], next_ids[-window:]
         count = len(next_ids)
         capacity = _capacity(count, window)
@@ -179,14 +213,20 @@ class CacheHistory:
         ids = np.full((1, capacity), -1, dtype=np.int64)
         keys[:count] = unit_rows(outputs)
         ids[0, :count] = next_ids
-        return cls([keys], ids, np.array([count], dtype=np.int64), window)
+        count_ids = np.full((1, _capacity(len(counted), count_window)), -1, dtype=np.int64)
+        count_ids[0, : len(counted)] = counted
+        return cls([keys], ids, np.array([count], dtype=np.int64), window, count_ids)
 
     def __len__(self) -> int:
         return len(self.counts)
 
     def select(self, rows: np.ndarray) -> CacheHistory:
         return CacheHistory(
-            [self.keys[row] for row in rows.tolist()], self.ids[rows], self.counts[rows], self.window
+            [self.keys[row] for row in rows.tolist()],
+            self.ids[rows],
+            self.counts[rows],
+            self.window,
+            self.count_ids[rows],
         )
 
     def stack(self, other: CacheHistory) -> CacheHistory:
@@ -196,17 +236,12 @@ class CacheHistory:
     @classmethod
     def concatenate(cls, histories: list[CacheHistory]) -> CacheHistory:
         """The rows of every history in order (sequences joining a batch together); the keys are shared."""
-        capacity = max(history.ids.shape[1] for history in histories)
-        ids = np.full((sum(len(history) for history in histories), capacity), -1, dtype=np.int64)
-        at = 0
-        for history in histories:
-            ids[at : at + len(history), : history.ids.shape[1]] = history.ids
-            at += len(history)
         return cls(
             [keys for history in histories for keys in history.keys],
-            ids,
+            _stack_rows([history.ids for history in histories]),
             np.concatenate([history.counts for history in histories]),
             histories[0].window,
+            _stack_rows([history.count_ids for history in histories]),
         )
 
     def similarities(self, unit: np.ndarray) -> np.ndarray:
@@ -218,6 +253,18 @@ class CacheHistory:
         for row, keys in enumerate(self.keys):
             np.matmul(keys, unit[row], out=found[row, : len(keys)])
         return found
+
+
+def _stack_rows(blocks: list[np.ndarray]) -> np.ndarray:
+    """Id blocks (B_k, C_k) one under the other, padded with -1 to the widest."""
+    stacked = np.full(
+        (sum(len(block) for block in blocks), max(block.shape[1] for block in blocks)), -1, np.int64
+    )
+    at = 0
+    for block in blocks:
+        stacked[at : at + len(block), : block.shape[1]] = block
+        at += len(block)
+    return stacked
 
 
 def stream_fill(n: int, window: int, start: int = 0) -> np.ndarray:
@@ -354,7 +401,7 @@ class ContinuousCache:
             for row, tokens in enumerate(recent):
                 tail = list(tokens[-2:])
                 previous[row, 2 - len(tail) :] = tail
-            rows, ids, values, classes = ngram_distribution(history.ids, previous)
+            rows, ids, values, classes = ngram_distribution(history.count_ids, previous)
             self._add(probabilities, rows, ids, values, self.settings.class_weights()[classes])
         return probabilities
 
@@ -402,7 +449,7 @@ class ContinuousCache:
         rows, ids, values, fill = self.stream_sparse(unit, next_ids, start, stop)
         self._add(probabilities, rows, ids, values, self.settings.weight * fill)
         if self.settings.counts_used:
-            rows, ids, values, classes = ngram_stream(next_ids, start, stop, self.window)
+            rows, ids, values, classes = ngram_stream(next_ids, start, stop, self.settings.ids_window)
             self._add(probabilities, rows, ids, values, self.settings.class_weights()[classes])
         return probabilities
 

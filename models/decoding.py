@@ -389,7 +389,8 @@ class Decoder:
         ids = np.asarray(prompt.ids, dtype=np.int64)
         history = None
         if self.cache is not None:
-            history = CacheHistory.of_text(outputs[:-1], ids[1:], self.cache.window)
+            settings = self.cache.settings
+            history = CacheHistory.of_text(outputs[:-1], ids[1:], settings.window, settings.ids_window)
         prefill: list[float | None] | None = None
         if logprobs:
             prefill = [None]

@@ -10,8 +10,9 @@ without the cache (the LSTM, or its mixture with the n-gram refitted on the trai
 exactly as training/mixture.py measures it). The (window, θ, μ) with the lowest validation cross-entropy
 win, except that a shorter window within WINDOW_TOLERANCE of the best is preferred (it is cheaper to serve); a
 μ of 0 means the cache does not help this model, and none is served. Then, on top of the chosen cache, the
-token n-gram's ν per context class (counts over the same window, models/cache.py), each on its own positions
-of the tail.
+token n-gram's ν per context class (models/cache.py), each on its own positions of the tail, for each of
+COUNT_WINDOWS at least as long as the cache's window: the shortest count window within
+COUNT_WINDOW_TOLERANCE of the best wins.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ WEIGHTS = np.round(np.linspace(0.0, 0.5, 51), 2)
 WINDOW_TOLERANCE = 0.002
 # ν of the token n-gram (counts over the cache's window), searched per context class.
 COUNT_WEIGHTS = np.round(np.linspace(0.0, 0.6, 61), 2)
+# How many recent ids the token n-gram may count over (those shorter than the chosen cache window are
+# skipped; the cache's own window is always a candidate). Remembering ids is cheap: these reach further.
+COUNT_WINDOWS = (1000, 2000, 5000, 10000)
+# A longer count window costs a tick little (one comparison per remembered id), so it needs to gain less.
+COUNT_WINDOW_TOLERANCE = 0.0005
 # Tokens read per network pass over the tail: bounds the memory of one LSTM forward (its gates are kept).
 PASS_TOKENS = 2048
 
@@ -161,13 +167,27 @@ def choose_cache(
     )
     loss, window, flatness, weight = chosen["nats"], chosen["window"], chosen["flatness"], chosen["weight"]
     trigram_weights = bigram_weights = (0.0,) * COUNT_CLASSES
-    counted = loss
+    counted, count_window, count_grid = loss, window, []
     if weight > 0:  # the counts are read from the cache's history: without a cache, none are served
         cached = (1.0 - weight * stream_fill(len(validation), window)) * served
         cached += weight * stream_fill(len(validation), window) * cache_p[(window, flatness)]
-        trigram_weights, bigram_weights, counted = choose_counts(cached, validation, window)
+        candidates = [window, *(w for w in COUNT_WINDOWS if w > window)]
+        fits = {w: choose_counts(cached, validation, w) for w in candidates}
+        count_grid = [{"count_window": w, "nats": fit[2]} for w, fit in fits.items()]
+        best = min(fit[2] for fit in fits.values())
+        count_window = min(w for w, fit in fits.items() if fit[2] <= best + COUNT_WINDOW_TOLERANCE)
+        trigram_weights, bigram_weights, counted = fits[count_window]
     settings = (
-        CacheSettings(weight, flatness, window, trigram_weights, bigram_weights) if weight > 0 else None
+        CacheSettings(
+            weight,
+            flatness,
+            window,
+            trigram_weights,
+            bigram_weights,
+            count_window if count_window != window else None,
+        )
+        if weight > 0
+        else None
     )
     report = {
         "weight": weight,
@@ -183,7 +203,9 @@ def choose_cache(
         "validation_best_nats": lowest,
         "trigram_weights": list(trigram_weights),
         "bigram_weights": list(bigram_weights),
+        "count_window": count_window,
         "validation_with_counts_nats": counted,
+        "count_grid": count_grid,
         "grid": measured,
     }
     return settings, report

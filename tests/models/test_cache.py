@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -211,9 +211,13 @@ def test_the_token_counts_follow_the_trigram_context_else_the_bigram_one() -> No
     assert classes.tolist() == [1 + COUNT_CLASSES + 1, 1 + 1, 0]
 
 
-def test_with_token_counts_the_tick_and_the_stream_serve_the_same_distribution() -> None:
+@pytest.mark.parametrize("count_window", [None, 40])
+def test_with_token_counts_the_tick_and_the_stream_serve_the_same_distribution(
+    count_window: int | None,
+) -> None:
     rng = np.random.default_rng(6)
-    cache = ContinuousCache(COUNTED)
+    settings = replace(COUNTED, count_window=count_window)
+    cache = ContinuousCache(settings)
     outputs = rng.standard_normal((60, D)).astype(np.float32)
     next_ids = np.tile(rng.integers(0, V, size=7), 9)[:60]  # a phrase that comes back: the counts find it
     unit = unit_rows(outputs)
@@ -228,12 +232,14 @@ def test_with_token_counts_the_tick_and_the_stream_serve_the_same_distribution()
     assert not np.allclose(at_once[20:], without[20:])  # the counts did move the distribution
     text = np.concatenate([[int(rng.integers(0, V))], next_ids])  # the token before the first target
     for t in range(60):  # a prompt of text[: t + 1]: t pairs remembered, its last two tokens the context
-        history = CacheHistory.of_text(outputs[:t], next_ids[:t], window=10)
+        history = CacheHistory.of_text(outputs[:t], next_ids[:t], 10, settings.ids_window)
         step = cache.mix(model[t : t + 1].copy(), outputs[t : t + 1], history, [text[: t + 1].tolist()])
         np.testing.assert_allclose(step.sum(), 1.0)
         np.testing.assert_allclose(at_once[t], step[0], rtol=1e-5, atol=1e-7)
     # In a batch (rows of different prompts), each row gets what it gets alone.
-    histories = [CacheHistory.of_text(outputs[:t], next_ids[:t], window=10) for t in (5, 30, 59)]
+    histories = [
+        CacheHistory.of_text(outputs[:t], next_ids[:t], 10, settings.ids_window) for t in (5, 30, 59)
+    ]
     batch = cache.mix(
         model[[5, 30, 59]].copy(),
         outputs[[5, 30, 59]],
@@ -242,12 +248,48 @@ def test_with_token_counts_the_tick_and_the_stream_serve_the_same_distribution()
     )
     np.testing.assert_allclose(batch, at_once[[5, 30, 59]], rtol=1e-5, atol=1e-7)
     # What the choice of ν reads: p_dyn of the token that came, and each position's class.
-    found, classes = ngram_target_probabilities(next_ids, 10)
+    found, classes = ngram_target_probabilities(next_ids, settings.ids_window)
     shares = COUNTED.class_weights()[classes]
-    only_counts = ContinuousCache(replace(COUNTED, weight=0.0)).mix_stream(
+    only_counts = ContinuousCache(replace(settings, weight=0.0)).mix_stream(
         np.zeros((60, V)), unit, next_ids, 0
     )
     np.testing.assert_allclose(only_counts[np.arange(60), next_ids], shares * found, atol=1e-12)
+
+
+def test_counts_over_a_longer_window_find_what_came_back_beyond_the_cache() -> None:
+    # The phrase 7 8 9 occurs once, 30 tokens before the end: a 10-id window has forgotten it, a 40-id one
+    # still proposes 9 after 7 8 (a trigram seen once), while the cache's own pairs stay the last 10.
+    rng = np.random.default_rng(8)
+    next_ids = np.concatenate([[7, 8, 9], rng.integers(0, 7, size=30), [7, 8]])  # 7 and 8 once before
+    outputs = rng.standard_normal((len(next_ids), D)).astype(np.float32)
+    text = np.concatenate([[1], next_ids])
+    model = np.full((1, V), 1.0 / V)
+    found = {}
+    for count_window in (None, 40):
+        settings = replace(COUNTED, weight=0.0, count_window=count_window)
+        history = CacheHistory.of_text(outputs, next_ids, 10, settings.ids_window)
+        assert (history.ids >= 0).sum() == 10
+        assert (history.count_ids >= 0).sum() == min(settings.ids_window, len(next_ids))
+        cache = ContinuousCache(settings)
+        found[count_window] = cache.mix(model.copy(), outputs[-1:], history, [text.tolist()])
+    assert found[None][0, 9] == pytest.approx(1.0 / V)
+    nu = COUNTED.trigram_weights[0]
+    assert found[40][0, 9] == pytest.approx((1 - nu) / V + nu)
+
+
+def test_the_count_window_is_saved_only_when_set_and_validated(tmp_path: Path) -> None:
+    longer = replace(COUNTED, count_window=2000)
+    longer.save(tmp_path / "cache.json")
+    assert json.loads((tmp_path / "cache.json").read_text(encoding="utf-8"))["count_window"] == 2000
+    assert CacheSettings.load(tmp_path / "cache.json") == longer
+    COUNTED.save(tmp_path / "same.json")
+    assert "count_window" not in json.loads((tmp_path / "same.json").read_text(encoding="utf-8"))
+    assert CacheSettings.load(tmp_path / "same.json").ids_window == COUNTED.window
+    for bad in (0, -5, 2.5, True):
+        bad_file = tmp_path / "bad.json"
+        bad_file.write_text(json.dumps({**asdict(COUNTED), "count_window": bad}), encoding="utf-8")
+        with pytest.raises(ValueError, match=r"bad\.json: count_window must be a positive integer"):
+            CacheSettings.load(bad_file)
 
 
 def test_a_settings_file_without_the_counts_serves_exactly_as_before(tmp_path: Path) -> None:
