@@ -6,11 +6,13 @@ The chat evaluation reports it (training/chat_evaluation.py), and chat's ranking
 time (training/relevance.py, `tune_rerank`): the weights of a linear score over features are those of a
 conditional logit, the softmax over each group with the real reply's log-probability maximised. Unlike
 R10@1 itself the likelihood is smooth, so a few weights fitted on a hundred exchanges do not chase ties of
-a grid's argmax.
+a grid's argmax. `shrinkage_by_cross_validation` chooses how strongly some of those weights are pulled to
+zero, so that features which carry nothing measurable on few groups are left out rather than fitted to noise.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,19 +43,24 @@ def r10_at_1(scores: Sequence[Sequence[float]]) -> float:
 
 
 def fit_conditional_logit(
-    features: np.ndarray, lower_bounds: Sequence[float | None] | None = None, l2: float = L2
+    features: np.ndarray,
+    lower_bounds: Sequence[float | None] | None = None,
+    l2: float = L2,
+    offset: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Weights w of score = features @ w maximising the mean log-probability of each group's first item
-    under the softmax over its group, minus l2 times the squared weights of the standardised features.
-    `features`: (groups, items, features); `lower_bounds`: per weight, in the original units, or None."""
+    """Weights w of score = features @ w (+ offset) maximising the mean log-probability of each group's first
+    item under the softmax over its group, minus l2 times the squared weights of the standardised features.
+    `features`: (groups, items, features); `lower_bounds`: per weight, in the original units, or None;
+    `offset`: (groups, items), a score already known, added with weight 1 (not fitted)."""
     count = features.shape[2]
     flat = features.reshape(-1, count)
     scale = flat.std(axis=0)
     scale[scale == 0] = 1.0
     standard = features / scale  # centring changes nothing within a group's softmax
+    known = np.zeros(features.shape[:2]) if offset is None else np.asarray(offset, dtype=np.float64)
 
     def loss(weights: np.ndarray) -> tuple[float, np.ndarray]:
-        scores = standard @ weights
+        scores = standard @ weights + known
         scores = scores - scores.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(scores).sum(axis=1))
         probabilities = np.exp(scores - log_norm[:, None])
@@ -69,3 +76,48 @@ def fit_conditional_logit(
         ]
     found = minimize(loss, np.zeros(count), jac=True, method="L-BFGS-B", bounds=bounds)
     return found.x / scale
+
+
+def first_log_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Per group (a row of `scores`), the log-probability of its first item under the softmax over the row."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted[:, 0] - np.log(np.exp(shifted).sum(axis=1))
+
+
+def shrinkage_by_cross_validation(
+    features: np.ndarray,
+    offset: np.ndarray,
+    penalties: Sequence[float],
+    lower_bounds: Sequence[float | None] | None = None,
+    folds: int = 5,
+) -> tuple[float, dict[str, float]]:
+    """The L2 penalty of `fit_conditional_logit(features, offset=offset)` among `penalties` (math.inf: the
+    weights are zero, the offset alone), chosen by the one-standard-error rule (Hastie, Tibshirani and
+    Friedman, The Elements of Statistical Learning, 7.10): the strongest penalty whose cross-validated mean
+    log-probability of the groups' first items is within one standard error of the best one's. The groups
+    fall into `folds` contiguous blocks (neighbouring groups share a scene). A feature that adds nothing
+    measurable to the offset is then left out instead of fitted to the noise of a few groups. Returns the
+    penalty and each penalty's cross-validated mean log-probability."""
+    groups = len(features)
+    blocks = np.array_split(np.arange(groups), min(folds, groups))
+    held: dict[float, np.ndarray] = {}
+    for penalty in penalties:
+        found = np.empty(groups)
+        for block in blocks:
+            rest = np.setdiff1d(np.arange(groups), block)
+            weights = (
+                np.zeros(features.shape[2])
+                if math.isinf(penalty)
+                else fit_conditional_logit(features[rest], lower_bounds, penalty, offset[rest])
+            )
+            found[block] = first_log_probabilities(features[block] @ weights + offset[block])
+        held[penalty] = found
+    best = max(penalties, key=lambda penalty: held[penalty].mean())
+
+    def within_one_error(penalty: float) -> bool:
+        difference = held[best] - held[penalty]
+        error = difference.std(ddof=1) / math.sqrt(groups) if groups > 1 else 0.0
+        return difference.mean() <= error
+
+    chosen = max(penalty for penalty in penalties if within_one_error(penalty))
+    return chosen, {f"{penalty:g}": round(float(held[penalty].mean()), 4) for penalty in penalties}

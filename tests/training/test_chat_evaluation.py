@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.artifacts import read_manifest
+from models.rerank import Evidence
 from training.characters import MAX_GAP_CHARS, Utterance, exchanges
+from training.chat_evaluation import MIN_WITH_TURN_WEIGHT, fit_beta_gamma
 from training.cli import main
+from training.response_selection import CHOICES, r10_at_1
 
 
 def test_exchanges_pair_consecutive_turns_of_different_speakers() -> None:
@@ -140,3 +144,35 @@ def test_response_selection_reads_a_real_reply_by_its_own_characters(tiny_model_
     own = chat.relevance.scores(said[0], answers[:1])[0]
     as_the_model_reads_it = chat.relevance.scores(said[0], ["<unk>字我认得。"])[0]
     assert found.lexical[0] == pytest.approx(own) and own != pytest.approx(as_the_model_reads_it)
+
+
+def _evidence(groups: int, pmi_weight: float, seed: int) -> list[Evidence]:
+    """Response selection's groups whose real reply (first) was chosen by the softmax of the lexical
+    relevance plus `pmi_weight` times the per-token mutual information; the replies' costs otherwise noise."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(groups):
+        tokens = rng.integers(5, 30, size=CHOICES).astype(float)
+        alone = -rng.uniform(2, 6, size=CHOICES) * tokens
+        with_turn = alone + rng.normal(0, 0.5, size=CHOICES) * tokens
+        lexical = rng.normal(0, 1.5, size=CHOICES)
+        score = lexical + pmi_weight * (with_turn - alone) / tokens
+        chosen = rng.choice(CHOICES, p=np.exp(score - score.max()) / np.exp(score - score.max()).sum())
+        order = [chosen, *(i for i in range(CHOICES) if i != chosen)]
+        found.append(Evidence(with_turn[order], alone[order], tokens[order], lexical[order]))
+    return found
+
+
+def test_beta_and_gamma_leave_out_the_model_when_it_adds_nothing_to_the_relevance() -> None:
+    found = _evidence(150, pmi_weight=0.0, seed=1)
+    beta, gamma, logit = fit_beta_gamma(found)
+    assert logit["penalty"] == "inf" and beta == 0.0 and gamma == pytest.approx(1 / MIN_WITH_TURN_WEIGHT)
+    # The served score then ranks as the lexical relevance does.
+    assert r10_at_1([e.scores(beta, gamma) for e in found]) == r10_at_1([e.lexical for e in found])
+
+
+def test_beta_and_gamma_keep_the_mutual_information_when_it_helps() -> None:
+    found = _evidence(300, pmi_weight=3.0, seed=2)
+    beta, gamma, logit = fit_beta_gamma(found)
+    assert logit["penalty"] != "inf" and beta == pytest.approx(1.0, abs=0.2) and 0.1 < gamma < 1.0
+    assert r10_at_1([e.scores(beta, gamma) for e in found]) > r10_at_1([e.lexical for e in found]) + 0.05

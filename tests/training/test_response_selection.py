@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from training.response_selection import CHOICES, comparison_groups, fit_conditional_logit, r10_at_1
+from training.response_selection import (
+    CHOICES,
+    comparison_groups,
+    fit_conditional_logit,
+    r10_at_1,
+    shrinkage_by_cross_validation,
+)
 
 
 def test_each_group_is_the_item_then_nine_distinct_others() -> None:
@@ -41,3 +49,30 @@ def test_a_lower_bound_holds_in_the_original_units() -> None:
     free = fit_conditional_logit(features)
     bounded = fit_conditional_logit(features, lower_bounds=[0.05, None])
     assert free[0] < 0 and bounded[0] == pytest.approx(0.05, abs=1e-6) and bounded[1] > 0
+
+
+def test_an_offset_enters_with_weight_one_and_only_the_rest_is_fitted() -> None:
+    truth = np.array([2.0, -1.0, 1.5])
+    features = _synthetic(4000, truth, seed=3)
+    offset = features[:, :, 2] * 1.5  # the third feature's part of the score, already known
+    fitted = fit_conditional_logit(features[:, :, :2], offset=offset)
+    assert fitted == pytest.approx(truth[:2], abs=0.15)
+
+
+def test_shrinkage_leaves_out_features_that_add_nothing_to_the_offset() -> None:
+    known = np.array([2.0])
+    rng = np.random.default_rng(4)
+    offset = _synthetic(150, known, seed=4)[:, :, 0] * 2.0  # the real item first, chosen by the offset
+    noise = rng.normal(size=(150, CHOICES, 2))  # unrelated to which item is first
+    penalty, measured = shrinkage_by_cross_validation(noise, offset, (1e-3, 1e-2, 1.0, math.inf))
+    assert math.isinf(penalty)
+    assert set(measured) == {"0.001", "0.01", "1", "inf"}
+
+
+def test_shrinkage_keeps_a_feature_that_adds_to_the_offset() -> None:
+    truth = np.array([1.0, 2.0])
+    features = _synthetic(400, truth, seed=5)
+    offset = features[:, :, 0]  # the first feature is known; the second carries as much again
+    penalty, measured = shrinkage_by_cross_validation(features[:, :, 1:], offset, (1e-3, 1e-2, 1.0, math.inf))
+    assert not math.isinf(penalty) and measured[f"{penalty:g}"] > measured["inf"] + 0.1
+    assert fit_conditional_logit(features[:, :, 1:], l2=penalty, offset=offset)[0] > 1.0
