@@ -99,6 +99,10 @@ def shrinkage_by_cross_validation(
     measurable to the offset is then left out instead of fitted to the noise of a few groups. Returns the
     penalty and each penalty's cross-validated mean log-probability."""
     groups = len(features)
+    if groups < 2 or math.inf not in penalties:
+        raise ValueError(
+            f"needs at least 2 groups and math.inf among the penalties, got {groups} and {penalties}"
+        )
     blocks = np.array_split(np.arange(groups), min(folds, groups))
     held: dict[float, np.ndarray] = {}
     for penalty in penalties:

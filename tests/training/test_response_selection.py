@@ -76,3 +76,11 @@ def test_shrinkage_keeps_a_feature_that_adds_to_the_offset() -> None:
     penalty, measured = shrinkage_by_cross_validation(features[:, :, 1:], offset, (1e-3, 1e-2, 1.0, math.inf))
     assert not math.isinf(penalty) and measured[f"{penalty:g}"] > measured["inf"] + 0.1
     assert fit_conditional_logit(features[:, :, 1:], l2=penalty, offset=offset)[0] > 1.0
+
+
+def test_shrinkage_needs_groups_to_cross_validate_and_the_offset_alone_to_fall_back_on() -> None:
+    features = _synthetic(20, np.array([1.0]), seed=6)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        shrinkage_by_cross_validation(features[:1], features[:1, :, 0], (1e-3, math.inf))
+    with pytest.raises(ValueError, match=r"math\.inf"):
+        shrinkage_by_cross_validation(features, features[:, :, 0], (1e-3, 1e-2))
