@@ -442,9 +442,18 @@ class Chat:
             reply_log_probs=reply_log_probs,
         )
 
-    def evidence_of(self, pools: Sequence[Candidates]) -> list[Evidence]:
-        """`evidence` of many prompts' candidates, scored together (the chat evaluation's thousands)."""
-        return evidence(self.decoder, pools, self.relevance)
+    def evidence_of(self, pools: Sequence[Candidates], prior: bool = True) -> list[Evidence]:
+        """`evidence` of many prompts' candidates, scored together (the chat evaluation's thousands);
+        `prior` False leaves log p(reply) out (see `_ranking_reads_prior`)."""
+        return evidence(self.decoder, pools, self.relevance, prior)
+
+    @property
+    def _ranking_reads_prior(self) -> bool:
+        """Whether this model's ranking reads log p(reply) after the opening alone: not with β 0 (chosen
+        where the model's terms add nothing to the lexical relevance, training/chat_evaluation.py), and
+        then a served pool skips that pass, the only one over the network its ranking makes when the
+        decoding recorded the candidates' log-probabilities after the prompt."""
+        return self.rerank.beta != 0.0
 
     def score(
         self, prompt: ChatPrompt, candidates: Sequence[Sequence[int]], read: Generation | None = None
@@ -452,7 +461,7 @@ class Chat:
         """The relevance of each candidate reply (token ids) to the prompt's turn, as this model ranks."""
         if not candidates:
             return []
-        found = self.evidence(prompt, candidates, read)
+        found = self.evidence_of([self.pool(prompt, candidates, read)], self._ranking_reads_prior)[0]
         return found.scores(self.rerank.beta, self.rerank.lexical).tolist()
 
     def rank_replies(self, prompt: ChatPrompt, generations: Sequence[Generation]) -> list[ChatReply]:
@@ -470,7 +479,8 @@ class Chat:
             [
                 self.pool(prompt, [self.candidate_ids(g) for g in pool], pool[0])
                 for prompt, pool in zip(prompts, pools, strict=True)
-            ]
+            ],
+            self._ranking_reads_prior,
         )
         ranked_pools = []
         for prompt, pool, evidence_ in zip(prompts, pools, found, strict=True):
@@ -560,7 +570,9 @@ class Chat:
         """`prune` for many pools at once: their starts are scored in one pass."""
         config = self.rerank
         lexical = config.lexical if config.prune_lexical is None else config.prune_lexical
-        found = self.evidence_of([self._started_pool(prompt, pool) for prompt, pool, _ in pools])
+        found = self.evidence_of(
+            [self._started_pool(prompt, pool) for prompt, pool, _ in pools], self._ranking_reads_prior
+        )
         stopped = []
         for (_, pool, keep), evidence_ in zip(pools, found, strict=True):
             order = rank(evidence_.scores(config.beta, lexical).tolist(), [True] * len(pool))

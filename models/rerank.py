@@ -159,7 +159,7 @@ class Evidence:
     """What the relevance of each candidate is computed from: its log-probability after the prompt and
     after the character's opening alone (sums over its tokens), its number of tokens, and its lexical
     relevance to the turn (models/relevance.py). Kept apart from β and γ so a tuning pass scores every
-    setting at once."""
+    setting at once. `alone` is zeros when it was not computed (`evidence` without `prior`: β 0)."""
 
     with_turn: np.ndarray
     alone: np.ndarray
@@ -192,20 +192,25 @@ class Candidates:
 
 
 def evidence(
-    decoder: Decoder, pools: Sequence[Candidates], relevance: LexicalRelevance | None
+    decoder: Decoder, pools: Sequence[Candidates], relevance: LexicalRelevance | None, prior: bool = True
 ) -> list[Evidence]:
     """The Evidence of each pool of candidates, every pool's log-probabilities computed together
-    (`many_continuation_log_probs`: each prompt and each opening read once)."""
+    (`many_continuation_log_probs`: each prompt and each opening read once). `prior` False: log p(reply)
+    is not computed (zeros), for a ranking whose β is 0 and so never reads it."""
     # Both terms in one pass: the continuations after the prompts (unless recorded), then the same ones after
     # the openings.
     unknown = [pool for pool in pools if pool.reply_log_probs is None]
+    openings = pools if prior else []
     found = many_continuation_log_probs(
         decoder,
         [(pool.prompt_ids, pool.replies) for pool in unknown]
-        + [(pool.prior_ids, pool.replies) for pool in pools],
-        [pool.prompt_state for pool in unknown] + [None] * len(pools),
+        + [(pool.prior_ids, pool.replies) for pool in openings],
+        [pool.prompt_state for pool in unknown] + [None] * len(openings),
     )
-    computed, alone = iter(found[: len(unknown)]), found[len(unknown) :]
+    computed = iter(found[: len(unknown)])
+    alone = (
+        found[len(unknown) :] if prior else [[np.zeros(len(ids)) for ids in pool.replies] for pool in pools]
+    )
     given_turn = [
         [np.asarray(values, dtype=np.float64) for values in pool.reply_log_probs]
         if pool.reply_log_probs is not None

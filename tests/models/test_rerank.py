@@ -140,3 +140,23 @@ def test_a_pruned_pool_keeps_its_best_start_and_stops_the_others(
     # The pruning itself read each start's probabilities off the decoding that drew it.
     assert [len(g.model_logprobs) for g in pool] == [len(start) for start in starts]
     assert chat.rank_replies(prompt, pool)[0].generation is survivors[0]
+
+
+def test_a_ranking_with_beta_0_skips_the_prior_and_ranks_as_with_it(
+    model: TrainedModel, decoder: Decoder
+) -> None:
+    config = RerankConfig(candidates=4, beta=0.0, lexical=1000.0, prune_after=2, prune_lexical=0.5)
+    chat = Chat(decoder, model.characters, memory=model.memory, rerank=config)
+    prompt = chat.render([Message("user", "妹妹往那里去？")], character="黛玉")
+    params = chat.sampling(SamplingParams(max_new_tokens=20, do_sample=True, temperature=1.0, seed=5))
+    pool = chat.draw(prompt, params, 4)
+    replies = [chat.candidate_ids(g) for g in pool]
+    candidates = chat.pool(prompt, replies)
+    skipped, computed = chat.evidence_of([candidates], prior=False)[0], chat.evidence_of([candidates])[0]
+    assert not skipped.alone.any() and computed.alone.all()  # log p(reply) < 0 for every reply
+    assert skipped.with_turn.tolist() == pytest.approx(computed.with_turn.tolist())
+    assert skipped.scores(0.0, 1000.0).tolist() == pytest.approx(computed.scores(0.0, 1000.0).tolist())
+    assert chat.score(prompt, replies) == pytest.approx(computed.scores(0.0, 1000.0).tolist())
+    # With β ≠ 0 the prior is read: the score is the full mutual information's.
+    with_prior = Chat(decoder, model.characters, memory=model.memory, rerank=RerankConfig(beta=1.0))
+    assert with_prior.score(prompt, replies) == pytest.approx(computed.scores(1.0, 2.0).tolist())
