@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
 from models.vocabulary import UNKNOWN_TOKEN
+from training.characters import Extraction
 from training.corpus import Corpus, CorpusError, load_corpus
 from training.errors import UsageError
+from training.name_words import write_name_dictionary
 from training.segment import Segmentation, segment_corpus
 from training.split import TokenStream, ids_and_split
 from training.timings import StageTimings
@@ -34,6 +37,11 @@ class Prepared:
     min_count: int
     min_char_count: int
     timings: StageTimings = field(default_factory=StageTimings)
+    # The dictionary the tokenizer used (the user's, plus the speakers' names with --name-words), and the
+    # speakers found for it (None when names were not looked for: then the characters stage finds them).
+    user_dict: Path | None = None
+    extraction: Extraction | None = None
+    name_words: list[str] = field(default_factory=list)
 
     def vocabulary(self) -> dict:
         """The manifest's "vocabulary" section."""
@@ -58,10 +66,12 @@ class Prepared:
         }
 
 
-def make_tokenizer(args: argparse.Namespace) -> Tokenizer:
+def make_tokenizer(args: argparse.Namespace, user_dict: Path | None = None) -> Tokenizer:
+    """The tokenizer of the command line, with `user_dict` (default: --user-dict) as its dictionary."""
+    user_dict = args.user_dict if user_dict is None else user_dict
     try:
-        tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
-        if args.user_dict is not None:
+        tokenizer = Tokenizer(user_dict, hmm=args.hmm, mode=args.tokenizer)
+        if user_dict is not None:
             # A bad user dictionary fails here, as a usage error, not inside a worker. Without one the
             # dictionary is loaded only when there is something to cut (not on a cache hit: it takes ~1 s).
             tokenizer.cut("")
@@ -83,8 +93,14 @@ def prepare(args: argparse.Namespace) -> Prepared:
             )
         except CorpusError as exc:
             raise UsageError(str(exc)) from exc
+    user_dict, extraction, names = args.user_dict, None, []
+    if args.tokenizer == "jieba" and args.name_words:
+        with timings.stage("characters"):
+            # The speakers first, so that their names are words of the segmentation (training/name_words.py).
+            path = checkpoint_dir_for(args.out) / "segmentation_dict.txt"
+            user_dict, extraction, names = write_name_dictionary(corpus.chapters, args.user_dict, path)
     with timings.stage("segmentation"):
-        tokenizer = make_tokenizer(args)
+        tokenizer = make_tokenizer(args, user_dict)
         segmentation = segment_corpus(corpus.chapters, tokenizer, args.cache_dir, args.workers)
     if segmentation.tokens == 0:
         raise UsageError(f"{corpus.source}: segmentation produced no tokens")
@@ -103,4 +119,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
         args.min_count,
         args.min_char_count,
         timings,
+        user_dict,
+        extraction,
+        names,
     )

@@ -115,8 +115,8 @@ def _write(
                 mixture.save(tmp / NGRAM_FILE)
             if cache is not None:
                 cache.settings.save(tmp / CACHE_FILE)
-            if args.user_dict is not None:
-                shutil.copyfile(args.user_dict, tmp / USER_DICT_FILE)
+            if prepared.user_dict is not None:
+                shutil.copyfile(prepared.user_dict, tmp / USER_DICT_FILE)
             if network is not None:
                 # Imported here: matplotlib takes a while to load and --vectors-only draws no report.
                 from training.report import write_report
@@ -137,20 +137,27 @@ def run_training(args: argparse.Namespace) -> dict:
     timings = prepared.timings
     manifest: dict = {
         "corpus": {**prepared.corpus.manifest(), "tokens": prepared.segmentation.tokens},
-        "segmentation": {**prepared.segmentation.settings, "cache_hit": prepared.segmentation.cache_hit},
+        "segmentation": {
+            **prepared.segmentation.settings,
+            "cache_hit": prepared.segmentation.cache_hit,
+            "name_words": len(prepared.name_words),
+        },
         "word2vec": prepared.word2vec,
         "vocabulary": prepared.vocabulary(),
     }
     characters = network = mixture = cache = memory = None
     if fit_config is not None:  # a servable model (--vectors-only writes vectors for other tools)
-        with timings.stage("characters"):
-            # Who speaks, for chat: a novel without quoted dialogue simply has no characters.
-            extraction = extract_characters(prepared.corpus.chapters, user_dict=args.user_dict)
-            characters = extraction.characters
-            manifest["characters"] = {
-                **characters.summary(),
-                "top": [{"name": c.name, "utterances": c.utterances} for c in characters.characters[:10]],
-            }
+        # Who speaks, for chat: a novel without quoted dialogue simply has no characters. Found before
+        # segmentation when their names became words (--name-words).
+        extraction = prepared.extraction
+        if extraction is None:
+            with timings.stage("characters"):
+                extraction = extract_characters(prepared.corpus.chapters, user_dict=args.user_dict)
+        characters = extraction.characters
+        manifest["characters"] = {
+            **characters.summary(),
+            "top": [{"name": c.name, "utterances": c.utterances} for c in characters.characters[:10]],
+        }
         with timings.stage("fit"):
             network, training_summary = _fit(args, prepared, fit_config)
         manifest["network"] = asdict(network.config)
@@ -167,7 +174,7 @@ def run_training(args: argparse.Namespace) -> dict:
                 )
                 cache = ContinuousCache(settings) if settings is not None else None
         # The model as the server will decode it, for the held-out samples and the chat figures.
-        tokenizer = Tokenizer(args.user_dict, hmm=args.hmm, mode=args.tokenizer)
+        tokenizer = Tokenizer(prepared.user_dict, hmm=args.hmm, mode=args.tokenizer)
         decoder = Decoder(network, prepared.vectors, tokenizer, mixture, cache)
         with timings.stage("evaluate"):
             manifest["evaluation"] = evaluate(
@@ -179,15 +186,21 @@ def run_training(args: argparse.Namespace) -> dict:
             )
         print(format_table(manifest["evaluation"]))
         with timings.stage("memory"):
+            utterances = extraction.utterances
+            if prepared.user_dict != args.user_dict:
+                # The speakers' names are dictionary words now: read the dialogue with the model's own
+                # dictionary, as `python -m training evaluate` will (the names were found without it).
+                chapters = prepared.corpus.chapters
+                utterances = extract_characters(chapters, user_dict=prepared.user_dict).utterances
             memory = chat_memory(
-                decoder, tokenizer, characters, prepared.corpus.chapters, extraction.utterances,
+                decoder, tokenizer, characters, prepared.corpus.chapters, utterances,
                 prepared.held_out_chapters,
             )  # fmt: skip
             manifest["memory"] = {**memory.settings, "exchanges": len(memory)}
         with timings.stage("chat_evaluation"):
             manifest["chat_evaluation"] = chat_figures(
-                decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, args.user_dict,
-                memory=memory, utterances=extraction.utterances,
+                decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, prepared.user_dict,
+                memory=memory, utterances=utterances,
             )  # fmt: skip
     # The same dicts, so the "write" stage timed while the directory is built is in manifest.json too.
     manifest["timings"] = timings.seconds
