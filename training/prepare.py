@@ -66,9 +66,9 @@ class Prepared:
         }
 
 
-def make_tokenizer(args: argparse.Namespace, user_dict: Path | None = None) -> Tokenizer:
-    """The tokenizer of the command line, with `user_dict` (default: --user-dict) as its dictionary."""
-    user_dict = args.user_dict if user_dict is None else user_dict
+def make_tokenizer(args: argparse.Namespace, user_dict: Path | None) -> Tokenizer:
+    """The tokenizer of the command line, with `user_dict` as its dictionary (--user-dict, or the file that
+    adds the speakers' names to it)."""
     try:
         tokenizer = Tokenizer(user_dict, hmm=args.hmm, mode=args.tokenizer)
         if user_dict is not None:
