@@ -205,7 +205,7 @@ class CacheHistory:
         token that followed each; a prompt gives T - 1 pairs, its last output has no successor yet), and
         the last `count_window` (default: `window`) of those next ids for the token n-gram."""
         count_window = window if count_window is None else count_window
-        counted = np.asarray(next_ids, dtype=np.int64)[len(next_ids) - min(len(next_ids), count_window) :]
+        counted = np.asarray(next_ids[-count_window:], dtype=np.int64)
         outputs, next_ids = outputs[len(outputs) - min(len(outputs), window) :], next_ids[-window:]
         count = len(next_ids)
         capacity = _capacity(count, window)

@@ -120,7 +120,7 @@ def shrinkage_by_cross_validation(
 
     def within_one_error(penalty: float) -> bool:
         difference = held[best] - held[penalty]
-        error = difference.std(ddof=1) / math.sqrt(groups) if groups > 1 else 0.0
+        error = difference.std(ddof=1) / math.sqrt(groups)  # groups >= 2: checked above
         return difference.mean() <= error
 
     chosen = max(penalty for penalty in penalties if within_one_error(penalty))
