@@ -183,8 +183,9 @@ def test_regularisation_follows_the_size_of_the_novel_unless_set() -> None:
     assert small.recurrent_dropout == 0.3
     assert (large.dropout, large.locked_dropout, large.embedding_dropout) == (0.3, False, 0.0)
     assert large.recurrent_dropout == 0.0
-    # Soft tying of the separate vectors for a small novel only (measured there, not on a large one)
-    assert (small.tie_pull, large.tie_pull) == (10.0, 0.0)
+    # Soft tying of the separate vectors for every size, unless set
+    assert (small.tie_pull, large.tie_pull) == (10.0, 10.0)
+    assert FitConfig(tie_pull=0.0).for_corpus(400_000).tie_pull == 0.0
     # A small novel's epochs are short: it waits longer for a better validation loss.
     assert (small.patience, large.patience) == (4, 2)
     chosen = FitConfig(dropout=0.1, locked_dropout=False).for_corpus(120_000)
