@@ -338,3 +338,30 @@ def test_adam_folding_the_moving_average_in_equals_a_separate_pass_after_it() ->
     for name in folded:
         np.testing.assert_array_equal(folded[name], separate[name])
         np.testing.assert_array_equal(folded_average[name], separate_average[name])
+
+
+def test_adam_folding_the_pull_and_average_in_equals_separate_passes_after_it() -> None:
+    # Two networks alike; one steps, pulls its vectors together and averages in Adam's blocks, the other in
+    # passes after the step (what training does with weight decay between them). V·D spans several blocks.
+    V, D = 230, 200
+    assert V * D > fit_module.UPDATE_BLOCK
+    embedding = np.random.default_rng(4).normal(size=(V, D))
+    config = FitConfig(hidden=4, loss="cos_softmax").for_corpus(1000).network_config(V, D)
+    folded, separate = (Network(config, embedding, np.random.default_rng(5)) for _ in range(2))
+    averages = [{name: p.copy() for name, p in net.params.items()} for net in (folded, separate)]
+    adams = [Adam(folded.params), Adam(separate.params)]
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        grads = {name: rng.standard_normal(p.shape).astype(p.dtype) for name, p in folded.params.items()}
+        pull = fit_module.VectorPull("input.offset", "out.vectors", folded.embedding, 0.03)
+        adams[0].update(folded.params, grads, 0.01, averages[0], 0.995, pull)
+        adams[1].update(separate.params, grads, 0.01)
+        fit_module.pull_vectors_together(separate, 0.03, np.empty((V, D), dtype=np.float32))
+        decay = fit_module.average_decay(0.995, adams[1].t)
+        for name, param in separate.params.items():
+            averages[1][name] *= decay
+            averages[1][name] += param * (1 - decay)
+    assert np.abs(_vector_gap(folded)).mean() > 0  # the vectors moved apart and were pulled, not tied
+    for name in folded.params:
+        np.testing.assert_array_equal(folded.params[name], separate.params[name])
+        np.testing.assert_array_equal(averages[0][name], averages[1][name])
