@@ -460,12 +460,7 @@ class Adam:
             )
             self._step(go, mo, vo, so, po, step)
             self._step(gu, mu, vu, su, pu, step)
-            # pull_vectors_together on this block, su as its scratch
-            np.subtract(pu, po, out=su)
-            su -= blocks[-1]
-            su *= pull.amount / 2
-            pu -= su
-            po += su
+            _pull_into(po, pu, blocks[-1], pull.amount, su)
             if mean_o:
                 _average_into(mean_o[0], po, so, decay)
                 _average_into(mean_u[0], pu, su, decay)
@@ -569,9 +564,16 @@ def pull_vectors_together(network: Network, amount: float, scratch: np.ndarray) 
     towards each other, each by amount / 2 of the gap between them, in place (the gap shrinks by `amount`,
     their mean stays). Both start equal (the offset at 0, the output vectors at word2vec), so amount 0 keeps
     them separate and amount 1 after every update keeps them tied. `scratch` is a (V, D) work array."""
-    offset, output = network.params["input.offset"], network.params["out.vectors"]
+    params = network.params
+    _pull_into(params["input.offset"], params["out.vectors"], network.embedding, amount, scratch)
+
+
+def _pull_into(
+    offset: np.ndarray, output: np.ndarray, embedding: np.ndarray, amount: float, scratch: np.ndarray
+) -> None:
+    """pull_vectors_together on aligned arrays (whole matrices or blocks of them), in place."""
     np.subtract(output, offset, out=scratch)
-    scratch -= network.embedding
+    scratch -= embedding
     scratch *= amount / 2
     output -= scratch
     offset += scratch
