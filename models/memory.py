@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import MEMORY_FILE, read_json_file
-from models.relevance import FEATURES, UNLEARNED_WEIGHTS, LexicalRelevance
+from models.relevance import BILINEAR, FEATURES, UNLEARNED_WEIGHTS, LexicalRelevance
 from models.rerank import RerankConfig
 from models.vectors import WordVectors
 
@@ -116,9 +116,20 @@ class ExchangeMemory:
         model's word vectors and tokenizer; None for a memory without document frequencies."""
         if not self.character_idf:
             return None
-        unseen_idf = bool((self.settings.get("relevance") or {}).get("unseen_idf", False))
+        learned = self.settings.get("relevance") or {}
+        unseen_idf = bool(learned.get("unseen_idf", False))
+        matrix = (learned.get("bilinear") or {}).get("matrix")
+        weights = self.relevance_weights
+        if matrix is not None and vectors is None:
+            weights.pop(BILINEAR, None)  # its sentence vectors need the word vectors, as `word2vec` does
         return LexicalRelevance(
-            self.character_idf, self.word_idf, self.relevance_weights, vectors, cut, unseen_idf
+            self.character_idf,
+            self.word_idf,
+            weights,
+            vectors,
+            cut,
+            unseen_idf,
+            None if matrix is None or vectors is None else np.asarray(matrix, dtype=np.float64),
         )
 
     # --------------------------------------------------------------------------------------- retrieval
@@ -167,6 +178,18 @@ class ExchangeMemory:
         return ExchangeMemory(
             [self.exchanges[i] for i in keep], postings, self.settings, self.character_idf, self.word_idf
         )
+
+    def summary(self) -> dict:
+        """The settings and the number of exchanges, for the manifest: the bilinear feature's matrix (tens of
+        thousands of numbers) is named by its shape, it lives in memory.json."""
+        settings = dict(self.settings)
+        learned = settings.get("relevance")
+        bilinear = (learned or {}).get("bilinear") or {}
+        if "matrix" in bilinear:
+            rows = len(bilinear["matrix"])
+            shape = f"{rows}x{len(bilinear['matrix'][0]) if rows else 0} in {MEMORY_FILE}"
+            settings["relevance"] = {**learned, "bilinear": {**bilinear, "matrix": shape}}
+        return {**settings, "exchanges": len(self)}
 
     # ------------------------------------------------------------------------------------------ storage
     def to_json(self) -> dict:
@@ -244,6 +267,16 @@ class ExchangeMemory:
             raise ValueError(f"relevance.weights must map some of {list(FEATURES)} to finite numbers")
         if learned and not isinstance(learned.get("unseen_idf", False), bool):
             raise ValueError("relevance.unseen_idf must be true or false (absent: false)")
+        matrix = ((learned or {}).get("bilinear") or {}).get("matrix")
+        if weights and weights.get(BILINEAR) and matrix is None:
+            raise ValueError(f"relevance.weights has {BILINEAR} but relevance.bilinear.matrix is missing")
+        if matrix is not None:
+            try:
+                array = np.asarray(matrix, dtype=np.float64)
+            except (TypeError, ValueError):
+                array = np.zeros(0)
+            if array.ndim != 2 or array.shape[0] != array.shape[1] or not np.all(np.isfinite(array)):
+                raise ValueError("relevance.bilinear.matrix must be a square list of lists of finite numbers")
         try:
             rerank = memory.rerank
         except (TypeError, ValueError):

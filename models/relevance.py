@@ -10,6 +10,10 @@ is a weighted sum of cosines between the two texts:
 * `word2vec`: the model's own word vectors, each word's unit vector weighted by its idf, summed per text,
 * `character_vectors`: the same over the text's characters that the model's vocabulary holds as tokens
   (the characters it spells rare words with): related characters count, not only the same ones,
+* `word2vec_bilinear`: u(turn)ᵀ M u(reply), u the `word2vec` feature's unit vector and M a matrix learned at
+  training time on the training chapters' adjacent quotes (training/bilinear.py, a small dual encoder): which
+  directions of a turn's meaning the answers to it take up (a question about health, an answer about
+  medicine), where the plain cosine only sees the same direction; one small mat-vec per candidate,
 * `length`: log(1 + the reply's letters and digits), not a cosine: the cosines of a long reply meet more
   of the turn by chance, and its learned weight takes that back,
 * `character_grams`: characters and pairs in one TF-IDF (what chat scored by before the weights were
@@ -45,8 +49,11 @@ FEATURES = (
     "character_vectors",
     "length",
     "character_grams",
+    "word2vec_bilinear",
 )
 LEARNED_FEATURES = FEATURES[:6]
+# Learned only where its matrix was (and where it helped in cross-validation: training/relevance.py).
+BILINEAR = "word2vec_bilinear"
 # What a memory.json without learned weights scores by: the character cosine chat used before.
 UNLEARNED_WEIGHTS = {"character_grams": 1.0}
 # A word counts only if it holds a letter or a digit (as the memory's BM25 index counts words).
@@ -119,20 +126,39 @@ class LexicalRelevance:
         vectors: WordVectors | None = None,
         cut: Callable[[str], list[str]] | None = None,
         unseen_idf: bool = False,
+        bilinear: np.ndarray | None = None,
     ) -> None:
         """`unseen_idf`: a gram or word without a document frequency weighs as one seen in a single
-        document (the largest idf of its table), instead of not at all."""
+        document (the largest idf of its table), instead of not at all. `bilinear`: the (dim, dim) matrix
+        M of `word2vec_bilinear` (needed when that feature has a weight)."""
         unknown = sorted(set(weights) - set(FEATURES))
         if unknown:
             raise ValueError(f"relevance weights name unknown features {unknown}; known: {list(FEATURES)}")
         if any(weights.get(name) for name in ("words", "word2vec")) and cut is None:
             raise ValueError("the word features need the tokenizer's cut")
+        if weights.get(BILINEAR) and bilinear is None:
+            raise ValueError(f"a weight for {BILINEAR} needs its matrix")
+        if bilinear is not None:
+            bilinear = np.asarray(bilinear, dtype=np.float64)
+            dim = None if vectors is None else vectors.unit.shape[1]
+            if (
+                bilinear.ndim != 2
+                or bilinear.shape[0] != bilinear.shape[1]
+                or dim not in (None, len(bilinear))
+            ):
+                raise ValueError(
+                    f"the {BILINEAR} matrix must be (dim, dim) for {dim}-dimensional word vectors, "
+                    f"got shape {bilinear.shape}"
+                )
+            if not np.all(np.isfinite(bilinear)):
+                raise ValueError(f"the {BILINEAR} matrix holds NaN or infinite values")
         self.character_idf = dict(character_idf)
         self.word_idf = dict(word_idf)
         self.weights = {name: float(weight) for name, weight in weights.items()}
         self.vectors = vectors
         self.cut = cut
         self.unseen_idf = unseen_idf
+        self.bilinear = bilinear
         self._unseen_character = max(self.character_idf.values(), default=None) if unseen_idf else None
         self._unseen_word = max(self.word_idf.values(), default=None) if unseen_idf else None
 
@@ -153,17 +179,22 @@ class LexicalRelevance:
             grams = {"characters": chars, "character_pairs": pairs, "character_grams": chars + pairs}
             for name in grams.keys() & wanted:
                 found[name] = tfidf_vector(grams[name], self.character_idf, self._unseen_character)
-        if {"words", "word2vec"} & wanted:
+        if {"words", "word2vec", BILINEAR} & wanted:
             words = self.words(text)
             if "words" in wanted:
                 found["words"] = tfidf_vector(words, self.word_idf, self._unseen_word)
-            if "word2vec" in wanted:
-                found["word2vec"] = self._embedding(words, self.word_idf, self._unseen_word)
+            if {"word2vec", BILINEAR} & wanted:
+                embedding = self._embedding(words, self.word_idf, self._unseen_word)
+                found.update({name: embedding for name in ("word2vec", BILINEAR) if name in wanted})
         if "character_vectors" in wanted:
             found["character_vectors"] = self._embedding(chars, self.character_idf, self._unseen_character)
         if "length" in wanted:
             found["length"] = math.log1p(len(chars))
         return found
+
+    def sentence_vector(self, words: list[str]) -> np.ndarray | None:
+        """The `word2vec` feature's unit vector of a text's words (`words`), None without a known word."""
+        return self._embedding(words, self.word_idf, self._unseen_word)
 
     def _embedding(
         self, tokens: list[str], idf: Mapping[str, float], unseen: float | None
@@ -185,14 +216,16 @@ class LexicalRelevance:
         norm = float(np.linalg.norm(total))
         return total / norm if norm > 0 else None
 
-    @staticmethod
-    def compare(turn: TextVectors, reply: TextVectors, names: Sequence[str]) -> list[float]:
+    def compare(self, turn: TextVectors, reply: TextVectors, names: Sequence[str]) -> list[float]:
         """The named features of a reply to a turn (both read with at least those names)."""
         found = []
         for name in names:
             first, second = turn[name], reply[name]
             if name == "length":
                 found.append(float(second))  # type: ignore[arg-type]
+            elif name == BILINEAR:
+                both = first is not None and second is not None and self.bilinear is not None
+                found.append(float(first @ self.bilinear @ second) if both else 0.0)  # type: ignore[operator]
             elif name in _EMBEDDINGS:
                 both = first is not None and second is not None
                 found.append(float(first @ second) if both else 0.0)  # type: ignore[operator]

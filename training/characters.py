@@ -395,3 +395,25 @@ def exchanges(utterances: list[Utterance], chapters: set[int]) -> list[tuple[Utt
         ):
             pairs.append((first, second))
     return pairs
+
+
+def adjacent_quotes(chapters: list[str], numbers: set[int]) -> list[tuple[int, str, str]]:
+    """(chapter, first, second): every quote of `chapters[n]` for n in `numbers` and the quote after it,
+    when at most MAX_GAP_CHARS of narration stand between them, attributed or not and whoever speaks (a
+    speaker going on after a pause says something related too). More pairs of related speech than the
+    attributed exchanges, for what is learned from pairs alone (training/bilinear.py). Chapters 0-based."""
+    open_, close = quote_pair("\n".join(chapters[n] for n in sorted(numbers) if n < len(chapters)))
+    quote = re.compile(re.escape(open_) + f"([^{re.escape(open_ + close)}]*)" + re.escape(close))
+    pairs = []
+    for number in sorted(numbers):
+        if number >= len(chapters):
+            continue
+        found = list(quote.finditer(chapters[number]))
+        for first, second in itertools.pairwise(found):
+            if (
+                0 <= second.start() - first.end() <= MAX_GAP_CHARS
+                and first.group(1).strip()
+                and second.group(1).strip()
+            ):
+                pairs.append((number, first.group(1), second.group(1)))
+    return pairs

@@ -196,7 +196,7 @@ def run_training(args: argparse.Namespace) -> dict:
                 decoder, tokenizer, characters, prepared.corpus.chapters, utterances,
                 prepared.held_out_chapters,
             )  # fmt: skip
-            manifest["memory"] = {**memory.settings, "exchanges": len(memory)}
+            manifest["memory"] = memory.summary()
         with timings.stage("chat_evaluation"):
             manifest["chat_evaluation"] = chat_figures(
                 decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, prepared.user_dict,

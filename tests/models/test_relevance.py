@@ -161,3 +161,37 @@ def test_memory_json_with_bad_relevance_weights_is_refused(tiny_model_dir: Path,
     data = {**model.memory.to_json(), "relevance": {"weights": weights}}
     with pytest.raises(ValueError, match=r"relevance\.weights"):
         ExchangeMemory.from_json(data)
+
+
+def test_the_bilinear_feature_is_the_turns_vector_times_m_times_the_replys() -> None:
+    matrix = np.asarray([[2.0, 1.0], [0.0, 3.0]])
+    relevance = LexicalRelevance(CHARACTER_IDF, WORD_IDF, {}, _vectors(), _cut, bilinear=matrix)
+    names = ["word2vec", "word2vec_bilinear"]
+    turn, reply = relevance.text_vectors("妹妹去看花", names), relevance.text_vectors("我去看花。", names)
+    first, second = turn["word2vec"], reply["word2vec"]
+    cosine, bilinear = relevance.compare(turn, reply, names)
+    assert bilinear == pytest.approx(float(first @ matrix @ second))
+    assert bilinear != pytest.approx(cosine)  # not symmetric in turn and reply, unlike the cosine
+    assert relevance.compare(reply, turn, names)[1] == pytest.approx(float(second @ matrix @ first))
+    # M = a·I is the plain cosine scaled: what the learned matrix starts from.
+    scaled = LexicalRelevance(CHARACTER_IDF, WORD_IDF, {}, _vectors(), _cut, bilinear=10 * np.eye(2))
+    assert scaled.compare(turn, reply, names)[1] == pytest.approx(10 * cosine)
+    # Weighted, it enters the score like any feature; a text without a known word scores 0.
+    weighted = LexicalRelevance(
+        CHARACTER_IDF, WORD_IDF, {"word2vec_bilinear": 0.5}, _vectors(), _cut, bilinear=matrix
+    )
+    assert weighted.scores("妹妹去看花", ["我去看花。", "看"]).tolist() == pytest.approx(
+        [0.5 * bilinear, 0.0]
+    )
+
+
+def test_a_bilinear_weight_needs_a_square_finite_matrix_of_the_vectors_size() -> None:
+    weights = {"word2vec_bilinear": 1.0}
+    with pytest.raises(ValueError, match="needs its matrix"):
+        LexicalRelevance(CHARACTER_IDF, WORD_IDF, weights, _vectors(), _cut)
+    with pytest.raises(ValueError, match=r"\(dim, dim\) for 2-dimensional"):
+        LexicalRelevance(CHARACTER_IDF, WORD_IDF, weights, _vectors(), _cut, bilinear=np.eye(3))
+    with pytest.raises(ValueError, match=r"\(dim, dim\)"):
+        LexicalRelevance(CHARACTER_IDF, WORD_IDF, weights, _vectors(), _cut, bilinear=np.ones((2, 3)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        LexicalRelevance(CHARACTER_IDF, WORD_IDF, weights, _vectors(), _cut, bilinear=np.full((2, 2), np.nan))

@@ -9,7 +9,7 @@ import pytest
 
 from models.artifacts import CHARACTERS_FILE, read_manifest, sha256_file
 from models.characters import CharacterList
-from training.characters import extract_characters, quote_pair
+from training.characters import MAX_GAP_CHARS, adjacent_quotes, extract_characters, quote_pair
 from training.corpus import load_corpus
 
 # Invented lines in the novel's dialogue form: two speakers with an alias each, a look-back attribution
@@ -113,3 +113,17 @@ def test_hongloumeng_top_ten_speakers_are_characters_of_the_novel() -> None:
     # by jieba's dictionary), 袭人等 ("Xiren and the others"), 二人 ("the two"), 问他 ("asked him").
     assert [name for name in names if name[:-1] in names] == []
     assert "二人" not in names and "问他" not in names
+
+
+def test_adjacent_quotes_pair_each_quote_with_the_next_after_a_short_narration() -> None:
+    long_narration = "他说完便走了出去，" * (MAX_GAP_CHARS // 9 + 1)
+    chapters = [
+        "第一回\n宝玉道：“妹妹可好？”黛玉道：“好。”“你呢？”" + long_narration + "袭人道：“来了。”",
+        "第二回\n众人笑道：“吃饭。”“”凤姐道：“走罢。”",
+        "第三回\n贾母道：“看戏。”王夫人道：“好。”",
+    ]
+    assert len(long_narration) > MAX_GAP_CHARS
+    # Chapter 0: attributed or not, whoever speaks; not across the long narration. Chapter 1: an empty quote
+    # pairs with nothing. Chapter 2 is not asked for.
+    assert adjacent_quotes(chapters, {0, 1}) == [(0, "妹妹可好？", "好。"), (0, "好。", "你呢？")]
+    assert adjacent_quotes(chapters, {2, 7}) == [(2, "看戏。", "好。")]

@@ -7,12 +7,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.artifacts import read_manifest
 from models.memory import MEMORY_FILE, ExchangeMemory, index_terms
-from models.relevance import LEARNED_FEATURES
+from models.relevance import BILINEAR, LEARNED_FEATURES, LexicalRelevance
 from models.tokenizer import Tokenizer
+from models.vectors import WordVectors
 from training.characters import extract_characters
 from training.memory import BM25_B, BM25_K1, build_memory
 
@@ -120,6 +122,41 @@ def test_the_tiny_model_has_a_memory_listed_in_its_manifest(tiny_model_dir: Path
     assert chosen["measured"]["logit_weights"]["with_turn"] > 0  # the fit β and γ are read from
     # The lexical relevance's weights were learned on the training chapters and are what chat scores with.
     learned = manifest["memory"]["relevance"]
-    assert set(learned["weights"]) == set(LEARNED_FEATURES) and learned["unseen_idf"] is True
+    kept = learned["bilinear"]["kept"]  # tried on the tiny novel's quotes, kept only if it helped
+    assert set(learned["weights"]) == set(LEARNED_FEATURES) | ({BILINEAR} if kept else set())
+    assert learned["unseen_idf"] is True and learned["bilinear"]["quote_pairs"] > 0
     assert memory.relevance_weights == learned["weights"]
+    # The manifest names the matrix by its shape; memory.json holds it.
+    stored = memory.settings["relevance"]["bilinear"]
+    assert ("matrix" in stored) is kept and (not kept or learned["bilinear"]["matrix"].endswith(MEMORY_FILE))
     assert learned["measured"]["groups"] >= 10 and memory.word_idf
+
+
+def test_a_bilinear_matrix_is_stored_read_back_and_checked(memory: ExchangeMemory, tmp_path: Path) -> None:
+    matrix = [[2.0, 0.5], [0.0, 3.0]]
+    learned = {"weights": {"characters": 1.0, BILINEAR: 0.5}, "bilinear": {"matrix": matrix, "kept": True}}
+    with_matrix = ExchangeMemory(
+        memory.exchanges, memory.postings, {**memory.settings, "relevance": learned},
+        memory.character_idf, memory.word_idf,
+    )  # fmt: skip
+    path = tmp_path / MEMORY_FILE
+    with_matrix.save(path)
+    loaded = ExchangeMemory.load(path)
+    vectors = WordVectors(["妹妹", "吃药"], np.asarray([[1.0, 0.0], [0.0, 1.0]]))
+    relevance = loaded.lexical_relevance(vectors, Tokenizer().cut)
+    assert isinstance(relevance, LexicalRelevance) and relevance.bilinear.tolist() == matrix
+    assert relevance.weights == {"characters": 1.0, BILINEAR: 0.5}
+    # Without word vectors there is no sentence vector to multiply: the feature is left out, not an error.
+    assert BILINEAR not in loaded.lexical_relevance(None, Tokenizer().cut).weights
+    # The manifest's summary names the matrix instead of listing 40,000 numbers.
+    assert loaded.summary()["relevance"]["bilinear"]["matrix"] == f"2x2 in {MEMORY_FILE}"
+    assert loaded.summary()["exchanges"] == len(loaded)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["relevance"]["bilinear"]["matrix"] = [[1.0, 2.0]]
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match="square"):
+        ExchangeMemory.load(path)
+    del data["relevance"]["bilinear"]
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match="matrix is missing"):
+        ExchangeMemory.load(path)
