@@ -22,8 +22,8 @@ A seventh feature, `word2vec_bilinear` (training/bilinear.py), is learned from t
 same chapters: its matrix for a fold's groups is trained only on the quotes of the other folds' chapters
 (with their idf), so the cross-validated figures never score a pair M was trained on. It is kept only when
 the cross-validated R10@1 with it beats the six alone by more than twice the paired standard error
-(per group, the difference of the first-place shares): on 红楼梦's training chapters 49.7% -> 51.8% (+2.1,
-standard error 0.6; kept), at 300k +0.2 to +1.0 by the seed of its minibatches, standard error 0.8 (left out).
+(per group, the difference of the first-place shares): on 红楼梦's training chapters 49.7% -> 51.7% (+2.0,
+standard error 0.6; kept), at 300k 50.0% -> 51.0% (+0.9, standard error 0.8; left out).
 """
 
 from __future__ import annotations
