@@ -42,6 +42,10 @@ def r10_at_1(scores: Sequence[Sequence[float]]) -> float:
     return round(sum(first_share(list(group)) for group in scores) / len(scores), 4) if len(scores) else 0.0
 
 
+# A feature whose spread is below this share of its size is constant (fit_conditional_logit).
+CONSTANT_SPREAD = 1e-9
+
+
 def fit_conditional_logit(
     features: np.ndarray,
     lower_bounds: Sequence[float | None] | None = None,
@@ -55,7 +59,9 @@ def fit_conditional_logit(
     count = features.shape[2]
     flat = features.reshape(-1, count)
     scale = flat.std(axis=0)
-    scale[scale == 0] = 1.0
+    # A feature constant up to rounding (a spread of 1e-17 around 0.3) says nothing; standardising its
+    # rounding noise would give it a weight of 1e16, so it keeps its own units and the penalty holds it at 0.
+    scale[scale <= CONSTANT_SPREAD * np.maximum(np.abs(flat).max(axis=0), 1.0)] = 1.0
     standard = features / scale  # centring changes nothing within a group's softmax
     known = np.zeros(features.shape[:2]) if offset is None else np.asarray(offset, dtype=np.float64)
 

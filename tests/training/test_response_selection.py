@@ -44,6 +44,15 @@ def test_the_logit_recovers_the_weights_that_made_the_choices() -> None:
     assert fitted == pytest.approx(truth, abs=0.15)
 
 
+def test_a_feature_constant_up_to_rounding_gets_no_weight() -> None:
+    truth = np.array([2.0, -1.0])
+    features = _synthetic(2000, truth, seed=4)
+    rounding = 0.3 + 1e-17 * np.random.default_rng(5).normal(size=(*features.shape[:2], 1))
+    fitted = fit_conditional_logit(np.concatenate([features, rounding], axis=2))
+    assert abs(fitted[2]) < 1.0  # standardised, its noise would have weighed about 1e16
+    assert fitted[:2] == pytest.approx(fit_conditional_logit(features), abs=1e-3)
+
+
 def test_a_lower_bound_holds_in_the_original_units() -> None:
     features = _synthetic(2000, np.array([-1.0, 1.0]), seed=2) * np.array([10.0, 1.0])  # unequal scales
     free = fit_conditional_logit(features)
