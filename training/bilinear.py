@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from training.threads import single_blas_thread
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def train_bilinear(
     step = 0
     # The matrices are small: BLAS threads only wait on each other (about fifty times slower on a loaded
     # 2-core machine than one thread).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_blas_thread():
         for _ in range(config.epochs):
             order = rng.permutation(count)
             for start in range(0, count, config.batch):

@@ -19,10 +19,16 @@ from training.evaluate import evaluate, format_table
 from training.held_out_chat import chat_figures, chat_memory
 from training.segment import segment_corpus
 from training.split import ids_and_split, token_stream
+from training.threads import single_blas_thread
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
     """The held-out table (and chat figures) of args.model_dir, printed as text or JSON and returned."""
+    with single_blas_thread():  # the stages after the fit, as training runs them (training/threads.py)
+        return _evaluate_model(args)
+
+
+def _evaluate_model(args: argparse.Namespace) -> dict:
     try:
         model = TrainedModel.load(args.model_dir)
     except ArtifactError as exc:

@@ -43,6 +43,7 @@ from training.held_out_chat import chat_figures, chat_memory
 from training.mixture import choose_mixture
 from training.prepare import Prepared, prepare
 from training.summary import print_summary
+from training.threads import single_blas_thread
 from training.vectors_stage import checkpoint_dir_for, word2vec_config
 
 
@@ -162,46 +163,51 @@ def run_training(args: argparse.Namespace) -> dict:
             network, training_summary = _fit(args, prepared, fit_config)
         manifest["network"] = asdict(network.config)
         manifest["training"] = training_summary
-        if args.ngram_mixture:
-            with timings.stage("mixture"):
-                mixture, manifest["mixture"] = choose_mixture(
-                    network, prepared.token_ids, prepared.split_index
+        # After the fit, one BLAS thread (training/threads.py): a second one gains these stages nothing on a
+        # quiet machine (evaluate, memory and chat evaluation of 红楼梦: 61.9 s on two, 61.8 s on one), and
+        # beside another job OpenBLAS's threads wait for each other (85.4 s against 61.3 s). The fit keeps
+        # its threads: there two are faster when the machine is quiet.
+        with single_blas_thread():
+            if args.ngram_mixture:
+                with timings.stage("mixture"):
+                    mixture, manifest["mixture"] = choose_mixture(
+                        network, prepared.token_ids, prepared.split_index
+                    )
+            if args.cache:
+                with timings.stage("cache"):
+                    settings, manifest["cache"] = choose_cache(
+                        network, prepared.token_ids, prepared.split_index, mixture
+                    )
+                    cache = ContinuousCache(settings) if settings is not None else None
+            # The model as the server will decode it, for the held-out samples and the chat figures.
+            tokenizer = Tokenizer(prepared.user_dict, hmm=args.hmm, mode=args.tokenizer)
+            decoder = Decoder(network, prepared.vectors, tokenizer, mixture, cache)
+            with timings.stage("evaluate"):
+                manifest["evaluation"] = evaluate(
+                    decoder,
+                    prepared.token_ids,
+                    prepared.split_index,
+                    prepared.stream.text(held=False),
+                    prepared.stream.text(held=True),
                 )
-        if args.cache:
-            with timings.stage("cache"):
-                settings, manifest["cache"] = choose_cache(
-                    network, prepared.token_ids, prepared.split_index, mixture
-                )
-                cache = ContinuousCache(settings) if settings is not None else None
-        # The model as the server will decode it, for the held-out samples and the chat figures.
-        tokenizer = Tokenizer(prepared.user_dict, hmm=args.hmm, mode=args.tokenizer)
-        decoder = Decoder(network, prepared.vectors, tokenizer, mixture, cache)
-        with timings.stage("evaluate"):
-            manifest["evaluation"] = evaluate(
-                decoder,
-                prepared.token_ids,
-                prepared.split_index,
-                prepared.stream.text(held=False),
-                prepared.stream.text(held=True),
-            )
-        print(format_table(manifest["evaluation"]))
-        with timings.stage("memory"):
-            utterances = extraction.utterances
-            if prepared.user_dict != args.user_dict:
-                # The speakers' names are dictionary words now: read the dialogue with the model's own
-                # dictionary, as `python -m training evaluate` will (the names were found without it).
-                chapters = prepared.corpus.chapters
-                utterances = extract_characters(chapters, user_dict=prepared.user_dict).utterances
-            memory = chat_memory(
-                decoder, tokenizer, characters, prepared.corpus.chapters, utterances,
-                prepared.held_out_chapters,
-            )  # fmt: skip
-            manifest["memory"] = memory.summary()
-        with timings.stage("chat_evaluation"):
-            manifest["chat_evaluation"] = chat_figures(
-                decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters, prepared.user_dict,
-                memory=memory, utterances=utterances,
-            )  # fmt: skip
+            print(format_table(manifest["evaluation"]))
+            with timings.stage("memory"):
+                utterances = extraction.utterances
+                if prepared.user_dict != args.user_dict:
+                    # The speakers' names are dictionary words now: read the dialogue with the model's own
+                    # dictionary, as `python -m training evaluate` will (the names were found without it).
+                    chapters = prepared.corpus.chapters
+                    utterances = extract_characters(chapters, user_dict=prepared.user_dict).utterances
+                memory = chat_memory(
+                    decoder, tokenizer, characters, prepared.corpus.chapters, utterances,
+                    prepared.held_out_chapters,
+                )  # fmt: skip
+                manifest["memory"] = memory.summary()
+            with timings.stage("chat_evaluation"):
+                manifest["chat_evaluation"] = chat_figures(
+                    decoder, characters, prepared.corpus.chapters, prepared.held_out_chapters,
+                    prepared.user_dict, memory=memory, utterances=utterances,
+                )  # fmt: skip
     # The same dicts, so the "write" stage timed while the directory is built is in manifest.json too.
     manifest["timings"] = timings.seconds
     manifest["cpu_seconds"] = timings.cpu_seconds
