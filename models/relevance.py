@@ -17,7 +17,13 @@ is a weighted sum of cosines between the two texts:
 * `length`: log(1 + the reply's letters and digits), not a cosine: the cosines of a long reply meet more
   of the turn by chance, and its learned weight takes that back,
 * `character_grams`: characters and pairs in one TF-IDF (what chat scored by before the weights were
-  learned; a memory.json without learned weights scores with it alone, weight 1).
+  learned; a memory.json without learned weights scores with it alone, weight 1),
+* the person features (PERSON_FEATURES): whether the turn says 你 or 我 and the reply 你 or 我, each pair
+  a 0/1 feature, and whether the reply says 你 or 我 at all. An answer speaks as the one addressed: a turn
+  that says 你 is answered with 我 (你身上可好些了？ / 我也不过这么着), which no overlap of words sees,
+  and a reply that addresses or speaks of someone is more often an answer to anything. On the training
+  chapters' exchanges these six raised the cross-validated R10@1 of the relevance with the bilinear feature
+  by 0.5 points on 红楼梦 and 1.2 points on its first 300,000 characters (training/relevance.py).
 
 TF-IDF is raw counts times log2(N / df), unit length (gensim's TfidfModel defaults), the document
 frequencies those of the training chapters' exchanges (every turn and every answer a document, stored in
@@ -50,8 +56,24 @@ FEATURES = (
     "length",
     "character_grams",
     "word2vec_bilinear",
+    "you_answered_by_me",
+    "me_answered_by_you",
+    "you_answered_by_you",
+    "me_answered_by_me",
+    "reply_says_you",
+    "reply_says_me",
 )
-LEARNED_FEATURES = FEATURES[:6]
+# Per person feature: the pronoun the turn must say (None: any turn) and the one the reply must say.
+PERSON_FEATURES = {
+    "you_answered_by_me": ("你", "我"),
+    "me_answered_by_you": ("我", "你"),
+    "you_answered_by_you": ("你", "你"),
+    "me_answered_by_me": ("我", "我"),
+    "reply_says_you": (None, "你"),
+    "reply_says_me": (None, "我"),
+}
+PERSONS = ("你", "我")
+LEARNED_FEATURES = (*FEATURES[:6], *PERSON_FEATURES)
 # Learned only where its matrix was (and where it helped in cross-validation: training/relevance.py).
 BILINEAR = "word2vec_bilinear"
 # What a memory.json without learned weights scores by: the character cosine chat used before.
@@ -110,8 +132,8 @@ class CharacterTfidf:
 
 # One text as the features read it: per feature name, its unit TF-IDF vector (a dict), for `word2vec` and
 # `character_vectors` its unit vector (None when no token of the text has both a vector and an idf), for
-# `length` a number. Computed once per text.
-TextVectors = dict[str, "dict[str, float] | np.ndarray | float | None"]
+# `length` a number, for a person feature the PERSONS the text says. Computed once per text.
+TextVectors = dict[str, "dict[str, float] | np.ndarray | float | frozenset[str] | None"]
 _EMBEDDINGS = ("word2vec", "character_vectors")
 
 
@@ -190,6 +212,10 @@ class LexicalRelevance:
             found["character_vectors"] = self._embedding(chars, self.character_idf, self._unseen_character)
         if "length" in wanted:
             found["length"] = math.log1p(len(chars))
+        persons = PERSON_FEATURES.keys() & wanted
+        if persons:
+            said = frozenset(person for person in PERSONS if person in text)
+            found.update(dict.fromkeys(persons, said))
         return found
 
     def sentence_vector(self, words: list[str]) -> np.ndarray | None:
@@ -223,6 +249,10 @@ class LexicalRelevance:
             first, second = turn[name], reply[name]
             if name == "length":
                 found.append(float(second))  # type: ignore[arg-type]
+            elif name in PERSON_FEATURES:
+                in_turn, in_reply = PERSON_FEATURES[name]
+                turn_says = in_turn is None or in_turn in first  # type: ignore[operator]
+                found.append(float(turn_says and in_reply in second))  # type: ignore[operator]
             elif name == BILINEAR:
                 both = first is not None and second is not None and self.bilinear is not None
                 found.append(float(first @ self.bilinear @ second) if both else 0.0)  # type: ignore[operator]

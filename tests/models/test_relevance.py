@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.memory import ExchangeMemory
-from models.relevance import FEATURES, LexicalRelevance, character_grams
+from models.relevance import FEATURES, PERSON_FEATURES, LexicalRelevance, character_grams
 from models.trained import TrainedModel
 from models.vectors import WordVectors
 
@@ -91,6 +91,28 @@ def test_character_vectors_and_length_written_out_by_hand() -> None:
     # Without the model's vectors the feature is 0, not an error (a relevance built for tests or tools).
     bare = LexicalRelevance(CHARACTER_IDF, {}, {})
     assert bare.compare(bare.text_vectors("妹妹", names), bare.text_vectors("妹妹", names), names)[0] == 0.0
+
+
+def test_person_features_read_who_the_turn_and_the_reply_speak_of() -> None:
+    relevance = LexicalRelevance({}, {}, {})
+    names = list(PERSON_FEATURES)
+
+    def features(turn: str, reply: str) -> dict[str, float]:
+        read = relevance.text_vectors(turn, names), relevance.text_vectors(reply, names)
+        return dict(zip(names, relevance.compare(*read, names), strict=True))
+
+    # 你 in the turn, 我 in the reply: the answer speaks as the one addressed.
+    assert features("你身上可好些了？", "我也不过这么着。") == {
+        "you_answered_by_me": 1.0, "me_answered_by_you": 0.0, "you_answered_by_you": 0.0,
+        "me_answered_by_me": 0.0, "reply_says_you": 0.0, "reply_says_me": 1.0,
+    }  # fmt: skip
+    assert features("我给你带了点心来", "你我都知道。") == dict.fromkeys(names, 1.0)
+    # A reply that says neither pronoun, or a turn that says neither, sets only what the reply says.
+    assert set(features("我给你带了点心来", "好姐姐。").values()) == {0.0}
+    assert features("点心来了", "你吃罢。") == {**dict.fromkeys(names, 0.0), "reply_says_you": 1.0}
+    # They are weighted like every feature.
+    weighted = LexicalRelevance({}, {}, {"you_answered_by_me": 2.0, "reply_says_you": -0.5})
+    assert weighted.scores("你来了", ["我来了", "你也来了", "来了"]).tolist() == [2.0, -0.5, 0.0]
 
 
 def test_unseen_grams_and_words_weigh_as_the_rarest_seen_only_when_asked() -> None:
