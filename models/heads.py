@@ -9,7 +9,9 @@ and a new head is one class here plus its tests (every head runs through the sam
 * ``cos_softmax``: the same map trained *discriminatively*: a softmax over ``κ·cos(v̂, e_w) + b_w`` with a
   learned scale ``κ = exp(out.log_scale)``, an optional per-word bias ``b_w`` and output vectors ``e_w`` that
   start at the word2vec vectors and are optionally trainable. The output stays a vector in the embedding
-  space.
+  space. With ``prediction_norm`` the predicted vector keeps its length: ``κ·|v̂|·cos(v̂, e_w) + b_w``, so the
+  network sets its own confidence at every position (sure of the next character of a name it is spelling,
+  unsure after a comma) instead of one temperature for every context.
 * ``adaptive_cos_softmax``: the same scores, factored as an adaptive softmax (Grave et al. 2017, "Efficient
   softmax approximation for GPUs"): the most frequent words and one token per tail cluster share a small
   softmax; a rarer word's probability is its cluster's times its share within the cluster. Training a
@@ -287,9 +289,27 @@ class CosSoftmaxHead(_VectorHead):
         return self.unit_embedding
 
     def _scaled_unit(self, output: np.ndarray) -> np.ndarray:
-        """κ · output / ||output||: κ folded into the (.., D) side, one pass over D numbers per row instead
-        of V."""
+        """κ · output / ||output|| (κ · output with prediction_norm): κ folded into the (.., D) side, one
+        pass over D numbers per row instead of V."""
+        if self.config.prediction_norm:
+            return output * np.exp(self.params["out.log_scale"][0])
         return output * (np.exp(self.params["out.log_scale"][0]) / row_norms(output))
+
+    def _predicted_direction(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """What κ multiplies: the unit predicted vectors and their norms, or with prediction_norm the
+        vectors themselves (norms None)."""
+        if self.config.prediction_norm:
+            return predicted, None
+        return normalise_rows(predicted)
+
+    @staticmethod
+    def _direction_backward(
+        d_direction: np.ndarray, direction: np.ndarray, norms: np.ndarray | None
+    ) -> np.ndarray:
+        """dL/dpredicted from dL/d(what _predicted_direction returned)."""
+        if norms is None:
+            return d_direction
+        return normalise_backward(d_direction, direction, norms)
 
     def scores(self, output: np.ndarray) -> np.ndarray:
         logits = self._scaled_unit(output) @ self.output_unit_vectors().T
@@ -300,7 +320,7 @@ class CosSoftmaxHead(_VectorHead):
     def _vector_loss(
         self, predicted: np.ndarray, targets: np.ndarray, grads: dict[str, np.ndarray]
     ) -> tuple[float, np.ndarray]:
-        unit, norms = normalise_rows(predicted)
+        unit, norms = self._predicted_direction(predicted)
         scale = np.exp(self.params["out.log_scale"][0])
         if self.config.train_output:
             out_unit, out_norms = normalise_rows(self.params["out.vectors"])
@@ -317,7 +337,7 @@ class CosSoftmaxHead(_VectorHead):
         grads["out.log_scale"] = np.array([scale * np.vdot(unit, d_cosine_unit)], dtype=self.dtype)
         if self.config.train_output:
             grads["out.vectors"] = normalise_backward(d_logits.T @ (unit * scale), out_unit, out_norms)
-        return loss, normalise_backward(d_cosine_unit * scale, unit, norms)
+        return loss, self._direction_backward(d_cosine_unit * scale, unit, norms)
 
 
 def adaptive_clusters(counts: np.ndarray | None, vocab_size: int, coverage: tuple[float, ...]) -> np.ndarray:
@@ -455,7 +475,7 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
         self, predicted: np.ndarray, targets: np.ndarray, grads: dict[str, np.ndarray]
     ) -> tuple[float, np.ndarray]:
         N = len(targets)
-        unit, norms = normalise_rows(predicted)
+        unit, norms = self._predicted_direction(predicted)
         scale = np.exp(self.params["out.log_scale"][0])
         scaled = unit * scale
         if self.config.train_output:
@@ -510,7 +530,7 @@ class AdaptiveCosSoftmaxHead(CosSoftmaxHead):
             grads["out.vectors"] = normalise_backward(d_sorted_unit[self.position], out_unit, out_norms)
         # scaled = κ·unit, so d/d log κ is <scaled, dL/dscaled>.
         grads["out.log_scale"] = np.array([np.vdot(scaled, d_scaled)], dtype=self.dtype)
-        return loss, normalise_backward(d_scaled * scale, unit, norms)
+        return loss, self._direction_backward(d_scaled * scale, unit, norms)
 
 
 class SoftmaxHead(Head):

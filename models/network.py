@@ -45,6 +45,9 @@ class NetworkConfig:
     dropout: float = 0.0  # inverted dropout on every LSTM input and on the last LSTM output (training only)
     output_bias: bool = True  # cosine softmaxes: learn a per-word bias b_w (starts at log unigram frequency)
     train_output: bool = True  # cosine softmaxes: output vectors e_w trainable (initialised from word2vec)
+    # Cosine softmaxes: the predicted vector's length multiplies its logits (κ·|v̂|·cos + b_w), a confidence
+    # the network sets per position. Off (κ·cos + b_w) in models trained before it, which load unchanged.
+    prediction_norm: bool = False
     # A learned per-word offset added to the frozen word2vec input vector ("input.offset", starts at 0).
     # word2vec puts similar words close together, which blurs exactly the identity of the previous word that a
     # bigram model exploits; the offset lets training separate them while the input stays word2vec-shaped.

@@ -61,6 +61,10 @@ VARIANTS = {
         V, D, H, loss="cos_softmax", dropout=0.3, tie_vectors=True, embedding_dropout=0.3
     ),
     "adaptive-tied-2layers": NetworkConfig(V, D, H, layers=2, loss="adaptive_cos_softmax", tie_vectors=True),
+    "cos_softmax-prediction-norm": NetworkConfig(V, D, H, loss="cos_softmax", prediction_norm=True),
+    "adaptive-prediction-norm-input-offset-dropout": NetworkConfig(
+        V, D, H, loss="adaptive_cos_softmax", prediction_norm=True, train_input=True, dropout=0.3
+    ),
 }
 
 
@@ -98,7 +102,14 @@ def test_every_head_is_gradient_checked(name: str) -> None:
     assert any(config.loss == name for config in VARIANTS.values())
 
 
-@pytest.mark.parametrize("config", [*HEAD_VARIANTS.values(), VARIANTS["cos_softmax-2layers-dropout"]])
+@pytest.mark.parametrize(
+    "config",
+    [
+        *HEAD_VARIANTS.values(),
+        VARIANTS["cos_softmax-2layers-dropout"],
+        VARIANTS["adaptive-prediction-norm-input-offset-dropout"],
+    ],
+)
 def test_step_matches_forward_sequence_and_scores_are_logits(config: NetworkConfig) -> None:
     network = _network(config, dtype=np.float32)
     ids = np.random.default_rng(2).integers(0, V, size=(2, 6))
@@ -144,6 +155,34 @@ def test_validation_loss_is_the_training_loss_without_dropout(name: str) -> None
     ids = np.random.default_rng(3).integers(0, V, size=(3, 7))
     loss, _ = network.loss_and_grads(ids, np.random.default_rng(0), train=False)
     assert network.loss_and_state(ids)[0] == pytest.approx(loss, rel=1e-10)
+
+
+def _entropy(scores: np.ndarray) -> np.ndarray:
+    log_p = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+    return -(np.exp(log_p) * log_p).sum(axis=1)
+
+
+@pytest.mark.parametrize("loss", ["cos_softmax", "adaptive_cos_softmax"])
+def test_prediction_norm_makes_a_longer_predicted_vector_a_surer_one(loss: str) -> None:
+    """Without it the logits see only the predicted vector's direction (models trained before it load with it
+    off and score as they did); with it, doubling the vector doubles the logits' spread."""
+    rng = np.random.default_rng(3)
+    output = rng.standard_normal((4, D))
+    for prediction_norm in (False, True):
+        network = _network(
+            NetworkConfig(V, D, H, loss=loss, output_bias=False, prediction_norm=prediction_norm)
+        )
+        once, twice = network.scores(output), network.scores(2.0 * output)
+        spread = (twice - twice.mean(axis=1, keepdims=True)) / (once - once.mean(axis=1, keepdims=True))
+        if loss == "cos_softmax":  # plain logits: the ratio itself
+            np.testing.assert_allclose(spread, 2.0 if prediction_norm else 1.0, rtol=1e-6)
+        # Either head: the distribution is sharper exactly when the norm counts.
+        entropy = [_entropy(scores) for scores in (once, twice)]
+        if prediction_norm:
+            assert np.all(entropy[1] < entropy[0] - 1e-6)
+        else:
+            np.testing.assert_allclose(entropy[1], entropy[0], rtol=1e-7)
+    assert NetworkConfig.from_dict({"vocab_size": V, "dim": D}).prediction_norm is False
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
