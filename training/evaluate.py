@@ -24,7 +24,9 @@ their
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -48,6 +50,7 @@ from training.baselines import (
 UNKNOWN_AS_CHARACTER = "\ue000"
 
 EVAL_STREAMS = 8
+SCORING_THREADS = 2  # held_out_metrics scores its chunks in this many threads
 EVAL_WINDOW = 128
 TOP_K = 10
 SAMPLE_PROMPT_TOKENS = 6
@@ -114,6 +117,7 @@ class _Tally:
         self.unk_id = unk_id
         self.hits1 = self.hits10 = 0
         self.log_probs = np.zeros(n_targets)
+        self._counting = threading.Lock()  # chunks are scored in parallel threads (held_out_metrics)
 
     def add(self, logits: np.ndarray, wanted: np.ndarray, where: np.ndarray) -> None:
         """logits (n, V): log-probabilities or unnormalised scores of targets `wanted` at positions `where`
@@ -124,8 +128,10 @@ class _Tally:
         rank = np.sum(logits > target_logit[:, None], axis=1)
         if self.unk_id is not None:  # <unk> is a miss: predicting "some rare character" names nothing
             rank[wanted == self.unk_id] = len(logits[0])
-        self.hits1 += int(np.sum(rank == 0))
-        self.hits10 += int(np.sum(rank < TOP_K))
+        hits1, hits10 = int(np.sum(rank == 0)), int(np.sum(rank < TOP_K))
+        with self._counting:
+            self.hits1 += hits1
+            self.hits10 += hits10
         top = logits.max(axis=1, keepdims=True)
         logits -= top
         np.exp(logits, out=logits)
@@ -198,7 +204,8 @@ def held_out_metrics(
     if cache is not None:
         tallies["cached"] = _Tally(n_targets, unk_id)
     chunk = EVAL_WINDOW * EVAL_STREAMS
-    for start in range(0, n_targets, chunk):
+
+    def score(start: int) -> None:
         where = np.arange(start, min(start + chunk, n_targets))
         wanted = all_targets[where]
         logits = network.scores(outputs[where])
@@ -219,6 +226,13 @@ def held_out_metrics(
             with np.errstate(divide="ignore"):
                 tallies["mixture"].add(np.log(probabilities, out=probabilities), wanted, where)
         tallies["lstm"].add(logits, wanted, where)
+
+    # The chunks are independent (each writes its own targets' log probabilities; the hit counts are summed
+    # under a lock), so two threads score them: NumPy releases the GIL in the (chunk, V) passes that are
+    # most of the evaluation: 红楼梦's held-out scoring (mixture and cache) took 13.3-13.5 s in two threads
+    # against 20.7-24.9 s in one (quiet 2-core machine, one BLAS thread). The same numbers, bit for bit.
+    with ThreadPoolExecutor(max_workers=SCORING_THREADS) as pool:
+        list(pool.map(score, range(0, n_targets, chunk)))
     distribution = network.config.loss in DISTRIBUTION_LOSSES
     return {name: tally.metrics(distribution or name != "lstm") for name, tally in tallies.items()}
 

@@ -7,8 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import training.evaluate
+from models.cache import CacheSettings, ContinuousCache
 from models.decoding import Decoder
 from models.network import Network, NetworkConfig
+from models.ngram import KneserNey, Mixture
 from models.tokenizer import Tokenizer
 from models.vectors import WordVectors
 from training.baselines import UNKNOWN_CHARACTER_BITS
@@ -19,6 +22,8 @@ from training.evaluate import (
     evaluate,
     format_table,
     generation_quality,
+    held_out_metrics,
+    histories_before,
     longest_copy,
     unigram_top,
 )
@@ -163,3 +168,32 @@ def test_samples_are_what_the_server_decoder_generates_for_the_same_prompt_and_s
         alone = decoder.generate(text, replace(SAMPLING, max_new_tokens=40, seed=7 + row)).run()
         assert together[row] == [token.id for token in alone.tokens]
     assert len({tuple(ids) for ids in together}) == 3  # seeded per prompt: three different continuations
+
+
+def test_held_out_scoring_in_parallel_threads_gives_the_serial_numbers_bit_for_bit(monkeypatch) -> None:
+    """held_out_metrics scores its chunks in threads; every figure must be what one thread computes (the
+    chunks write disjoint targets, the hit counts are summed under a lock)."""
+    rng = np.random.default_rng(5)
+    vocab = 40
+    config = NetworkConfig(vocab, 6, hidden=5, loss="adaptive_cos_softmax", prediction_norm=True)
+    network = Network(config, rng.standard_normal((vocab, 6)), rng, unigram_counts=np.arange(1, vocab + 1))
+    ids = rng.integers(0, vocab, size=6000)  # the held-out part spans several chunks of EVAL_WINDOW streams
+    split = 1500
+    mixture = Mixture(KneserNey.fit(ids[:split] + 1, vocab + 1, 3), 0.6)
+    cache = ContinuousCache(CacheSettings(weight=0.2, flatness=5.0, window=100))
+    histories = histories_before(ids, split, len(ids) - split, mixture.context)
+    runs = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(training.evaluate, "SCORING_THREADS", threads)
+        runs[threads] = held_out_metrics(network, ids[split - 1 :], vocab - 1, mixture, histories, cache)
+    assert len(ids) - split > 2 * training.evaluate.EVAL_WINDOW * training.evaluate.EVAL_STREAMS
+    assert set(runs[1]) == {"lstm", "mixture", "cached"}
+    for name, serial in runs[1].items():
+        parallel = runs[2][name]
+        np.testing.assert_array_equal(parallel["log_probs"], serial["log_probs"])
+        assert (parallel["bits"], parallel["acc@1"], parallel["acc@10"]) == (
+            serial["bits"],
+            serial["acc@1"],
+            serial["acc@10"],
+        )
+        assert 0 < serial["acc@10"] < 1
