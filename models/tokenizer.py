@@ -7,6 +7,7 @@ vocabulary (rare words spelled with their characters).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ from models.artifacts import USER_DICT_FILE
 jieba.setLogLevel(logging.WARNING)
 
 TOKENIZER_MODES = ("jieba", "char")
+CUT_CACHE_SIZE = 8192  # texts whose cut a Tokenizer remembers (most recent first)
 # A regular expression that finds a character the tokenizer keeps (str.isspace() is False), written so that
 # Python's re, the Rust regex pydantic validates with and JavaScript (JSON Schema's dialect) agree: their \s
 # differ on U+001C-U+001F and U+0085 (whitespace to Python, not to JavaScript; U+001C-U+001F not to Rust
@@ -51,6 +53,9 @@ class Tokenizer:
         self._jieba = jieba.Tokenizer()
         self._ready = False
         self._lock = threading.Lock()
+        # The same texts are cut again and again (chat recalls the same lines of the novel for many turns,
+        # and its evaluation scores every reply against several turns): remember the latest cuts.
+        self._cut_words = functools.lru_cache(maxsize=CUT_CACHE_SIZE)(self._cut_uncached)
 
     def _ensure_initialized(self) -> None:
         # Loading the prefix dictionary takes ~0.5 s, so it happens on first use, once, even under threads.
@@ -74,8 +79,13 @@ class Tokenizer:
         """Segment text into tokens; punctuation tokens kept, whitespace tokens (incl. newlines) dropped."""
         if self.mode == "char":
             return [char for char in text if not char.isspace()]
+        return list(self._cut_words(text))
+
+    def _cut_uncached(self, text: str) -> tuple[str, ...]:
         self._ensure_initialized()
-        return [token for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm) if not token.isspace()]
+        return tuple(
+            token for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm) if not token.isspace()
+        )
 
     def settings(self) -> dict:
         """What a model directory's manifest records so serving can rebuild this tokenizer."""

@@ -17,6 +17,18 @@ def test_cut_keeps_punctuation_and_drops_whitespace() -> None:
     assert "".join(tokens) == "我们今天去公园散步，天气很好。她笑道：“好！”"
 
 
+def test_a_text_cut_again_comes_from_the_cache_and_a_caller_cannot_change_it() -> None:
+    tokenizer = Tokenizer()
+    text = "宝玉笑道：“妹妹今日可大好了？”"
+    first = tokenizer.cut(text)
+    first.append("改")  # a caller's list is its own
+    again = tokenizer.cut(text)
+    assert again == [token for token in jieba.Tokenizer().cut(text, HMM=True) if token.strip()]
+    assert again[-1] != "改"
+    info = tokenizer._cut_words.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+
+
 def test_precise_mode_not_full_mode() -> None:
     # Full mode would also emit the overlapping sub-words of 中华人民共和国.
     assert Tokenizer().cut("中华人民共和国") == ["中华人民共和国"]
