@@ -20,7 +20,11 @@ from models.artifacts import USER_DICT_FILE
 jieba.setLogLevel(logging.WARNING)
 
 TOKENIZER_MODES = ("jieba", "char")
-CUT_CACHE_SIZE = 8192  # texts whose cut a Tokenizer remembers (most recent first)
+# A Tokenizer remembers the cuts of its latest CUT_CACHE_SIZE texts of at most CUT_CACHE_MAX_CHARS characters
+# as token boundaries (CPython's shared small ints: at most 4 KB of pointers for the longest text, plus the
+# text itself), so the cache stays under about 20 MB whatever a server is sent.
+CUT_CACHE_SIZE = 4096
+CUT_CACHE_MAX_CHARS = 256
 # A regular expression that finds a character the tokenizer keeps (str.isspace() is False), written so that
 # Python's re, the Rust regex pydantic validates with and JavaScript (JSON Schema's dialect) agree: their \s
 # differ on U+001C-U+001F and U+0085 (whitespace to Python, not to JavaScript; U+001C-U+001F not to Rust
@@ -53,9 +57,9 @@ class Tokenizer:
         self._jieba = jieba.Tokenizer()
         self._ready = False
         self._lock = threading.Lock()
-        # The same texts are cut again and again (chat recalls the same lines of the novel for many turns,
-        # and its evaluation scores every reply against several turns): remember the latest cuts.
-        self._cut_words = functools.lru_cache(maxsize=CUT_CACHE_SIZE)(self._cut_uncached)
+        # The same short texts are cut again and again (chat recalls the same lines of the novel for many
+        # turns, and its evaluation scores every reply against several turns): remember the latest cuts.
+        self._token_bounds = functools.lru_cache(maxsize=CUT_CACHE_SIZE)(self._bounds_uncached)
 
     def _ensure_initialized(self) -> None:
         # Loading the prefix dictionary takes ~0.5 s, so it happens on first use, once, even under threads.
@@ -79,13 +83,26 @@ class Tokenizer:
         """Segment text into tokens; punctuation tokens kept, whitespace tokens (incl. newlines) dropped."""
         if self.mode == "char":
             return [char for char in text if not char.isspace()]
-        return list(self._cut_words(text))
+        if len(text) > CUT_CACHE_MAX_CHARS:
+            return self._cut_uncached(text)
+        bounds = self._token_bounds(text)
+        return [text[start:stop] for start, stop in zip(bounds[::2], bounds[1::2], strict=True)]
 
-    def _cut_uncached(self, text: str) -> tuple[str, ...]:
+    def _cut_uncached(self, text: str) -> list[str]:
         self._ensure_initialized()
-        return tuple(
-            token for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm) if not token.isspace()
-        )
+        return [token for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm) if not token.isspace()]
+
+    def _bounds_uncached(self, text: str) -> tuple[int, ...]:
+        """start, stop, start, stop, ... of the kept tokens: jieba's pieces are consecutive and cover the
+        text, whitespace pieces included."""
+        self._ensure_initialized()
+        bounds: list[int] = []
+        stop = 0
+        for token in self._jieba.cut(text, cut_all=False, HMM=self.hmm):
+            start, stop = stop, stop + len(token)
+            if not token.isspace():
+                bounds += (start, stop)
+        return tuple(bounds)
 
     def settings(self) -> dict:
         """What a model directory's manifest records so serving can rebuild this tokenizer."""

@@ -25,8 +25,10 @@ def test_a_text_cut_again_comes_from_the_cache_and_a_caller_cannot_change_it() -
     again = tokenizer.cut(text)
     assert again == [token for token in jieba.Tokenizer().cut(text, HMM=True) if token.strip()]
     assert again[-1] != "改"
-    info = tokenizer._cut_words.cache_info()
+    info = tokenizer._token_bounds.cache_info()
     assert (info.hits, info.misses) == (1, 1)
+    long = "宝玉道：" * 100  # longer than the cache takes: cut, never remembered
+    assert "".join(tokenizer.cut(long)) == long and tokenizer._token_bounds.cache_info().currsize == 1
 
 
 def test_precise_mode_not_full_mode() -> None:
