@@ -30,6 +30,9 @@ transposed views.
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +59,45 @@ class LSTMCache:
 
     @property
     def final_state(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.h[-1], self.c[-1]
+        """(h_T, c_T), copied: the cache's arrays are cut from a block the layer reuses once nothing refers
+        to it (_Blocks), and a state carried on would otherwise keep the whole block from being reused."""
+        return self.h[-1].copy(), self.c[-1].copy()
+
+
+class _Blocks:
+    """Big per-call buffers, handed out again once nothing refers to them.
+
+    forward and backward need about 16 and 12 MB of arrays per call at B=64, T=32, D=200, H=256. Made afresh
+    on every call, the freed memory goes back to the system and the next call's first writes fault it in
+    again page by page: in a process running the LSTM alone (benchmarks/lstm_step.py), 3,600 page faults per
+    forward + backward, about a sixth of its time. A block is reused only when the pool's own reference is the
+    last one: every NumPy view keeps the array that owns its memory alive (its `base`), so a cache, an output
+    or a gradient the caller still holds is never written over, and a call finding every block in use gets
+    a new one. KEEP blocks at most are kept, none larger than KEEP_BYTES (a long prompt's pass is not held
+    on to)."""
+
+    KEEP = 2
+    KEEP_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self._blocks: list[np.ndarray] = []
+        self._lock = threading.Lock()  # serving threads may read prompts through one layer at once
+
+    def take(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """A 1-d array of `count` numbers of `dtype`, contents undefined."""
+        with self._lock:
+            # 2 = the list's reference and getrefcount's argument: nothing else holds the block
+            free = [k for k in range(len(self._blocks)) if sys.getrefcount(self._blocks[k]) == 2]
+            for k in free:
+                if self._blocks[k].size >= count and self._blocks[k].dtype == dtype:
+                    return self._blocks[k][:count]
+            block = np.empty(count, dtype=dtype)
+            if block.nbytes <= self.KEEP_BYTES:
+                if free:  # too small or of another dtype: the new block takes its place
+                    self._blocks[free[0]] = block
+                elif len(self._blocks) < self.KEEP:
+                    self._blocks.append(block)
+            return block
 
 
 def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -93,6 +134,8 @@ class LSTM:
         self.b = np.zeros(4 * H, dtype=self.dtype)
         self.b[H : 2 * H] = 1.0
         self.clear_inference()  # the serving copies of the weights are made by prepare_inference()
+        self._forward_blocks = _Blocks()
+        self._backward_blocks = _Blocks()
 
     def prepare_inference(self) -> None:
         """Keep the gate-scaled weights for serving, in both layouts (step's and forward's): a loaded model
@@ -185,26 +228,30 @@ class LSTM:
         expected = (H, 4 * H)
         if recurrent_mask is not None and recurrent_mask.shape != expected:
             raise ValueError(f"LSTM recurrent mask: expected shape {expected}, got {recurrent_mask.shape}")
-        xs = np.empty((T, B, D + 1), dtype=dtype)
+        one_row = B == 1 and recurrent_mask is None and self._step_weights is not None
+        xs, gates, hs, cs, tanh_c = _carve(
+            self._forward_blocks.take,
+            dtype,
+            (T, B, D + 1),
+            (0 if one_row else 4, T, B, H),  # one row: the gates are the input GEMM's own rows
+            (T + 1, B, H),
+            (T + 1, B, H),
+            (T, B, H),
+        )
         np.copyto(xs[:, :, :D], x.transpose(1, 0, 2), casting="same_kind")
         xs[:, :, D] = 1.0
         # One row with the serving weights (a prompt read on its own): a step's (1, 4H) row in step()'s
         # layout is already gate-major, so each step is one plain vector-matrix product instead of four
         # (NumPy's batched matmul over the gates cost about 15% of a 160-token prompt's pass); the same
         # products, so the same numbers.
-        one_row = B == 1 and recurrent_mask is None and self._step_weights is not None
         if one_row:
             W_xb, W_h = self._step_weights  # type: ignore[misc]
             rows = np.matmul(xs.reshape(T, D + 1), W_xb)  # (T, 4H)
             gates = rows.reshape(T, 4, 1, H).transpose(1, 0, 2, 3)  # (4, T, 1, H) view for the cache
         else:
             W_xb4, W_h4 = self._gate_major_weights(recurrent_mask)
-            gates = np.empty((4, T, B, H), dtype=dtype)
             # The input contribution for every step in one (batched) GEMM; the loop only adds h_{t-1} @ W_h.
             np.matmul(xs.reshape(T * B, D + 1), W_xb4, out=gates.reshape(4, T * B, H))
-        hs = np.empty((T + 1, B, H), dtype=dtype)
-        cs = np.empty((T + 1, B, H), dtype=dtype)
-        tanh_c = np.empty((T, B, H), dtype=dtype)
         if state is None:
             hs[0] = 0.0
             cs[0] = 0.0
@@ -251,7 +298,19 @@ class LSTM:
         # A contiguous copy of W_h^T (1 MB at H=256, made once per call, masked on the way): OpenBLAS's
         # per-step GEMM is about 25% slower when it reads the transposed view with the transpose flag
         # (measured: 11.6 vs 9.2 ms for the 32 steps of B=64, H=256).
-        W_h_T = np.empty((4 * H, H), dtype=dtype)
+        W_h_T, dgates, d_act, sigmoid_slope, dh_t, scratch, dW, dW_xb, dx_rows = _carve(
+            self._backward_blocks.take,
+            dtype,
+            (4 * H, H),
+            (T, B, 4 * H),
+            (4, B, H),
+            (SIGMOID_GATES, B, H),
+            (B, H),
+            (B, H),
+            (D + H, 4 * H),
+            (D + 1, 4 * H),
+            (T * B, D),
+        )
         if cache.recurrent_mask is None:
             np.copyto(W_h_T, self.W[D:].T)
         else:
@@ -259,17 +318,12 @@ class LSTM:
 
         # Gradients w.r.t. the pre-activations, row-major: the per-step GEMM and the all-rows GEMMs read them
         # as plain (B, 4H) and (T*B, 4H) matrices.
-        dgates = np.empty((T, B, 4 * H), dtype=dtype)
         dh_next = np.zeros((B, H), dtype=dtype)  # gradient reaching h_t from step t+1
         dc = np.zeros((B, H), dtype=dtype)  # gradient reaching c_t from step t+1, then this step's total
         if dstate is not None:
             dh_next += dstate[0]
             dc += dstate[1]
         # Buffers reused by every step, so the loop allocates nothing.
-        dh_t = np.empty((B, H), dtype=dtype)
-        scratch = np.empty((B, H), dtype=dtype)
-        d_act = np.empty((4, B, H), dtype=dtype)  # gradients w.r.t. the activated gates, gate-major
-        sigmoid_slope = np.empty((SIGMOID_GATES, B, H), dtype=dtype)
         dh_tm = dh.transpose(1, 0, 2)
 
         for t in range(T - 1, -1, -1):
@@ -305,14 +359,14 @@ class LSTM:
 
         # Everything that does not feed the recursion: one GEMM over all T*B rows each.
         flat = dgates.reshape(T * B, 4 * H)
-        dW = np.empty_like(self.W)
-        dW_xb = cache.x.reshape(T * B, D + 1).T @ flat  # rows [:D] are dW_x, row D is db
+        np.matmul(cache.x.reshape(T * B, D + 1).T, flat, out=dW_xb)  # rows [:D] are dW_x, row D is db
         dW[:D] = dW_xb[:D]
         np.matmul(cache.h[:-1].reshape(T * B, H).T, flat, out=dW[D:])
         if cache.recurrent_mask is not None:
             dW[D:] *= cache.recurrent_mask
-        db = dW_xb[D].copy()
-        dx = (flat @ W_x.T).reshape(T, B, D).transpose(1, 0, 2)
+        db = dW_xb[D]
+        np.matmul(flat, W_x.T, out=dx_rows)
+        dx = dx_rows.reshape(T, B, D).transpose(1, 0, 2)
         return {"W": dW, "b": db}, dx, (dh_next, dc)
 
     def step(
@@ -343,6 +397,22 @@ class LSTM:
             a.reshape(B, 4, H).transpose(1, 0, 2), c_prev, c, tanh_c, h, np.empty((B, H), dtype=self.dtype)
         )
         return h, (h, c)
+
+
+def _carve(
+    take: Callable[[int, np.dtype], np.ndarray], dtype: np.dtype, *shapes: tuple[int, ...]
+) -> list[np.ndarray]:
+    """Arrays of the given shapes, all cut from one block that `take(count, dtype)` gives, each at an offset
+    of a whole number of 16-number steps from the block's start (64 bytes in float32, a cache line)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + -(-size // 16) * 16)
+    block = take(starts[-1], dtype)
+    return [
+        block[start : start + size].reshape(shape)
+        for start, size, shape in zip(starts[:-1], sizes, shapes, strict=True)
+    ]
 
 
 def _activate(

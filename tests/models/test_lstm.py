@@ -193,3 +193,38 @@ def test_one_row_read_with_the_serving_weights_is_the_gate_major_pass_bit_for_bi
     out, cache = lstm.forward(x, state)
     assert np.array_equal(out, plain_out) and np.array_equal(cache.gates, plain_cache.gates)
     assert all(np.array_equal(a, b) for a, b in zip(cache.final_state, plain_cache.final_state, strict=True))
+
+
+def test_buffers_are_reused_only_once_nothing_refers_to_them() -> None:
+    rng = np.random.default_rng(7)
+    lstm = make_lstm(rng)
+    x1, x2 = rng.standard_normal((B, T, D)), rng.standard_normal((B, T, D))
+    dh = rng.standard_normal((B, T, H))
+
+    # Held on to: a second pass must not write over the first one's output, cache, state or gradients.
+    out1, cache1 = lstm.forward(x1)
+    h_before, gates_before = out1.copy(), cache1.gates.copy()
+    state1 = cache1.final_state
+    state_before = (state1[0].copy(), state1[1].copy())
+    grads1, dx1, _ = lstm.backward(dh, cache1)
+    grads_before, dx_before = {k: v.copy() for k, v in grads1.items()}, dx1.copy()
+    out2, cache2 = lstm.forward(x2)
+    grads2, dx2, _ = lstm.backward(dh, cache2)
+    assert np.array_equal(out1, h_before) and np.array_equal(cache1.gates, gates_before)
+    assert np.array_equal(state1[0], state_before[0]) and np.array_equal(state1[1], state_before[1])
+    assert all(np.array_equal(grads1[k], grads_before[k]) for k in grads1)
+    assert np.array_equal(dx1, dx_before)
+    # The first cache still gives its own gradients, and the second pass is what a fresh layer computes.
+    again, dx_again, _ = lstm.backward(dh, cache1)
+    assert np.array_equal(again["W"], grads_before["W"]) and np.array_equal(dx_again, dx_before)
+    fresh = make_lstm(np.random.default_rng(7))
+    fresh_out, fresh_cache = fresh.forward(x2)
+    fresh_grads, fresh_dx, _ = fresh.backward(dh, fresh_cache)
+    assert np.array_equal(out2, fresh_out) and np.array_equal(grads2["W"], fresh_grads["W"])
+    assert np.array_equal(dx2, fresh_dx)
+
+    # Let go of everything: the next pass writes into the memory of an earlier one instead of new memory.
+    used = {cache.x.base.__array_interface__["data"][0] for cache in (cache1, cache2)}
+    del out1, cache1, state1, grads1, dx1, again, dx_again, out2, cache2, grads2, dx2
+    _, cache3 = lstm.forward(x1)
+    assert cache3.x.base.__array_interface__["data"][0] in used
