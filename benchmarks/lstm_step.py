@@ -32,6 +32,7 @@ The last line is exactly `numpy/torch forward+backward time ratio: X.XX` (ratio 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import subprocess
@@ -190,14 +191,13 @@ def main() -> None:
 
     B, T, D, H = args.batch, args.steps, args.input, args.hidden
     flops = 2 * B * T * 4 * H * (3 * D + 3 * H)  # forward x@Wx, h@Wh; backward dWx, dx, dWh, dh_prev
-    import torch
-
     print(
         f"LSTM B={B} T={T} D={D} H={H} float32, {len(times['numpy'])} interleaved runs each, one process each"
     )
     print("gemms = the numpy LSTM's six matrix products alone (its floor with OpenBLAS)")
     print(f"threads={args.threads} (numpy: OPENBLAS/OMP/MKL_NUM_THREADS env; torch: set_num_threads)")
-    print(f"numpy {np.__version__}, torch {torch.__version__}; GEMM work per run {flops / 1e9:.2f} GFLOP")
+    torch_version = importlib.metadata.version("torch")  # the parent itself never imports torch
+    print(f"numpy {np.__version__}, torch {torch_version}; GEMM work per run {flops / 1e9:.2f} GFLOP")
     forced = {name: os.environ.get(name, "unset") for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     print("OpenBLAS kernel choice: " + ", ".join(f"{name}={value}" for name, value in forced.items()))
     medians = {}
